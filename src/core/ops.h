@@ -1,0 +1,119 @@
+// Model-agnostic tensor ops, as free functions.
+//
+// Every op checks shapes and dtypes when it is called and throws
+// Error(kInvalidArgument) naming the op and the shapes, e.g.
+//   "[linear] last dim of x (2,77,768) must match w (320,1024)".
+// Then it dispatches on the device of its first tensor argument to a Backend
+// (src/backends/<device>/). Backends may assume validated inputs.
+//
+// Conventions:
+//  - Inputs may be strided (views); outputs are always new contiguous tensors.
+//  - All tensor inputs of an op live on the same device.
+//  - Floating dtype: the output has the dtype of the activation input `x`
+//    (or `a`). Weights (w, gamma, beta, bias, table) may have another floating
+//    dtype; a backend converts them. Models convert weights once at load so
+//    that the fast path sees matching dtypes.
+//  - f16/bf16 math accumulates in f32 (matmul, conv, norms, softmax, attention).
+#pragma once
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace diffuse {
+
+enum class Activation { kNone, kGelu /*erf*/, kQuickGelu /*x*sigmoid(1.702x)*/, kSilu };
+
+// x [..., in] @ w[out, in]^T + bias[out] -> [..., out]; then optional activation.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {}, Activation act = Activation::kNone);
+
+// Batched matmul: a [..., M, K] @ b [..., K, N] -> [..., M, N]; batch dims broadcast.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// 2-D convolution, NCHW. x [N, C, H, W], w [O, C, kh, kw], bias [O].
+// `residual` (optional, shape of the output) is added after the bias: a fused skip connection.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias = {}, int stride = 1, int padding = 0,
+              const Tensor& residual = {});
+
+// GroupNorm over [N, C, *] with `groups` groups (C % groups == 0); gamma/beta [C].
+// With silu=true the output is silu(group_norm(x)), one pass.
+Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                  bool silu = false);
+
+// LayerNorm over the last dim; gamma/beta [D].
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
+
+Tensor softmax(const Tensor& x, int dim = -1);
+
+// Multi-head scaled-dot-product attention with heads packed in the last dim:
+//   q [B, Lq, H*D], k [B, Lk, H*D], v [B, Lk, H*Dv] -> [B, Lq, H*Dv]
+// out = softmax(q k^T * scale [+ causal mask]) v, per head. Never materialises
+// more than one row block of scores at a time on fast backends.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal = false);
+
+// Activations (elementwise).
+Tensor gelu(const Tensor& x);        // exact erf GELU
+Tensor quick_gelu(const Tensor& x);  // x * sigmoid(1.702 x)
+Tensor silu(const Tensor& x);
+// GEGLU as diffusers' GEGLU after its projection: x [..., 2N] -> x[..., :N] * gelu(x[..., N:]).
+Tensor geglu(const Tensor& x);
+
+// Broadcasting binary ops (numpy rules). Output dtype = a's dtype.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+// alpha * a + beta * b, same shapes (no broadcast). Used for CFG and samplers.
+Tensor axpby(const Tensor& a, float alpha, const Tensor& b, float beta);
+Tensor scale(const Tensor& x, float s);
+
+Tensor concat(const std::vector<Tensor>& xs, int dim);
+// Materialised copy of any view (slice/permute/reshape are Tensor methods).
+Tensor copy(const Tensor& x);
+
+// Nearest-neighbour 2x upsample: [N, C, H, W] -> [N, C, 2H, 2W].
+Tensor upsample_nearest2x(const Tensor& x);
+
+// ids (i32/i64) [...], table [V, D] -> [..., D] in the table's dtype. Out-of-range ids throw.
+Tensor embedding(const Tensor& ids, const Tensor& table);
+
+// Sinusoidal timestep embedding as diffusers' get_timestep_embedding:
+// t [N] (f32) -> [N, dim] f32. half = dim/2, exponent = -ln(max_period) * i / (half - shift),
+// emb = [sin, cos] (or [cos, sin] when flip_sin_to_cos); odd dim is zero-padded.
+Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
+                          float max_period = 10000.0f);
+
+// Backend interface: one implementation per device. ops.cpp validates, then calls these.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act) = 0;
+  virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
+  virtual Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
+                        const Tensor& residual) = 0;
+  virtual Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                            bool silu) = 0;
+  virtual Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) = 0;
+  virtual Tensor softmax(const Tensor& x, int dim) = 0;
+  virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale,
+                           bool causal) = 0;
+  virtual Tensor activation(const Tensor& x, Activation act) = 0;
+  virtual Tensor geglu(const Tensor& x) = 0;
+  enum class BinaryOp { kAdd, kSub, kMul };
+  virtual Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op) = 0;  // broadcasting
+  virtual Tensor axpby(const Tensor& a, float alpha, const Tensor& b, float beta) = 0;
+  virtual Tensor concat(const std::vector<Tensor>& xs, int dim) = 0;
+  virtual Tensor copy(const Tensor& x) = 0;  // any strides -> contiguous, same dtype
+  virtual Tensor upsample_nearest2x(const Tensor& x) = 0;
+  virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
+  virtual Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift,
+                                    float max_period) = 0;
+  // dtype conversion of a contiguous tensor on this device.
+  virtual Tensor cast(const Tensor& x, DType dtype) = 0;
+};
+
+// The backend for a device. Throws kUnsupported for CUDA when built without it
+// or when no CUDA device is present.
+Backend& backend_for(Device device);
+bool device_available(Device device);
+
+}  // namespace diffuse

@@ -1,0 +1,118 @@
+// Tensor: a cheap value handle to shared storage plus shape, strides and dtype.
+//
+// Copying a Tensor copies the handle, not the data (like mlx::array or
+// torch.Tensor). Views (reshape of a contiguous tensor, permute, slice,
+// transpose) share storage. Storage owns its bytes through a deleter, so an
+// mmap'd checkpoint can back tensors with zero copies.
+//
+// Dimensions are in PyTorch order (NCHW). Strides are in elements.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace diffuse {
+
+enum class Device : uint8_t { kCPU, kCUDA };
+const char* device_name(Device d);
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& s);  // "(2,4,64,64)"
+int64_t shape_numel(const Shape& s);
+
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device = Device::kCPU;
+  std::function<void(void*)> deleter;  // called with data; may be empty (borrowed memory)
+  Storage() = default;
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+};
+
+// Allocates device memory. CPU memory is 64-byte aligned. CUDA memory comes
+// from the CUDA backend's caching allocator (throws kUnsupported when the
+// binary was built without CUDA).
+std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device);
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined tensor (defined() == false), used for "no bias"
+
+  // Factories. empty() leaves memory uninitialised.
+  static Tensor empty(const Shape& shape, DType dtype, Device device = Device::kCPU);
+  static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::kCPU);
+  static Tensor full(const Shape& shape, float value, DType dtype = DType::kF32, Device device = Device::kCPU);
+  static Tensor from_vector(const std::vector<float>& values, const Shape& shape);  // f32, CPU
+  static Tensor from_ids(const std::vector<int64_t>& values, const Shape& shape);   // i64, CPU
+  // Zero-copy wrap of external memory; `owner` keeps it alive (e.g. an mmap).
+  static Tensor from_blob(void* data, const Shape& shape, DType dtype, std::shared_ptr<void> owner,
+                          Device device = Device::kCPU);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  const std::vector<int64_t>& strides() const { return strides_; }
+  int ndim() const { return static_cast<int>(shape_.size()); }
+  int64_t dim(int i) const;  // negative i counts from the end; throws on out of range
+  int64_t numel() const { return shape_numel(shape_); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  DType dtype() const { return dtype_; }
+  Device device() const { return storage_ ? storage_->device : Device::kCPU; }
+  bool is_contiguous() const;
+  int64_t offset() const { return offset_; }  // in elements
+  const std::shared_ptr<Storage>& storage() const { return storage_; }
+
+  // Pointer to element [0,...,0]. data<T>() checks that sizeof(T) matches the dtype.
+  void* raw_data() const;
+  template <class T>
+  T* data() const {
+    check_element_size(sizeof(T));
+    return static_cast<T*>(raw_data());
+  }
+
+  // Copies / conversions. These return *this when nothing needs doing.
+  Tensor contiguous() const;
+  Tensor to(DType dtype) const;
+  Tensor to(Device device) const;
+  Tensor clone() const;  // always a fresh contiguous copy
+
+  // Views (no copy) where the layout allows; reshape copies a non-contiguous tensor.
+  Tensor reshape(const Shape& shape) const;  // one dim may be -1
+  Tensor permute(const std::vector<int>& dims) const;
+  Tensor transpose(int a, int b) const;
+  Tensor slice(int dim, int64_t start, int64_t end, int64_t step = 1) const;  // python semantics, negatives ok
+  Tensor select(int dim, int64_t index) const;  // removes dim
+  Tensor unsqueeze(int dim) const;
+  Tensor squeeze(int dim) const;
+  Tensor flatten(int start_dim = 0, int end_dim = -1) const;
+
+  // Host-side helpers (copy to CPU/f32 first). Mainly for tests and small tensors.
+  std::vector<float> to_f32_vector() const;
+  std::vector<int64_t> to_i64_vector() const;
+  float item() const;  // numel()==1
+
+  std::string str() const;  // "Tensor(f32, cpu, (2,4,64,64))"
+
+ private:
+  void check_element_size(size_t size) const;
+
+  std::shared_ptr<Storage> storage_;
+  int64_t offset_ = 0;
+  Shape shape_;
+  std::vector<int64_t> strides_;
+  DType dtype_ = DType::kF32;
+
+  friend Tensor make_view(const Tensor& base, Shape shape, std::vector<int64_t> strides, int64_t offset);
+};
+
+std::vector<int64_t> contiguous_strides(const Shape& shape);
+// Builds a view sharing base's storage (used by backends).
+Tensor make_view(const Tensor& base, Shape shape, std::vector<int64_t> strides, int64_t offset);
+
+}  // namespace diffuse

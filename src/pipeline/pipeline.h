@@ -1,0 +1,115 @@
+// The public text-to-image API: load a model (diffusers folder, single-file
+// .safetensors or .ckpt), then generate images. One Pipeline serves many
+// generate() calls; each call carries its own RNG, progress callback and
+// cancellation (nothing global).
+#pragma once
+#include <array>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace diffuse {
+
+enum class Family { kSD1, kSD2, kSDXL };
+const char* family_name(Family f);  // "sd1", "sd2", "sdxl"
+
+enum class Prediction { kEpsilon, kVPrediction };
+enum class RngKind { kCpu, kCuda };  // torch CPU mt19937 stream / torch CUDA Philox stream (A1111 "GPU")
+enum class Precision { kFp32, kFp16, kBf16 };
+const char* precision_name(Precision p);
+Precision precision_from_name(const std::string& s);  // fp32|fp16|bf16 (throws kInvalidArgument)
+
+struct LoadOptions {
+  Device device = Device::kCPU;
+  std::optional<Precision> precision;     // default: fp32 on CPU, fp16 on CUDA (bf16 for SD2 attention-safe)
+  std::optional<Prediction> prediction;   // override detection (single files have no config)
+};
+
+struct ModelInfo {
+  std::string name;          // file stem or folder name
+  std::string path;
+  Family family = Family::kSD1;
+  Prediction prediction = Prediction::kEpsilon;
+  bool single_file = false;
+  std::string sha256;        // of the single file; for folders, of the UNet weights file
+  std::string short_hash;    // sha256[:10], A1111 "Model hash"
+  int default_width = 512, default_height = 512, default_steps = 50;
+  float default_cfg = 7.5f;
+  std::string default_sampler;  // e.g. "pndm" for SD1 folders
+  std::string license;
+};
+
+struct GenerationParams {
+  std::string prompt;
+  std::optional<std::string> negative_prompt;  // nullopt = diffusers' None (SDXL: zero embeddings)
+  int width = 0, height = 0;    // 0: family default
+  int steps = 0;                // 0: family default
+  float cfg_scale = -1.0f;      // < 0: family default; <= 1 disables CFG
+  std::string sampler;          // "" = model default; ddim|pndm|lms|euler|euler_a|dpmpp_2m|unipc|lcm
+  std::string schedule = "default";  // default|karras
+  int64_t seed = -1;            // -1: random (the chosen seed is reported)
+  RngKind rng = RngKind::kCpu;
+  int images = 1;               // batched through the UNet together
+  int clip_skip = 1;            // 1 = last layer
+  // SDXL micro-conditioning (h, w order as diffusers); 0 = (height, width) / (0, 0).
+  std::array<int, 2> original_size{0, 0};
+  std::array<int, 2> crops_coords_top_left{0, 0};
+  std::array<int, 2> target_size{0, 0};
+  // Tests: fixed initial latents [images, 4, h/8, w/8] (multiplied by init_noise_sigma like diffusers).
+  Tensor initial_latents;
+
+  void validate() const;  // throws kInvalidArgument with the limit that was broken
+};
+
+struct StepProgress {
+  int step = 0;          // 1-based, after the step
+  int total_steps = 0;
+  double elapsed_s = 0;
+  Tensor latents;        // current x [images, 4, h/8, w/8] on the CPU, f32
+};
+// Return true to stop the run (it stops at the step boundary, kCancelled is thrown).
+using ProgressCallback = std::function<bool(const StepProgress&)>;
+
+struct Image {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // width*height*3
+  int64_t seed = 0;
+  std::string parameters;    // A1111 infotext
+};
+
+struct Timings {
+  double load_s = 0, text_encode_s = 0, denoise_s = 0, vae_decode_s = 0, total_s = 0;
+  int unet_evals = 0;
+};
+
+struct GenerationResult {
+  std::vector<Image> images;
+  Tensor final_latents;  // [images, 4, h/8, w/8] f32, before / scaling_factor
+  Tensor decoded;        // [images, 3, H, W] f32 in [0, 1] (what the PNGs hold before rounding)
+  int64_t seed = 0;
+  Timings timings;
+};
+
+class Pipeline {
+ public:
+  static std::unique_ptr<Pipeline> load(const std::string& path, const LoadOptions& options = {});
+  ~Pipeline();
+
+  const ModelInfo& info() const;
+  GenerationResult generate(const GenerationParams& params, const ProgressCallback& progress = {});
+
+  // Cheap latent -> RGB approximation for live previews (a fixed linear map per family).
+  static std::vector<uint8_t> preview_rgb(const Tensor& latents, int index, Family family, int* width, int* height);
+
+  struct Impl;
+
+ private:
+  explicit Pipeline(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace diffuse
