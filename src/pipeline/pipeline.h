@@ -11,13 +11,10 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "models/family.h"
 
 namespace diffuse {
 
-enum class Family { kSD1, kSD2, kSDXL };
-const char* family_name(Family f);  // "sd1", "sd2", "sdxl"
-
-enum class Prediction { kEpsilon, kVPrediction };
 enum class RngKind { kCpu, kCuda };  // torch CPU mt19937 stream / torch CUDA Philox stream (A1111 "GPU")
 enum class Precision { kFp32, kFp16, kBf16 };
 const char* precision_name(Precision p);

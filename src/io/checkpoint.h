@@ -1,0 +1,36 @@
+// Checkpoint readers: every format returns a name -> tensor map in the
+// tensors' stored dtype (convert on demand with Tensor::to). safetensors files
+// are mmap'd and their tensors are zero-copy views of the mapping.
+//
+// All readers validate what they read and throw Error(kIo) with a message that
+// names the file, the problem and where (tensor name, byte offset).
+#pragma once
+#include <map>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace diffuse {
+
+using TensorMap = std::map<std::string, Tensor>;
+
+struct Checkpoint {
+  TensorMap tensors;
+  std::map<std::string, std::string> metadata;  // safetensors "__metadata__"
+};
+
+// One .safetensors file (mmap, full header validation).
+Checkpoint load_safetensors(const std::string& path);
+// A sharded model: "*.safetensors.index.json" (weight_map name -> shard file).
+Checkpoint load_safetensors_index(const std::string& index_path);
+// PyTorch .ckpt / .pt / .pth / .bin: zip archive + restricted unpickler that
+// only understands torch's rebuild calls and storages; never executes code.
+Checkpoint load_torch_checkpoint(const std::string& path);
+// Picks the reader by content (zip magic, safetensors header) and name.
+Checkpoint load_checkpoint(const std::string& path);
+
+// Writes a .safetensors file (tensors in their dtype; CPU tensors).
+void save_safetensors(const std::string& path, const TensorMap& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace diffuse
