@@ -22,6 +22,10 @@ Precision precision_from_name(const std::string& s);  // fp32|fp16|bf16 (throws 
 
 struct LoadOptions {
   Device device = Device::kCPU;
+  // For single files: a diffusers folder whose configs (unet/vae/text encoder/
+  // scheduler/tokenizer) describe the checkpoint, like diffusers' from_single_file(config=...).
+  // Without it the family's published configs are used.
+  std::string config_dir;
   std::optional<Precision> precision;     // default: fp32 on CPU, fp16 on CUDA (bf16 for SD2 attention-safe)
   std::optional<Prediction> prediction;   // override detection (single files have no config)
 };
@@ -43,6 +47,10 @@ struct ModelInfo {
 struct GenerationParams {
   std::string prompt;
   std::optional<std::string> negative_prompt;  // nullopt = diffusers' None (SDXL: zero embeddings)
+  // Optional per-image prompts (A1111 all_prompts); when set, images = prompts.size()
+  // and negative_prompts (if set) must have the same length.
+  std::vector<std::string> prompts;
+  std::vector<std::string> negative_prompts;
   int width = 0, height = 0;    // 0: family default
   int steps = 0;                // 0: family default
   float cfg_scale = -1.0f;      // < 0: family default; <= 1 disables CFG
