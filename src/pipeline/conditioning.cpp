@@ -1,0 +1,135 @@
+// Prompt -> UNet conditioning, as diffusers' encode_prompt does it for plain
+// prompts, extended with AUTOMATIC1111's syntax: (word:1.3) emphasis and
+// prompts longer than 75 tokens, encoded in 77-token chunks and concatenated
+// (modules/sd_hijack_clip.py). A prompt with no emphasis and <= 75 tokens takes
+// exactly diffusers' path.
+#include <cmath>
+
+#include "core/ops.h"
+#include "pipeline/pipeline_impl.h"
+#include "text/prompt_weights.h"
+
+namespace diffuse {
+namespace {
+
+// The hidden state the UNet sees from one encoder, for a batch of token ids.
+// clip_skip follows A1111: 1 = the layer the model was trained with, k > 1 goes
+// k - 1 layers further back (with the final LayerNorm re-applied on the
+// last-hidden-state path, as A1111 does).
+Tensor encoder_hidden(const TextEncoderSlot& slot, const ClipTextModel::Output& out, int clip_skip) {
+  const int n = static_cast<int>(out.hidden_states.size());  // layers + 1
+  if (slot.penultimate) {
+    int idx = n - 1 - std::max(1, clip_skip);
+    DIFFUSE_CHECK_ARG(idx >= 0, "clip skip " + std::to_string(clip_skip) + " exceeds the text encoder's depth");
+    return out.hidden_states[idx];
+  }
+  if (clip_skip <= 1) return out.last_hidden_state;
+  int idx = n - clip_skip;
+  DIFFUSE_CHECK_ARG(idx >= 1, "clip skip " + std::to_string(clip_skip) + " exceeds the text encoder's depth");
+  return slot.model->final_layer_norm(out.hidden_states[idx]);
+}
+
+struct EncodedPrompt {
+  Tensor context;  // [1, 77 * chunks, D_total]
+  Tensor pooled;   // [1, P] or undefined
+};
+
+EncodedPrompt encode_one(const std::vector<TextEncoderSlot>& encoders, const std::string& prompt, int clip_skip,
+                         int min_chunks) {
+  std::vector<Tensor> per_encoder;
+  Tensor pooled;
+  for (const TextEncoderSlot& slot : encoders) {
+    PromptChunks chunks = encode_weighted(*slot.tokenizer, prompt);
+    // Pad with empty chunks so that prompt and negative prompt line up (A1111).
+    while (static_cast<int>(chunks.ids.size()) < min_chunks) {
+      PromptChunks empty = encode_weighted(*slot.tokenizer, "");
+      chunks.ids.push_back(empty.ids[0]);
+      chunks.weights.push_back(empty.weights[0]);
+    }
+    std::vector<Tensor> hidden_chunks;
+    for (size_t c = 0; c < chunks.ids.size(); ++c) {
+      const std::vector<int64_t>& ids = chunks.ids[c];
+      Tensor ids_t = Tensor::from_ids(ids, {1, static_cast<int64_t>(ids.size())});
+      if (slot.model->device() != Device::kCPU) ids_t = ids_t.to(slot.model->device());
+      ClipTextModel::Output out = slot.model->forward(ids_t);
+      Tensor h = encoder_hidden(slot, out, clip_skip);
+      const std::vector<float>& w = chunks.weights[c];
+      bool weighted = false;
+      for (float x : w) weighted |= x != 1.0f;
+      if (weighted) {
+        // A1111: z *= weights; then restore the original mean.
+        Tensor hf = h.to(DType::kF32).to(Device::kCPU).contiguous();
+        std::vector<float> v = hf.to_f32_vector();
+        const int64_t d = h.dim(-1);
+        double before = 0, after = 0;
+        for (float x : v) before += x;
+        for (size_t i = 0; i < v.size(); ++i) v[i] *= w[i / d];
+        for (float x : v) after += x;
+        float ratio = after != 0 ? static_cast<float>(before / after) : 1.0f;
+        for (float& x : v) x *= ratio;
+        h = Tensor::from_vector(v, h.shape()).to(h.dtype()).to(h.device());
+      }
+      hidden_chunks.push_back(h);
+      if (slot.provides_pooled && c == 0) pooled = out.text_embeds;  // A1111 pools the first chunk
+    }
+    per_encoder.push_back(hidden_chunks.size() == 1 ? hidden_chunks[0] : concat(hidden_chunks, 1));
+  }
+  EncodedPrompt e;
+  e.context = per_encoder.size() == 1 ? per_encoder[0] : concat(per_encoder, 2);
+  e.pooled = pooled;
+  return e;
+}
+
+int chunk_count(const std::vector<TextEncoderSlot>& encoders, const std::string& prompt) {
+  int n = 1;
+  for (const TextEncoderSlot& slot : encoders) {
+    n = std::max(n, static_cast<int>(encode_weighted(*slot.tokenizer, prompt).ids.size()));
+  }
+  return n;
+}
+
+}  // namespace
+
+Pipeline::Impl::Conditioning Pipeline::Impl::encode_prompts(const std::vector<std::string>& prompts,
+                                                            int clip_skip) const {
+  int chunks = 1;
+  for (const std::string& p : prompts) chunks = std::max(chunks, chunk_count(encoders, p));
+  std::vector<Tensor> contexts, pooled;
+  for (const std::string& p : prompts) {
+    EncodedPrompt e = encode_one(encoders, p, clip_skip, chunks);
+    contexts.push_back(e.context);
+    if (e.pooled.defined()) pooled.push_back(e.pooled);
+  }
+  Conditioning c;
+  c.context = contexts.size() == 1 ? contexts[0] : concat(contexts, 0);
+  if (!pooled.empty()) c.pooled = pooled.size() == 1 ? pooled[0] : concat(pooled, 0);
+  return c;
+}
+
+Pipeline::Impl::Conditioning Pipeline::Impl::zero_conditioning(const Conditioning& like) const {
+  Conditioning z;
+  z.context = Tensor::zeros(like.context.shape(), like.context.dtype(), like.context.device());
+  if (like.pooled.defined()) z.pooled = Tensor::zeros(like.pooled.shape(), like.pooled.dtype(), like.pooled.device());
+  return z;
+}
+
+void Pipeline::Impl::match_lengths(Conditioning& a, Conditioning& b, int clip_skip) const {
+  auto pad = [&](Conditioning& c, int64_t target) {
+    int64_t have = c.context.dim(1);
+    if (have >= target) return;
+    // Append empty-prompt chunks (77 tokens each) for every batch row.
+    EncodedPrompt empty = encode_one(encoders, "", clip_skip, 1);
+    std::vector<Tensor> rows;
+    for (int64_t r = 0; r < c.context.dim(0); ++r) {
+      std::vector<Tensor> parts = {c.context.slice(0, r, r + 1)};
+      for (int64_t l = have; l < target; l += empty.context.dim(1)) parts.push_back(empty.context);
+      rows.push_back(concat(parts, 1));
+    }
+    c.context = rows.size() == 1 ? rows[0] : concat(rows, 0);
+  };
+  int64_t target = std::max(a.context.dim(1), b.context.dim(1));
+  pad(a, target);
+  pad(b, target);
+}
+
+}  // namespace diffuse

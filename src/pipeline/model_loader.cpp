@@ -1,0 +1,333 @@
+// Loads a pipeline from a diffusers folder (model_index.json + component
+// subfolders) or from a single-file checkpoint (.safetensors / .ckpt in the
+// original LDM/SGM key layout). Single files carry no configs, so the family's
+// published configs are used unless LoadOptions::config_dir names a diffusers
+// folder to take them from (like diffusers' from_single_file(config=...)).
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "io/checkpoint.h"
+#include "io/sha256.h"
+#include "models/detect.h"
+#include "models/keymap.h"
+#include "pipeline/pipeline_impl.h"
+
+namespace fs = std::filesystem;
+
+namespace diffuse {
+namespace {
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream f(path);
+  if (!f) throw_error(ErrorCode::kIo, "cannot open " + path.string());
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    throw_error(ErrorCode::kIo, path.string() + ": invalid JSON: " + e.what());
+  }
+}
+
+// The weights file of a diffusers component folder, preferring safetensors and
+// the fp16 variant only when no full-precision file exists.
+fs::path find_weights(const fs::path& dir) {
+  static const char* kNames[] = {
+      "diffusion_pytorch_model.safetensors",        "model.safetensors",
+      "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json",
+      "diffusion_pytorch_model.fp16.safetensors",   "model.fp16.safetensors",
+      "diffusion_pytorch_model.fp16.safetensors.index.json", "model.fp16.safetensors.index.json",
+      "diffusion_pytorch_model.bin",                "pytorch_model.bin",
+      "diffusion_pytorch_model.fp16.bin",           "pytorch_model.fp16.bin"};
+  for (const char* name : kNames) {
+    if (fs::exists(dir / name)) return dir / name;
+  }
+  throw_error(ErrorCode::kIo, "no weights file (diffusion_pytorch_model.safetensors, model.safetensors, "
+                              "*.bin, or an fp16 variant) in " + dir.string());
+}
+
+TensorMap load_component(const fs::path& dir) { return load_checkpoint(find_weights(dir).string()).tensors; }
+
+// Model hashes are cached by (path, size, mtime) so a 6 GB checkpoint is
+// hashed once, like A1111's cache.json.
+std::string cached_sha256(const fs::path& file) {
+  const char* home = std::getenv("HOME");
+  fs::path cache_dir = std::getenv("XDG_CACHE_HOME") ? fs::path(std::getenv("XDG_CACHE_HOME")) / "diffuse"
+                       : home ? fs::path(home) / ".cache" / "diffuse" : fs::path();
+  std::error_code ec;
+  std::string key = fs::absolute(file).string() + "|" + std::to_string(fs::file_size(file, ec)) + "|" +
+                    std::to_string(fs::last_write_time(file, ec).time_since_epoch().count());
+  nlohmann::json cache = nlohmann::json::object();
+  fs::path cache_file = cache_dir / "hashes.json";
+  if (!cache_dir.empty() && fs::exists(cache_file)) {
+    try {
+      std::ifstream in(cache_file);
+      cache = nlohmann::json::parse(in);
+      if (cache.contains(key)) return cache[key].get<std::string>();
+    } catch (...) {
+      cache = nlohmann::json::object();  // a corrupt cache is rebuilt
+    }
+  }
+  std::string hash = sha256_file(file.string());
+  if (!cache_dir.empty()) {
+    fs::create_directories(cache_dir, ec);
+    cache[key] = hash;
+    fs::path tmp = cache_file;
+    tmp += ".tmp" + std::to_string(::getpid());
+    std::ofstream out(tmp);
+    out << cache.dump(1);
+    out.close();
+    if (out) fs::rename(tmp, cache_file, ec);
+  }
+  return hash;
+}
+
+DType dtype_for(Precision p) {
+  switch (p) {
+    case Precision::kFp32: return DType::kF32;
+    case Precision::kFp16: return DType::kF16;
+    case Precision::kBf16: return DType::kBF16;
+  }
+  return DType::kF32;
+}
+
+void set_family_defaults(ModelInfo& info) {
+  info.default_steps = 50;
+  switch (info.family) {
+    case Family::kSD1:
+      info.default_width = info.default_height = 512;
+      info.default_cfg = 7.5f;
+      info.license = "CreativeML OpenRAIL-M";
+      break;
+    case Family::kSD2:
+      info.default_width = info.default_height = info.prediction == Prediction::kVPrediction ? 768 : 512;
+      info.default_cfg = 7.5f;
+      info.license = "CreativeML Open RAIL++-M";
+      break;
+    case Family::kSDXL:
+      info.default_width = info.default_height = 1024;
+      info.default_cfg = 5.0f;
+      info.license = "CreativeML Open RAIL++-M";
+      break;
+  }
+}
+
+// SD2 single files do not say whether they predict v or epsilon. AUTOMATIC1111
+// runs the UNet once on a constant input and looks at the sign of the output's
+// offset (modules/sd_models_config.py is_using_v_parameterization_for_sd2).
+Prediction probe_prediction(const UNet& unet) {
+  const UNetConfig& c = unet.config();
+  Device dev = Device::kCPU;
+  (void)dev;
+  Tensor x = Tensor::full({1, c.in_channels, 8, 8}, 0.5f);
+  Tensor t = Tensor::full({1}, 999.0f);
+  Tensor ctx = Tensor::full({1, 2, c.cross_attention_dim.at(0)}, 0.5f);
+  Tensor out = unet.forward(x, t, ctx).to(DType::kF32).to(Device::kCPU);
+  std::vector<float> o = out.to_f32_vector();
+  double mean = 0;
+  for (float v : o) mean += v - 0.5;
+  mean /= static_cast<double>(o.size());
+  return mean < -1.0 ? Prediction::kVPrediction : Prediction::kEpsilon;
+}
+
+std::string prediction_from_json(const nlohmann::json& sched) {
+  return sched.value("prediction_type", std::string("epsilon"));
+}
+
+fs::path bundled_tokenizer_dir() {
+  // models/tokenizers/clip beside the source tree or the installed binary.
+  for (fs::path p : {fs::path(DIFFUSE_SOURCE_DIR) / "models/tokenizers/clip",
+                     fs::path("/usr/local/share/diffuse/tokenizers/clip")}) {
+    if (fs::exists(p / "vocab.json")) return p;
+  }
+  throw_error(ErrorCode::kIo, "the CLIP tokenizer files (vocab.json, merges.txt) were not found; "
+                              "single-file checkpoints need them (pass --config with a diffusers folder)");
+}
+
+}  // namespace
+
+nlohmann::json default_scheduler_config(Family family, Prediction prediction) {
+  // The scheduler_config.json of the published repos (SD1.5, SD2.1, SDXL base).
+  nlohmann::json j = {{"beta_end", 0.012},       {"beta_schedule", "scaled_linear"},
+                      {"beta_start", 0.00085},   {"num_train_timesteps", 1000},
+                      {"set_alpha_to_one", false}, {"skip_prk_steps", true},
+                      {"steps_offset", 1},        {"trained_betas", nullptr},
+                      {"clip_sample", false}};
+  switch (family) {
+    case Family::kSD1: j["_class_name"] = "PNDMScheduler"; break;
+    case Family::kSD2: j["_class_name"] = "DDIMScheduler"; break;
+    case Family::kSDXL:
+      j["_class_name"] = "EulerDiscreteScheduler";
+      j["interpolation_type"] = "linear";
+      j["sample_max_value"] = 1.0;
+      j["timestep_spacing"] = "leading";
+      j["use_karras_sigmas"] = false;
+      break;
+  }
+  if (family != Family::kSD1) j["prediction_type"] = prediction_name(prediction);
+  return j;
+}
+
+std::string sampler_for_scheduler_class(const std::string& cls) {
+  if (cls == "PNDMScheduler") return "pndm";
+  if (cls == "DDIMScheduler") return "ddim";
+  if (cls == "LMSDiscreteScheduler") return "lms";
+  if (cls == "EulerDiscreteScheduler") return "euler";
+  if (cls == "EulerAncestralDiscreteScheduler") return "euler_a";
+  if (cls == "DPMSolverMultistepScheduler") return "dpmpp_2m";
+  if (cls == "UniPCMultistepScheduler") return "unipc";
+  if (cls == "LCMScheduler") return "lcm";
+  return "euler";  // any other class: Euler is the safe, widely supported default
+}
+
+std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, const LoadOptions& options) {
+  fs::path path(path_str);
+  if (!fs::exists(path)) throw_error(ErrorCode::kNotFound, "model not found: " + path_str);
+  auto impl = std::make_unique<Pipeline::Impl>();
+  ModelInfo& info = impl->info;
+  info.path = fs::absolute(path).string();
+  impl->device = options.device;
+  impl->precision = options.precision.value_or(options.device == Device::kCPU ? Precision::kFp32 : Precision::kFp16);
+  impl->dtype = dtype_for(impl->precision);
+
+  const bool folder = fs::is_directory(path);
+  fs::path config_dir = folder ? path : fs::path(options.config_dir);
+  if (folder && !fs::exists(path / "model_index.json")) {
+    throw_error(ErrorCode::kIo, path_str + " is a folder without model_index.json: not a diffusers pipeline");
+  }
+  if (!config_dir.empty() && !fs::exists(config_dir / "model_index.json")) {
+    throw_error(ErrorCode::kIo, "config folder " + config_dir.string() + " has no model_index.json");
+  }
+
+  // 1. Family and component configs.
+  TensorMap single;  // single-file tensors (all components)
+  nlohmann::json model_index;
+  if (!config_dir.empty()) model_index = read_json(config_dir / "model_index.json");
+  if (folder) {
+    info.name = path.filename().string();
+    if (info.name.empty()) info.name = path.parent_path().filename().string();
+    std::string cls = model_index.value("_class_name", "");
+    if (cls.find("Inpaint") != std::string::npos || cls.find("Img2Img") != std::string::npos) {
+      throw_error(ErrorCode::kUnsupported, path_str + ": " + cls + " pipelines are not supported yet");
+    }
+    if (fs::exists(path / "text_encoder_2")) {
+      info.family = Family::kSDXL;
+    } else {
+      // OpenCLIP (SD2) text encoders use erf GELU, OpenAI CLIP-L (SD1) quick GELU.
+      nlohmann::json te = read_json(path / "text_encoder" / "config.json");
+      info.family = te.value("hidden_act", "quick_gelu") == "gelu" ? Family::kSD2 : Family::kSD1;
+    }
+  } else {
+    info.name = path.stem().string();
+    info.single_file = true;
+    Checkpoint ck = load_checkpoint(path.string());
+    single = std::move(ck.tensors);
+    Detected d = detect_single_file(single);
+    if (d.inpaint) {
+      throw_error(ErrorCode::kUnsupported, path_str + ": inpainting checkpoints (UNet with 9 input channels) "
+                                           "are not supported yet");
+    }
+    info.family = d.family;
+    if (!config_dir.empty() && fs::exists(config_dir / "text_encoder_2") != (d.family == Family::kSDXL)) {
+      throw_error(ErrorCode::kInvalidArgument, "config folder " + config_dir.string() +
+                                                   " does not describe a " + family_name(d.family) + " model");
+    }
+  }
+
+  UNetConfig unet_cfg;
+  VaeConfig vae_cfg;
+  std::vector<ClipTextConfig> te_cfgs;
+  if (!config_dir.empty()) {
+    unet_cfg = UNetConfig::from_json(read_json(config_dir / "unet" / "config.json"));
+    vae_cfg = VaeConfig::from_json(read_json(config_dir / "vae" / "config.json"));
+    te_cfgs.push_back(ClipTextConfig::from_json(read_json(config_dir / "text_encoder" / "config.json"), false));
+    if (info.family == Family::kSDXL) {
+      te_cfgs.push_back(ClipTextConfig::from_json(read_json(config_dir / "text_encoder_2" / "config.json"), true));
+    }
+    impl->scheduler_config = read_json(config_dir / "scheduler" / "scheduler_config.json");
+    impl->force_zeros_for_empty_prompt = model_index.value("force_zeros_for_empty_prompt", false);
+  } else {
+    switch (info.family) {
+      case Family::kSD1:
+        unet_cfg = UNetConfig::sd15();
+        te_cfgs = {ClipTextConfig::sd15()};
+        break;
+      case Family::kSD2:
+        unet_cfg = UNetConfig::sd21();
+        te_cfgs = {ClipTextConfig::sd21()};
+        break;
+      case Family::kSDXL:
+        unet_cfg = UNetConfig::sdxl_base();
+        te_cfgs = {ClipTextConfig::sdxl_te1(), ClipTextConfig::sdxl_te2()};
+        impl->force_zeros_for_empty_prompt = true;
+        break;
+    }
+    vae_cfg = VaeConfig::sd();
+    if (info.family == Family::kSDXL) vae_cfg.scaling_factor = 0.13025f;
+  }
+
+  // 2. Weights. Single files are split into diffusers-named components by the key tables.
+  TensorMap unet_w, vae_w, te1_w, te2_w;
+  if (folder) {
+    unet_w = load_component(path / "unet");
+    vae_w = load_component(path / "vae");
+    te1_w = load_component(path / "text_encoder");
+    if (info.family == Family::kSDXL) te2_w = load_component(path / "text_encoder_2");
+  } else {
+    std::optional<ClipTextConfig> te2;
+    if (te_cfgs.size() > 1) te2 = te_cfgs[1];
+    SingleFileParts parts = split_single_file(single, info.family, unet_cfg, te_cfgs[0], te2);
+    unet_w = std::move(parts.unet);
+    vae_w = std::move(parts.vae);
+    te1_w = std::move(parts.text_encoder);
+    te2_w = std::move(parts.text_encoder_2);
+    single.clear();
+  }
+
+  Device dev = options.device;
+  impl->unet = std::make_unique<UNet>(unet_cfg, unet_w, impl->dtype, dev);
+  unet_w.clear();
+  // The VAE overflows in fp16 (SDXL's in particular: force_upcast); decode it in
+  // fp32, or bf16 when that is the compute precision (same exponent range as fp32).
+  DType vae_dtype = impl->dtype == DType::kF16 && vae_cfg.force_upcast ? DType::kF32 : impl->dtype;
+  impl->vae = std::make_unique<Vae>(vae_cfg, vae_w, vae_dtype, dev);
+  vae_w.clear();
+
+  // 3. Text encoders and tokenizers.
+  auto tokenizer_dir = [&](const char* sub) -> fs::path {
+    if (!config_dir.empty() && fs::exists(config_dir / sub / "vocab.json")) return config_dir / sub;
+    return bundled_tokenizer_dir();
+  };
+  for (size_t i = 0; i < te_cfgs.size(); ++i) {
+    TextEncoderSlot slot;
+    const char* sub = i == 0 ? "tokenizer" : "tokenizer_2";
+    slot.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load(tokenizer_dir(sub).string()));
+    // OpenCLIP encoders pad with "!" (id 0); the bundled files default to CLIP-L's padding.
+    if (config_dir.empty() && te_cfgs[i].hidden_act == "gelu") slot.tokenizer->set_pad_token("!");
+    slot.model = std::make_unique<ClipTextModel>(te_cfgs[i], i == 0 ? te1_w : te2_w, impl->dtype, dev);
+    slot.penultimate = info.family == Family::kSDXL;
+    slot.provides_pooled = te_cfgs[i].with_projection;
+    impl->encoders.push_back(std::move(slot));
+  }
+
+  // 4. Prediction type and defaults.
+  if (impl->scheduler_config.is_null()) {
+    Prediction pred = options.prediction.value_or(Prediction::kEpsilon);
+    if (!options.prediction && info.family == Family::kSD2) pred = probe_prediction(*impl->unet);
+    impl->scheduler_config = default_scheduler_config(info.family, pred);
+  } else if (options.prediction) {
+    impl->scheduler_config["prediction_type"] = prediction_name(*options.prediction);
+  }
+  info.prediction = prediction_from_json(impl->scheduler_config) == "v_prediction" ? Prediction::kVPrediction
+                                                                                    : Prediction::kEpsilon;
+  set_family_defaults(info);
+  info.default_sampler = sampler_for_scheduler_class(impl->scheduler_config.value("_class_name", ""));
+
+  // 5. Hash (A1111 "Model hash" = sha256[:10] of the checkpoint file).
+  fs::path hashed = folder ? find_weights(path / "unet") : path;
+  info.sha256 = cached_sha256(hashed);
+  info.short_hash = info.sha256.substr(0, 10);
+  return impl;
+}
+
+}  // namespace diffuse

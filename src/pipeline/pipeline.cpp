@@ -1,0 +1,292 @@
+// Text-to-image generation: a port of diffusers' StableDiffusionPipeline /
+// StableDiffusionXLPipeline __call__ (encode prompt, prepare latents, denoise
+// with classifier-free guidance, decode), with A1111-style metadata.
+#include "pipeline/pipeline.h"
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "core/ops.h"
+#include "io/infotext.h"
+#include "pipeline/pipeline_impl.h"
+#include "sampling/rng.h"
+
+namespace diffuse {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+constexpr int kMaxSide = 4096;
+constexpr int kMaxSteps = 1000;
+constexpr int kMaxImages = 64;
+
+// A1111 sampler display names (the "Sampler:" infotext field).
+std::string a1111_sampler_name(const std::string& s) {
+  if (s == "ddim") return "DDIM";
+  if (s == "pndm") return "PLMS";
+  if (s == "lms") return "LMS";
+  if (s == "euler") return "Euler";
+  if (s == "euler_a") return "Euler a";
+  if (s == "dpmpp_2m") return "DPM++ 2M";
+  if (s == "unipc") return "UniPC";
+  if (s == "lcm") return "LCM";
+  return s;
+}
+
+}  // namespace
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::kFp32: return "fp32";
+    case Precision::kFp16: return "fp16";
+    case Precision::kBf16: return "bf16";
+  }
+  return "?";
+}
+
+Precision precision_from_name(const std::string& s) {
+  if (s == "fp32" || s == "f32" || s == "float32") return Precision::kFp32;
+  if (s == "fp16" || s == "f16" || s == "float16" || s == "half") return Precision::kFp16;
+  if (s == "bf16" || s == "bfloat16") return Precision::kBf16;
+  throw_error(ErrorCode::kInvalidArgument, "unknown precision '" + s + "' (expected fp32, fp16 or bf16)");
+}
+
+void GenerationParams::validate() const {
+  auto check_side = [](int v, const char* name) {
+    DIFFUSE_CHECK_ARG(v == 0 || (v >= 64 && v <= kMaxSide && v % 8 == 0),
+                      std::string(name) + " must be a multiple of 8 between 64 and " + std::to_string(kMaxSide) +
+                          ", got " + std::to_string(v));
+  };
+  check_side(width, "width");
+  check_side(height, "height");
+  DIFFUSE_CHECK_ARG(steps >= 0 && steps <= kMaxSteps,
+                    "steps must be between 1 and " + std::to_string(kMaxSteps) + ", got " + std::to_string(steps));
+  DIFFUSE_CHECK_ARG(std::isfinite(cfg_scale) && cfg_scale <= 100.0f,
+                    "cfg scale must be a finite number <= 100, got " + std::to_string(cfg_scale));
+  int n = prompts.empty() ? images : static_cast<int>(prompts.size());
+  DIFFUSE_CHECK_ARG(n >= 1 && n <= kMaxImages,
+                    "number of images must be between 1 and " + std::to_string(kMaxImages) + ", got " +
+                        std::to_string(n));
+  DIFFUSE_CHECK_ARG(negative_prompts.empty() || negative_prompts.size() == static_cast<size_t>(n),
+                    "negative_prompts must have one entry per prompt");
+  DIFFUSE_CHECK_ARG(clip_skip >= 1 && clip_skip <= 12, "clip skip must be between 1 and 12");
+  DIFFUSE_CHECK_ARG(seed >= -1, "seed must be >= 0, or -1 for a random seed");
+  DIFFUSE_CHECK_ARG(schedule == "default" || schedule == "karras",
+                    "schedule must be 'default' or 'karras', got '" + schedule + "'");
+  if (!sampler.empty()) {
+    bool known = false;
+    for (const std::string& s : scheduler_names()) known |= s == sampler;
+    std::string names;
+    for (const std::string& s : scheduler_names()) names += (names.empty() ? "" : ", ") + s;
+    DIFFUSE_CHECK_ARG(known, "unknown sampler '" + sampler + "' (available: " + names + ")");
+  }
+  size_t prompt_bytes = prompt.size() + negative_prompt.value_or("").size();
+  for (const auto& p : prompts) prompt_bytes += p.size();
+  for (const auto& p : negative_prompts) prompt_bytes += p.size();
+  DIFFUSE_CHECK_ARG(prompt_bytes <= 64 * 1024, "prompts must total at most 65536 bytes");
+}
+
+Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Pipeline::~Pipeline() = default;
+
+std::unique_ptr<Pipeline> Pipeline::load(const std::string& path, const LoadOptions& options) {
+  auto t0 = Clock::now();
+  auto impl = load_pipeline_impl(path, options);
+  (void)t0;
+  return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
+}
+
+const ModelInfo& Pipeline::info() const { return impl_->info; }
+
+GenerationResult Pipeline::generate(const GenerationParams& params_in, const ProgressCallback& progress) {
+  params_in.validate();
+  Impl& m = *impl_;
+  const ModelInfo& info = m.info;
+  const auto t_start = Clock::now();
+  GenerationResult result;
+
+  GenerationParams p = params_in;
+  if (p.width == 0) p.width = info.default_width;
+  if (p.height == 0) p.height = info.default_height;
+  if (p.steps == 0) p.steps = info.default_steps;
+  if (p.cfg_scale < 0) p.cfg_scale = info.default_cfg;
+  if (p.sampler.empty()) p.sampler = info.default_sampler;
+  if (p.seed < 0) {
+    std::random_device rd;
+    p.seed = static_cast<int64_t>((static_cast<uint64_t>(rd()) << 32 | rd()) & 0xffffffffULL);
+  }
+  result.seed = p.seed;
+
+  std::vector<std::string> prompts = p.prompts;
+  if (prompts.empty()) prompts.assign(p.images, p.prompt);
+  const int n = static_cast<int>(prompts.size());
+  std::vector<std::string> negatives = p.negative_prompts;
+  const bool negative_is_none = negatives.empty() && !p.negative_prompt.has_value();
+  if (negatives.empty()) negatives.assign(n, p.negative_prompt.value_or(""));
+  const bool cfg = p.cfg_scale > 1.0f;  // diffusers: do_classifier_free_guidance
+
+  // 1. Text conditioning: [uncond x n, cond x n] with CFG (diffusers' order).
+  auto t0 = Clock::now();
+  Impl::Conditioning cond = m.encode_prompts(prompts, p.clip_skip);
+  Impl::Conditioning batch = cond;
+  if (cfg) {
+    Impl::Conditioning uncond = negative_is_none && m.force_zeros_for_empty_prompt
+                                    ? m.zero_conditioning(cond)
+                                    : m.encode_prompts(negatives, p.clip_skip);
+    m.match_lengths(uncond, cond, p.clip_skip);
+    batch.context = concat({uncond.context, cond.context}, 0);
+    if (cond.pooled.defined()) batch.pooled = concat({uncond.pooled, cond.pooled}, 0);
+  }
+  const int64_t unet_batch = batch.context.dim(0);
+  Tensor time_ids;
+  if (batch.pooled.defined()) {
+    // SDXL micro-conditioning: original size + crop top-left + target size, (h, w) each.
+    std::array<int, 2> orig = p.original_size[0] ? p.original_size : std::array<int, 2>{p.height, p.width};
+    std::array<int, 2> target = p.target_size[0] ? p.target_size : std::array<int, 2>{p.height, p.width};
+    std::vector<float> ids;
+    for (int64_t b = 0; b < unet_batch; ++b) {
+      for (int v : {orig[0], orig[1], p.crops_coords_top_left[0], p.crops_coords_top_left[1], target[0], target[1]}) {
+        ids.push_back(static_cast<float>(v));
+      }
+    }
+    time_ids = Tensor::from_vector(ids, {unet_batch, 6}).to(m.dtype).to(m.device);
+  }
+  result.timings.text_encode_s = seconds_since(t0);
+
+  // 2. Scheduler and initial noise (one generator for the whole batch, like randn_tensor).
+  std::unique_ptr<Scheduler> scheduler =
+      make_scheduler(p.sampler, SchedulerConfig::from_json(m.scheduler_config), p.schedule);
+  scheduler->set_timesteps(p.steps);
+  std::unique_ptr<Generator> gen = make_generator(p.rng, static_cast<uint64_t>(p.seed));
+  const Shape latent_shape = {n, m.unet->config().in_channels, p.height / 8, p.width / 8};
+  Tensor latents;
+  if (p.initial_latents.defined()) {
+    DIFFUSE_CHECK_ARG(p.initial_latents.shape() == latent_shape,
+                      "initial latents must have shape " + shape_str(latent_shape) + ", got " +
+                          shape_str(p.initial_latents.shape()));
+    latents = p.initial_latents.to(DType::kF32).to(Device::kCPU).contiguous();
+  } else {
+    latents = gen->randn(latent_shape);
+  }
+  latents = scale(latents, scheduler->init_noise_sigma());
+
+  // 3. Denoising loop.
+  t0 = Clock::now();
+  const std::vector<float>& timesteps = scheduler->timesteps();
+  const int total = static_cast<int>(timesteps.size());
+  for (int i = 0; i < total; ++i) {
+    Tensor x_in = scheduler->scale_model_input(latents, i);
+    Tensor model_in = cfg ? concat({x_in, x_in}, 0) : x_in;
+    Tensor t = Tensor::full({unet_batch}, timesteps[i]).to(m.device);
+    Tensor out = m.unet->forward(model_in.to(m.dtype).to(m.device), t, batch.context, batch.pooled, time_ids);
+    out = out.to(Device::kCPU).to(DType::kF32);
+    ++result.timings.unet_evals;
+    Tensor noise = out;
+    if (cfg) {
+      Tensor uncond = out.slice(0, 0, n);
+      Tensor text = out.slice(0, n, 2 * n);
+      noise = add(uncond, scale(sub(text, uncond), p.cfg_scale));
+    }
+    latents = scheduler->step(noise, i, latents, gen.get());
+    if (progress) {
+      StepProgress sp;
+      sp.step = i + 1;
+      sp.total_steps = total;
+      sp.elapsed_s = seconds_since(t0);
+      sp.latents = latents;
+      if (progress(sp)) throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(i + 1));
+    }
+  }
+  result.timings.denoise_s = seconds_since(t0);
+  result.final_latents = latents;
+
+  // 4. VAE decode: image = clamp(decode(latents / scaling_factor) / 2 + 0.5, 0, 1).
+  t0 = Clock::now();
+  const Vae& vae = *m.vae;
+  std::vector<Tensor> decoded;
+  for (int b = 0; b < n; ++b) {  // one image at a time bounds the VAE's activation memory
+    Tensor z = scale(latents.slice(0, b, b + 1), 1.0f / vae.config().scaling_factor);
+    Tensor img = vae.decode(z.to(vae.dtype()).to(vae.device())).to(Device::kCPU).to(DType::kF32);
+    decoded.push_back(img);
+  }
+  Tensor images = n == 1 ? decoded[0] : concat(decoded, 0);
+  {
+    std::vector<float> v = images.contiguous().to_f32_vector();
+    for (float& x : v) x = std::clamp(x / 2.0f + 0.5f, 0.0f, 1.0f);
+    result.decoded = Tensor::from_vector(v, images.shape());
+  }
+  result.timings.vae_decode_s = seconds_since(t0);
+
+  // 5. 8-bit RGB (numpy_to_pil: round half to even) + A1111 metadata.
+  const std::vector<float> px = result.decoded.to_f32_vector();
+  const int64_t H = result.decoded.dim(2), W = result.decoded.dim(3);
+  for (int b = 0; b < n; ++b) {
+    Image im;
+    im.width = static_cast<int>(W);
+    im.height = static_cast<int>(H);
+    im.seed = p.seed;
+    im.rgb.resize(static_cast<size_t>(W * H * 3));
+    for (int c = 0; c < 3; ++c) {
+      const float* plane = px.data() + ((b * 3 + c) * H * W);
+      for (int64_t i = 0; i < H * W; ++i) {
+        im.rgb[i * 3 + c] = static_cast<uint8_t>(std::nearbyint(plane[i] * 255.0f));
+      }
+    }
+    InfotextFields f;
+    f.prompt = prompts[b];
+    f.negative_prompt = negatives[b];
+    f.steps = p.steps;
+    f.sampler = a1111_sampler_name(p.sampler);
+    f.schedule_type = p.schedule == "karras" ? "Karras" : "";
+    f.cfg_scale = p.cfg_scale;
+    f.seed = p.seed;
+    f.width = im.width;
+    f.height = im.height;
+    f.model_hash = info.short_hash;
+    f.model = info.name;
+    f.clip_skip = p.clip_skip;
+    f.rng = p.rng == RngKind::kCuda ? "NV" : "CPU";
+    if (n > 1) {
+      f.extra.emplace_back("Batch size", std::to_string(n));
+      f.extra.emplace_back("Batch pos", std::to_string(b));
+    }
+    f.version = std::string("diffuse ") + DIFFUSE_VERSION_STRING;
+    im.parameters = format_infotext(f);
+    result.images.push_back(std::move(im));
+  }
+  result.timings.total_s = seconds_since(t_start);
+  return result;
+}
+
+// A1111's "Approx cheap" latent -> RGB factors (sd_vae_approx.cheap_approximation):
+// rgb = latent^T * M, giving a preview at latent resolution with no VAE.
+std::vector<uint8_t> Pipeline::preview_rgb(const Tensor& latents, int index, Family family, int* width,
+                                           int* height) {
+  static const float kSd[4][3] = {
+      {0.298f, 0.207f, 0.208f}, {0.187f, 0.286f, 0.173f}, {-0.158f, 0.189f, 0.264f}, {-0.184f, -0.271f, -0.473f}};
+  static const float kSdxl[4][3] = {{0.3448f, 0.4168f, 0.4395f},
+                                    {-0.1953f, -0.0290f, 0.0250f},
+                                    {0.1074f, 0.0886f, -0.0163f},
+                                    {-0.3730f, -0.2499f, -0.2088f}};
+  const float(*m)[3] = family == Family::kSDXL ? kSdxl : kSd;
+  Tensor x = latents.select(0, index).to(DType::kF32).to(Device::kCPU).contiguous();  // [4, h, w]
+  const int64_t h = x.dim(1), w = x.dim(2);
+  const float* d = x.data<float>();
+  std::vector<uint8_t> rgb(static_cast<size_t>(h * w * 3));
+  for (int64_t i = 0; i < h * w; ++i) {
+    for (int c = 0; c < 3; ++c) {
+      float v = 0;
+      for (int k = 0; k < 4; ++k) v += d[k * h * w + i] * m[k][c];
+      rgb[i * 3 + c] = static_cast<uint8_t>(std::clamp((v + 1.0f) * 127.5f, 0.0f, 255.0f));
+    }
+  }
+  *width = static_cast<int>(w);
+  *height = static_cast<int>(h);
+  return rgb;
+}
+
+}  // namespace diffuse

@@ -1,0 +1,59 @@
+// Internals of Pipeline shared by its source files (not a public header).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/clip_text.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "pipeline/pipeline.h"
+#include "sampling/scheduler.h"
+#include "text/clip_tokenizer.h"
+
+namespace diffuse {
+
+// One text encoder and how the pipeline reads it. SD1/SD2 use one encoder's
+// last_hidden_state (final LayerNorm applied); SDXL concatenates the
+// penultimate hidden states of two encoders and takes the pooled projection
+// from the second. Families differ only in this list, never in code paths.
+struct TextEncoderSlot {
+  std::unique_ptr<ClipTokenizer> tokenizer;
+  std::unique_ptr<ClipTextModel> model;
+  bool penultimate = false;     // hidden_states[-2] without final LN (SDXL) vs last_hidden_state
+  bool provides_pooled = false; // its text_embeds feed the UNet's text_time embedding
+};
+
+struct Pipeline::Impl {
+  ModelInfo info;
+  Device device = Device::kCPU;
+  Precision precision = Precision::kFp32;
+  DType dtype = DType::kF32;  // UNet / text encoder compute dtype
+  std::vector<TextEncoderSlot> encoders;
+  std::unique_ptr<UNet> unet;
+  std::unique_ptr<Vae> vae;
+  nlohmann::json scheduler_config;  // as shipped (scheduler/scheduler_config.json)
+  bool force_zeros_for_empty_prompt = false;
+
+  // Text conditioning for a batch: context [B, L, D] (in dtype, on device) and
+  // pooled [B, P] (SDXL) or undefined.
+  struct Conditioning {
+    Tensor context;
+    Tensor pooled;
+  };
+  Conditioning encode_prompts(const std::vector<std::string>& prompts, int clip_skip) const;
+  Conditioning zero_conditioning(const Conditioning& like) const;
+  // Pads the shorter conditioning with empty-prompt chunks so both have the same length (A1111).
+  void match_lengths(Conditioning& a, Conditioning& b, int clip_skip) const;
+};
+
+// Loader entry points (model_loader.cpp).
+std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path, const LoadOptions& options);
+// The hub-shipped scheduler_config.json of each family's published model.
+nlohmann::json default_scheduler_config(Family family, Prediction prediction);
+// diffusers scheduler class name -> our sampler name ("PNDMScheduler" -> "pndm").
+std::string sampler_for_scheduler_class(const std::string& class_name);
+
+}  // namespace diffuse
