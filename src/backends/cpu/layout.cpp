@@ -1,0 +1,162 @@
+// Data movement on the CPU: strided copies, casts, concat, upsample, embedding.
+#include <algorithm>
+#include <cstring>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "core/thread_pool.h"
+
+namespace diffuse::cpu {
+
+namespace {
+
+struct Dim {
+  int64_t size, src_stride, dst_stride;
+};
+
+// Drops size-1 dims and merges neighbours that are contiguous in both tensors,
+// so most copies become a few long rows.
+std::vector<Dim> coalesce(const Shape& shape, const std::vector<int64_t>& ss, const std::vector<int64_t>& ds) {
+  std::vector<Dim> dims;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == 1) continue;
+    Dim d{shape[i], ss[i], ds[i]};
+    if (!dims.empty()) {
+      Dim& prev = dims.back();
+      if (prev.src_stride == d.src_stride * d.size && prev.dst_stride == d.dst_stride * d.size) {
+        prev.size *= d.size;
+        prev.src_stride = d.src_stride;
+        prev.dst_stride = d.dst_stride;
+        continue;
+      }
+    }
+    dims.push_back(d);
+  }
+  if (dims.empty()) dims.push_back({1, 1, 1});
+  return dims;
+}
+
+template <class T>
+void copy_row(const T* s, int64_t ss, T* d, int64_t ds, int64_t n) {
+  if (ss == 1 && ds == 1) {
+    std::memcpy(d, s, static_cast<size_t>(n) * sizeof(T));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) d[i * ds] = s[i * ss];
+}
+
+template <class T>
+void copy_typed(const char* src, char* dst, const std::vector<Dim>& dims) {
+  const Dim& in = dims.back();
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < dims.size(); ++i) rows *= dims[i].size;
+  int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(in.size, 1));
+  parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t so = 0, dof = 0, rem = r;
+      for (size_t i = dims.size() - 1; i-- > 0;) {
+        int64_t idx = rem % dims[i].size;
+        rem /= dims[i].size;
+        so += idx * dims[i].src_stride;
+        dof += idx * dims[i].dst_stride;
+      }
+      copy_row(reinterpret_cast<const T*>(src) + so, in.src_stride, reinterpret_cast<T*>(dst) + dof, in.dst_stride,
+               in.size);
+    }
+  });
+}
+
+}  // namespace
+
+void strided_copy(const Tensor& src, const Tensor& dst) {
+  if (src.numel() == 0) return;
+  auto dims = coalesce(src.shape(), src.strides(), dst.strides());
+  const char* s = static_cast<const char*>(src.raw_data());
+  char* d = static_cast<char*>(dst.raw_data());
+  switch (dtype_size(src.dtype())) {
+    case 2: copy_typed<uint16_t>(s, d, dims); break;
+    case 4: copy_typed<uint32_t>(s, d, dims); break;
+    default: copy_typed<uint64_t>(s, d, dims); break;
+  }
+}
+
+std::vector<int64_t> broadcast_strides(const Tensor& t, const Shape& out_shape) {
+  size_t n = out_shape.size(), k = t.shape().size();
+  std::vector<int64_t> st(n, 0);
+  for (size_t i = 0; i < k; ++i) {
+    size_t o = n - k + i;
+    st[o] = t.shape()[i] == 1 ? 0 : t.strides()[i];
+  }
+  return st;
+}
+
+Tensor copy(const Tensor& x) {
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  if (x.is_contiguous()) {
+    std::memcpy(out.raw_data(), x.raw_data(), x.nbytes());
+  } else {
+    strided_copy(x, out);
+  }
+  return out;
+}
+
+Tensor cast(const Tensor& x, DType dtype) {
+  Tensor src = x.is_contiguous() ? x : cpu::copy(x);
+  Tensor out = Tensor::empty(src.shape(), dtype);
+  int64_t n = src.numel();
+  const char* s = static_cast<const char*>(src.raw_data());
+  char* d = static_cast<char*>(out.raw_data());
+  size_t ssz = dtype_size(src.dtype()), dsz = dtype_size(dtype);
+  parallel_for(n, 1 << 15, [&](int64_t b, int64_t e) {
+    convert(s + b * ssz, src.dtype(), d + b * dsz, dtype, static_cast<size_t>(e - b));
+  });
+  return out;
+}
+
+Tensor as_f32(const Tensor& x) {
+  if (x.dtype() == DType::kF32 && x.is_contiguous()) return x;
+  return cast(x, DType::kF32);
+}
+
+Tensor from_f32(const Tensor& x, DType dtype) { return dtype == DType::kF32 ? x : cast(x, dtype); }
+
+Tensor concat(const std::vector<Tensor>& xs, int dim) {
+  Shape shape = xs[0].shape();
+  shape[dim] = 0;
+  for (const Tensor& t : xs) shape[dim] += t.dim(dim);
+  Tensor out = Tensor::empty(shape, xs[0].dtype());
+  int64_t at = 0;
+  for (const Tensor& t : xs) {
+    int64_t len = t.dim(dim);
+    if (len == 0) continue;
+    strided_copy(t, out.slice(dim, at, at + len));
+    at += len;
+  }
+  return out;
+}
+
+Tensor upsample_nearest2x(const Tensor& x) {
+  int64_t n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3);
+  Tensor out = Tensor::empty({n, c, 2 * h, 2 * w}, x.dtype());
+  // View out as [N, C, H, 2, W, 2] and copy x broadcast over both 2s.
+  Tensor dst = make_view(out, {n, c, h, 2, w, 2}, contiguous_strides({n, c, h, 2, w, 2}), 0);
+  const auto& s = x.strides();
+  Tensor src = make_view(x, {n, c, h, 2, w, 2}, {s[0], s[1], s[2], 0, s[3], 0}, x.offset());
+  strided_copy(src, dst);
+  return out;
+}
+
+Tensor embedding(const Tensor& ids, const Tensor& table) {
+  std::vector<int64_t> idv = ids.to_i64_vector();
+  Tensor tab = table.contiguous();
+  int64_t d = tab.dim(1);
+  Shape shape = ids.shape();
+  shape.push_back(d);
+  Tensor out = Tensor::empty(shape, tab.dtype());
+  size_t row = static_cast<size_t>(d) * dtype_size(tab.dtype());
+  const char* src = static_cast<const char*>(tab.raw_data());
+  char* dst = static_cast<char*>(out.raw_data());
+  for (size_t i = 0; i < idv.size(); ++i) std::memcpy(dst + i * row, src + idv[i] * row, row);
+  return out;
+}
+
+}  // namespace diffuse::cpu
