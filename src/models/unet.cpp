@@ -1,0 +1,417 @@
+// UNet2DConditionModel port (diffusers unet_2d_condition.py, unet_2d_blocks.py,
+// resnet.py, transformers/transformer_2d.py, attention.py, attention_processor.py,
+// embeddings.py). The tensor list, the weight binding and forward() all walk
+// the same Layout (unet_layout.h).
+#include "models/unet.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "core/ops.h"
+#include "core/thread_pool.h"
+#include "models/unet_layout.h"
+
+namespace diffuse {
+
+using unet_detail::BlockLayout;
+using unet_detail::Layout;
+using unet_detail::layout_of;
+
+namespace {
+
+using TensorList = std::vector<std::pair<std::string, Shape>>;
+
+// ---- declarations: name and shape of every tensor ---------------------------
+
+void declare_linear(TensorList& out, const std::string& p, int64_t o, int64_t i, bool bias = true) {
+  out.push_back({p + "weight", {o, i}});
+  if (bias) out.push_back({p + "bias", {o}});
+}
+void declare_conv(TensorList& out, const std::string& p, int64_t o, int64_t i, int64_t k) {
+  out.push_back({p + "weight", {o, i, k, k}});
+  out.push_back({p + "bias", {o}});
+}
+void declare_norm(TensorList& out, const std::string& p, int64_t c) {
+  out.push_back({p + "weight", {c}});
+  out.push_back({p + "bias", {c}});
+}
+
+// ResnetBlock2D: norm1, conv1, time_emb_proj, norm2, conv2, [conv_shortcut].
+void declare_resnet(TensorList& out, const std::string& p, int in, int o, int temb) {
+  declare_norm(out, p + "norm1.", in);
+  declare_conv(out, p + "conv1.", o, in, 3);
+  declare_linear(out, p + "time_emb_proj.", o, temb);
+  declare_norm(out, p + "norm2.", o);
+  declare_conv(out, p + "conv2.", o, o, 3);
+  if (in != o) declare_conv(out, p + "conv_shortcut.", o, in, 1);
+}
+
+// Transformer2DModel with BasicTransformerBlocks (self-attn, cross-attn, GEGLU FF).
+void declare_transformer(TensorList& out, const std::string& p, int c, int layers, int cross, bool linear_proj) {
+  auto proj = [&](const std::string& name) {
+    if (linear_proj)
+      declare_linear(out, p + name, c, c);
+    else
+      declare_conv(out, p + name, c, c, 1);
+  };
+  declare_norm(out, p + "norm.", c);
+  proj("proj_in.");
+  for (int l = 0; l < layers; ++l) {
+    const std::string b = p + "transformer_blocks." + std::to_string(l) + ".";
+    declare_norm(out, b + "norm1.", c);
+    declare_linear(out, b + "attn1.to_q.", c, c, false);
+    declare_linear(out, b + "attn1.to_k.", c, c, false);
+    declare_linear(out, b + "attn1.to_v.", c, c, false);
+    declare_linear(out, b + "attn1.to_out.0.", c, c);
+    declare_norm(out, b + "norm2.", c);
+    declare_linear(out, b + "attn2.to_q.", c, c, false);
+    declare_linear(out, b + "attn2.to_k.", c, cross, false);
+    declare_linear(out, b + "attn2.to_v.", c, cross, false);
+    declare_linear(out, b + "attn2.to_out.0.", c, c);
+    declare_norm(out, b + "norm3.", c);
+    declare_linear(out, b + "ff.net.0.proj.", 8 * c, c);  // GEGLU: inner 4c, doubled for the gate
+    declare_linear(out, b + "ff.net.2.", c, 4 * c);
+  }
+  proj("proj_out.");
+}
+
+void declare_block(TensorList& out, const BlockLayout& b, const UNetConfig& c) {
+  const bool mid = b.prefix == "mid_block.";
+  for (size_t j = 0; j < b.resnets.size(); ++j) {
+    declare_resnet(out, b.prefix + "resnets." + std::to_string(j) + ".", b.resnets[j].first, b.resnets[j].second,
+                   c.time_embed_dim());
+    // The mid block interleaves resnet, attention, resnet; others pair resnet j with attention j.
+    const int a = mid ? static_cast<int>(j) - 1 : static_cast<int>(j);
+    if (a >= 0 && a < b.attentions)
+      declare_transformer(out, b.prefix + "attentions." + std::to_string(a) + ".", b.channels, b.transformer_layers,
+                          b.cross_dim, c.use_linear_projection);
+  }
+  if (b.downsample) declare_conv(out, b.prefix + "downsamplers.0.conv.", b.channels, b.channels, 3);
+  if (b.upsample) declare_conv(out, b.prefix + "upsamplers.0.conv.", b.channels, b.channels, 3);
+}
+
+// ---- binding: look up converted tensors into the weight structs -------------
+
+class Binder {
+ public:
+  explicit Binder(const TensorMap& w) : w_(w) {}
+  Tensor get(const std::string& name) const { return w_.at(name); }  // presence checked at load
+  Tensor maybe(const std::string& name) const {
+    auto it = w_.find(name);
+    return it == w_.end() ? Tensor() : it->second;
+  }
+  // proj_in / proj_out: a 1x1 conv [C, C, 1, 1] is the same map as a linear [C, C].
+  Tensor as_matrix(const std::string& name) const {
+    Tensor t = get(name);
+    return t.reshape({t.dim(0), t.dim(1)});
+  }
+
+  UNet::Resnet resnet(const std::string& p) const {
+    UNet::Resnet r;
+    r.norm1_w = get(p + "norm1.weight"), r.norm1_b = get(p + "norm1.bias");
+    r.conv1_w = get(p + "conv1.weight"), r.conv1_b = get(p + "conv1.bias");
+    r.temb_w = get(p + "time_emb_proj.weight"), r.temb_b = get(p + "time_emb_proj.bias");
+    r.norm2_w = get(p + "norm2.weight"), r.norm2_b = get(p + "norm2.bias");
+    r.conv2_w = get(p + "conv2.weight"), r.conv2_b = get(p + "conv2.bias");
+    r.shortcut_w = maybe(p + "conv_shortcut.weight"), r.shortcut_b = maybe(p + "conv_shortcut.bias");
+    return r;
+  }
+  UNet::Attention attention(const std::string& p) const {
+    return {get(p + "to_q.weight"), get(p + "to_k.weight"), get(p + "to_v.weight"), get(p + "to_out.0.weight"),
+            get(p + "to_out.0.bias")};
+  }
+  UNet::Transformer transformer(const std::string& p, int heads, int layers) const {
+    UNet::Transformer t;
+    t.heads = heads;
+    t.norm_w = get(p + "norm.weight"), t.norm_b = get(p + "norm.bias");
+    t.proj_in_w = as_matrix(p + "proj_in.weight"), t.proj_in_b = get(p + "proj_in.bias");
+    t.proj_out_w = as_matrix(p + "proj_out.weight"), t.proj_out_b = get(p + "proj_out.bias");
+    for (int l = 0; l < layers; ++l) {
+      const std::string b = p + "transformer_blocks." + std::to_string(l) + ".";
+      UNet::TransformerBlock k;
+      k.norm1_w = get(b + "norm1.weight"), k.norm1_b = get(b + "norm1.bias");
+      k.norm2_w = get(b + "norm2.weight"), k.norm2_b = get(b + "norm2.bias");
+      k.norm3_w = get(b + "norm3.weight"), k.norm3_b = get(b + "norm3.bias");
+      k.attn1 = attention(b + "attn1.");
+      k.attn2 = attention(b + "attn2.");
+      k.ff_in_w = get(b + "ff.net.0.proj.weight"), k.ff_in_b = get(b + "ff.net.0.proj.bias");
+      k.ff_out_w = get(b + "ff.net.2.weight"), k.ff_out_b = get(b + "ff.net.2.bias");
+      t.blocks.push_back(std::move(k));
+    }
+    return t;
+  }
+  UNet::Block block(const BlockLayout& b) const {
+    UNet::Block out;
+    for (size_t j = 0; j < b.resnets.size(); ++j) out.resnets.push_back(resnet(b.prefix + "resnets." + std::to_string(j) + "."));
+    for (int a = 0; a < b.attentions; ++a)
+      out.attentions.push_back(
+          transformer(b.prefix + "attentions." + std::to_string(a) + ".", b.heads, b.transformer_layers));
+    const std::string s = b.downsample ? "downsamplers.0.conv." : "upsamplers.0.conv.";
+    if (b.downsample || b.upsample) out.sample_w = get(b.prefix + s + "weight"), out.sample_b = get(b.prefix + s + "bias");
+    return out;
+  }
+
+ private:
+  const TensorMap& w_;
+};
+
+// ---- forward helpers ---------------------------------------------------------
+
+// ResnetBlock2D (resnet.py, time_embedding_norm="default", output_scale_factor=1).
+// temb_act is SiLU(emb), computed once per forward (every resnet applies the same SiLU).
+Tensor resnet_forward(const Tensor& x, const Tensor& temb_act, const UNet::Resnet& r, int groups, float eps) {
+  Tensor h = group_norm(x, groups, r.norm1_w, r.norm1_b, eps, /*silu=*/true);  // [B, Cin, H, W]
+  h = conv2d(h, r.conv1_w, r.conv1_b, 1, 1);                                   // [B, C, H, W]
+  Tensor t = linear(temb_act, r.temb_w, r.temb_b);                             // [B, C]
+  h = add(h, t.reshape({t.dim(0), t.dim(1), 1, 1}));                           // [B, C, H, W]
+  h = group_norm(h, groups, r.norm2_w, r.norm2_b, eps, /*silu=*/true);         // [B, C, H, W] (dropout = identity)
+  Tensor skip = r.shortcut_w.defined() ? conv2d(x, r.shortcut_w, r.shortcut_b) : x;  // [B, C, H, W]
+  return conv2d(h, r.conv2_w, r.conv2_b, 1, 1, skip);                          // [B, C, H, W]
+}
+
+// Attention (attention_processor.py): to_q/k/v without bias, scale dim_head^-0.5, to_out.0.
+Tensor attention_forward(const Tensor& x, const Tensor& ctx, const UNet::Attention& a, int heads) {
+  Tensor q = linear(x, a.q_w);    // [B, L, C]
+  Tensor k = linear(ctx, a.k_w);  // [B, Lk, C]
+  Tensor v = linear(ctx, a.v_w);  // [B, Lk, C]
+  const float scale = 1.0f / std::sqrt(static_cast<float>(q.dim(-1) / heads));
+  Tensor o = attention(q, k, v, heads, scale);  // [B, L, C]
+  return linear(o, a.out_w, a.out_b);           // [B, L, C]
+}
+
+// Transformer2DModel (continuous input): GroupNorm(eps 1e-6), proj_in,
+// BasicTransformerBlocks (LayerNorm eps 1e-5), proj_out, residual.
+Tensor transformer_forward(const Tensor& x, const Tensor& ctx, const UNet::Transformer& t, int groups) {
+  const int64_t B = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  Tensor h = group_norm(x, groups, t.norm_w, t.norm_b, 1e-6f);  // [B, C, H, W]
+  h = h.permute({0, 2, 3, 1}).reshape({B, H * W, C});            // [B, HW, C]
+  h = linear(h, t.proj_in_w, t.proj_in_b);                       // [B, HW, C]
+  for (const auto& blk : t.blocks) {
+    Tensor n = layer_norm(h, blk.norm1_w, blk.norm1_b, 1e-5f);          // [B, HW, C]
+    h = add(h, attention_forward(n, n, blk.attn1, t.heads));             // self-attention
+    n = layer_norm(h, blk.norm2_w, blk.norm2_b, 1e-5f);
+    h = add(h, attention_forward(n, ctx, blk.attn2, t.heads));           // cross-attention on [B, L, D]
+    n = layer_norm(h, blk.norm3_w, blk.norm3_b, 1e-5f);
+    Tensor f = geglu(linear(n, blk.ff_in_w, blk.ff_in_b));               // [B, HW, 4C]
+    h = add(h, linear(f, blk.ff_out_w, blk.ff_out_b));                   // [B, HW, C]
+  }
+  h = linear(h, t.proj_out_w, t.proj_out_b);                      // [B, HW, C]
+  return add(h.reshape({B, H, W, C}).permute({0, 3, 1, 2}), x);   // [B, C, H, W]
+}
+
+// Timesteps + TimestepEmbedding (embeddings.py): linear_1, SiLU, linear_2.
+Tensor mlp_embedding(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2) {
+  return linear(linear(x, w1, b1, Activation::kSilu), w2, b2);
+}
+
+std::string list_some(const std::vector<std::string>& items) {
+  std::ostringstream ss;
+  for (size_t i = 0; i < items.size() && i < 8; ++i) ss << "\n  " << items[i];
+  if (items.size() > 8) ss << "\n  ... and " << items.size() - 8 << " more";
+  return ss.str();
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, Shape>> UNet::expected_tensors(const UNetConfig& c) {
+  const Layout l = layout_of(c);
+  const int c0 = c.block_out_channels[0], T = c.time_embed_dim();
+  TensorList out;
+  declare_conv(out, "conv_in.", c0, c.in_channels, c.conv_in_kernel);
+  declare_linear(out, "time_embedding.linear_1.", T, c0);
+  declare_linear(out, "time_embedding.linear_2.", T, T);
+  if (c.has_text_time()) {
+    declare_linear(out, "add_embedding.linear_1.", T, c.projection_class_embeddings_input_dim);
+    declare_linear(out, "add_embedding.linear_2.", T, T);
+  }
+  for (const auto& b : l.down) declare_block(out, b, c);
+  declare_block(out, l.mid, c);
+  for (const auto& b : l.up) declare_block(out, b, c);
+  declare_norm(out, "conv_norm_out.", c0);
+  declare_conv(out, "conv_out.", c.out_channels, c0, c.conv_out_kernel);
+  return out;
+}
+
+UNet::UNet(const UNetConfig& config, const TensorMap& weights, DType dtype, Device device)
+    : config_(config), dtype_(dtype), device_(device) {
+  DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("unet: dtype must be floating, got ") + dtype_name(dtype));
+  const Layout l = layout_of(config_);
+  const auto expected = expected_tensors(config_);
+
+  // Check every name and shape first, so one error lists all the problems.
+  std::vector<std::string> problems;
+  std::map<std::string, bool> wanted;
+  for (const auto& [name, shape] : expected) {
+    wanted[name] = true;
+    auto it = weights.find(name);
+    if (it == weights.end())
+      problems.push_back("missing '" + name + "' " + shape_str(shape));
+    else if (it->second.shape() != shape)
+      problems.push_back("'" + name + "' has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(shape));
+  }
+  for (const auto& [name, t] : weights)
+    if (!wanted.count(name)) problems.push_back("unexpected '" + name + "' " + shape_str(t.shape()));
+  if (!problems.empty()) {
+    const std::string head = problems.size() == 1 ? "unet: " + problems[0]
+                                                  : "unet: " + std::to_string(problems.size()) + " weight problems:";
+    throw_error(ErrorCode::kIo, problems.size() == 1 ? head : head + list_some(problems));
+  }
+
+  TensorMap converted;
+  for (const auto& [name, shape] : expected) {
+    const Tensor& t = weights.at(name);
+    DIFFUSE_CHECK(is_floating(t.dtype()), ErrorCode::kIo,
+                  "unet: '" + name + "' has dtype " + dtype_name(t.dtype()) + ", expected a floating type");
+    converted[name] = t.to(device_).to(dtype_);
+  }
+  Binder b(converted);
+  conv_in_w_ = b.get("conv_in.weight"), conv_in_b_ = b.get("conv_in.bias");
+  time_w1_ = b.get("time_embedding.linear_1.weight"), time_b1_ = b.get("time_embedding.linear_1.bias");
+  time_w2_ = b.get("time_embedding.linear_2.weight"), time_b2_ = b.get("time_embedding.linear_2.bias");
+  add_w1_ = b.maybe("add_embedding.linear_1.weight"), add_b1_ = b.maybe("add_embedding.linear_1.bias");
+  add_w2_ = b.maybe("add_embedding.linear_2.weight"), add_b2_ = b.maybe("add_embedding.linear_2.bias");
+  for (const auto& blk : l.down) down_.push_back(b.block(blk));
+  mid_ = b.block(l.mid);
+  for (const auto& blk : l.up) up_.push_back(b.block(blk));
+  norm_out_w_ = b.get("conv_norm_out.weight"), norm_out_b_ = b.get("conv_norm_out.bias");
+  conv_out_w_ = b.get("conv_out.weight"), conv_out_b_ = b.get("conv_out.bias");
+}
+
+Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor& context, const Tensor& text_embeds,
+                     const Tensor& time_ids, UNetIntermediates* im) const {
+  const UNetConfig& c = config_;
+  const int groups = c.norm_num_groups;
+  const int64_t factor = int64_t{1} << (c.num_blocks() - 1);  // one downsampler per block but the last
+  DIFFUSE_CHECK_ARG(sample.ndim() == 4 && sample.dim(1) == c.in_channels,
+                    "[unet] sample must be [B, " + std::to_string(c.in_channels) + ", H, W], got " + shape_str(sample.shape()));
+  const int64_t B = sample.dim(0);
+  DIFFUSE_CHECK_ARG(sample.dim(2) % factor == 0 && sample.dim(3) % factor == 0,
+                    "[unet] sample " + shape_str(sample.shape()) + ": H and W must be multiples of " +
+                        std::to_string(factor));
+  DIFFUSE_CHECK_ARG(context.ndim() == 3 && context.dim(0) == B && context.dim(2) == c.cross_attention_dim[0],
+                    "[unet] context must be [" + std::to_string(B) + ", L, " + std::to_string(c.cross_attention_dim[0]) +
+                        "], got " + shape_str(context.shape()));
+  DIFFUSE_CHECK_ARG(timesteps.numel() == B || timesteps.numel() == 1,
+                    "[unet] timesteps " + shape_str(timesteps.shape()) + " must have 1 or " + std::to_string(B) + " entries");
+
+  // diffusers broadcasts one timestep to the batch (timesteps.expand(B)).
+  std::vector<float> tv = timesteps.to_f32_vector();
+  if (tv.size() == 1) tv.assign(B, tv[0]);
+  const Tensor t = Tensor::from_vector(tv, {B}).to(device_);            // [B]
+  const Tensor x = sample.to(device_).to(dtype_);                        // [B, Cin, H, W]
+  const Tensor ctx = context.to(device_).to(dtype_);                     // [B, L, D]
+
+  // Time embedding (Timesteps -> TimestepEmbedding).
+  const int c0 = c.block_out_channels[0];
+  Tensor t_emb = timestep_embedding(t, c0, c.flip_sin_to_cos, c.freq_shift).to(dtype_);  // [B, c0]
+  Tensor emb = mlp_embedding(t_emb, time_w1_, time_b1_, time_w2_, time_b2_);             // [B, T]
+  if (im) im->time_embedding = emb;
+  if (add_w1_.defined()) {
+    // SDXL "text_time": each time id gets its own sinusoidal embedding (add_time_proj),
+    // flattened and appended to the pooled text embedding (add_embedding).
+    DIFFUSE_CHECK_ARG(text_embeds.ndim() == 2 && text_embeds.dim(0) == B && time_ids.ndim() == 2 && time_ids.dim(0) == B,
+                      "[unet] text_time needs text_embeds [B, P] and time_ids [B, n], got " +
+                          shape_str(text_embeds.shape()) + " and " + shape_str(time_ids.shape()));
+    DIFFUSE_CHECK_ARG(text_embeds.dim(1) + time_ids.dim(1) * c.addition_time_embed_dim ==
+                          c.projection_class_embeddings_input_dim,
+                      "[unet] text_embeds " + shape_str(text_embeds.shape()) + " and time_ids " +
+                          shape_str(time_ids.shape()) + " do not add up to projection_class_embeddings_input_dim " +
+                          std::to_string(c.projection_class_embeddings_input_dim));
+    Tensor ids = time_ids.to(device_).to(DType::kF32).reshape({-1});                         // [B*n]
+    Tensor id_emb = timestep_embedding(ids, c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
+                        .to(dtype_)
+                        .reshape({B, -1});                                                   // [B, n*dt]
+    Tensor add_in = concat({text_embeds.to(device_).to(dtype_), id_emb}, 1);                 // [B, P + n*dt]
+    Tensor aug = mlp_embedding(add_in, add_w1_, add_b1_, add_w2_, add_b2_);                  // [B, T]
+    if (im) im->add_embedding = aug;
+    emb = add(emb, aug);                                                                     // [B, T]
+  }
+  const Tensor temb = silu(emb);  // [B, T]: the SiLU every ResnetBlock2D applies before time_emb_proj
+
+  Tensor h = conv2d(x, conv_in_w_, conv_in_b_, 1, c.conv_in_kernel / 2);  // [B, c0, H, W]
+  if (im) im->conv_in = h;
+  std::vector<Tensor> skips = {h};
+
+  // Down blocks (CrossAttnDownBlock2D / DownBlock2D): every resnet(+attention)
+  // output and the downsampled map are kept for the up path.
+  for (const Block& blk : down_) {
+    for (size_t j = 0; j < blk.resnets.size(); ++j) {
+      h = resnet_forward(h, temb, blk.resnets[j], groups, c.norm_eps);                   // [B, Ci, h, w]
+      if (j < blk.attentions.size()) h = transformer_forward(h, ctx, blk.attentions[j], groups);
+      skips.push_back(h);
+    }
+    if (blk.sample_w.defined()) {
+      h = conv2d(h, blk.sample_w, blk.sample_b, 2, c.downsample_padding);                // [B, Ci, h/2, w/2]
+      skips.push_back(h);
+    }
+    if (im) im->down.push_back(h);
+  }
+
+  // Mid block (UNetMidBlock2DCrossAttn): resnet, attention, resnet.
+  h = resnet_forward(h, temb, mid_.resnets[0], groups, c.norm_eps);  // [B, Cn, h, w]
+  h = transformer_forward(h, ctx, mid_.attentions[0], groups);
+  h = resnet_forward(h, temb, mid_.resnets[1], groups, c.norm_eps);
+  if (im) im->mid = h;
+
+  // Up blocks (CrossAttnUpBlock2D / UpBlock2D): each resnet eats the latest skip.
+  for (const Block& blk : up_) {
+    for (size_t j = 0; j < blk.resnets.size(); ++j) {
+      h = concat({h, skips.back()}, 1);                                                  // [B, C + Cskip, h, w]
+      skips.pop_back();
+      h = resnet_forward(h, temb, blk.resnets[j], groups, c.norm_eps);                   // [B, Ci, h, w]
+      if (j < blk.attentions.size()) h = transformer_forward(h, ctx, blk.attentions[j], groups);
+    }
+    if (blk.sample_w.defined())
+      h = conv2d(upsample_nearest2x(h), blk.sample_w, blk.sample_b, 1, 1);               // [B, Ci, 2h, 2w]
+    if (im) im->up.push_back(h);
+  }
+
+  // Output: GroupNorm, SiLU, conv_out.
+  if (im) {
+    im->conv_norm_out = group_norm(h, groups, norm_out_w_, norm_out_b_, c.norm_eps);     // [B, c0, H, W]
+    h = silu(im->conv_norm_out);
+  } else {
+    h = group_norm(h, groups, norm_out_w_, norm_out_b_, c.norm_eps, /*silu=*/true);     // [B, c0, H, W]
+  }
+  h = conv2d(h, conv_out_w_, conv_out_b_, 1, c.conv_out_kernel / 2);                     // [B, Cout, H, W]
+  return h.to(sample.dtype()).to(sample.device());
+}
+
+TensorMap UNet::random_weights(const UNetConfig& config, uint64_t seed, DType dtype) {
+  DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("unet: random weights need a floating dtype, got ") + dtype_name(dtype));
+  TensorMap out;
+  const auto list = expected_tensors(config);
+  constexpr int64_t kChunk = 1 << 16;
+  const float half_width = 0.02f * std::sqrt(3.0f);  // uniform with std 0.02
+  for (size_t ti = 0; ti < list.size(); ++ti) {
+    const auto& [name, shape] = list[ti];
+    // Norm scales (1-D "weight" of norm layers) sit near 1 so activations keep their scale.
+    const bool norm_scale = shape.size() == 1 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+    Tensor t = Tensor::empty(shape, dtype);
+    char* base = static_cast<char*>(t.raw_data());
+    const int64_t n = t.numel(), chunks = (n + kChunk - 1) / kChunk;
+    const size_t esize = dtype_size(dtype);
+    parallel_for(chunks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> buf(kChunk);
+      for (int64_t ci = begin; ci < end; ++ci) {
+        // splitmix64 seeded per (seed, tensor, chunk): the result is independent of the thread count.
+        uint64_t s = seed * 0x9E3779B97F4A7C15ull + ti * 0xBF58476D1CE4E5B9ull + static_cast<uint64_t>(ci) * 0x94D049BB133111EBull;
+        const int64_t lo = ci * kChunk, cnt = std::min(kChunk, n - lo);
+        for (int64_t i = 0; i < cnt; ++i) {
+          uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+          z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+          z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+          z ^= z >> 31;
+          const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;  // [-1, 1)
+          buf[i] = (norm_scale ? 1.0f : 0.0f) + u * half_width;
+        }
+        convert(buf.data(), DType::kF32, base + lo * esize, dtype, static_cast<size_t>(cnt));
+      }
+    });
+    out[name] = t;
+  }
+  return out;
+}
+
+}  // namespace diffuse

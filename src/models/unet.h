@@ -1,0 +1,152 @@
+// The Stable Diffusion denoiser: a port of diffusers' UNet2DConditionModel
+// (src/diffusers/models/unets/unet_2d_condition.py) for SD1.x, SD2.x and SDXL.
+//
+// One class serves all three families. They differ only through UNetConfig
+// fields (block widths, head counts, transformer depth, linear vs conv
+// projections, SDXL's "text_time" additional embedding), never through
+// version checks. Weights use diffusers' names (unet/diffusion_pytorch_model
+// .safetensors); single-file (LDM) checkpoints are renamed by unet_keys.h.
+//
+// Supported block types: CrossAttnDownBlock2D, DownBlock2D, CrossAttnUpBlock2D,
+// UpBlock2D, UNetMidBlock2DCrossAttn. Other config options that change the
+// architecture (class embeddings, time_cond_proj_dim, scale_shift resnets...)
+// are rejected with Error(kUnsupported) naming the field.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/tensor.h"
+#include "io/checkpoint.h"
+
+namespace diffuse {
+
+// The fields of diffusers' unet/config.json that matter. Per-block lists are
+// stored expanded (an int in the JSON becomes one entry per down block).
+struct UNetConfig {
+  int in_channels = 4;
+  int out_channels = 4;
+  int sample_size = 64;  // latent side the model was trained at (pixels / 8)
+  std::vector<int> block_out_channels = {320, 640, 1280, 1280};
+  std::vector<int> layers_per_block = {2, 2, 2, 2};
+  std::vector<std::string> down_block_types = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                               "CrossAttnDownBlock2D", "DownBlock2D"};
+  std::vector<std::string> up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                             "CrossAttnUpBlock2D"};
+  std::string mid_block_type = "UNetMidBlock2DCrossAttn";
+  // diffusers' naming quirk: when num_attention_heads is null, attention_head_dim
+  // is used as the *number of heads* per block (SD1: 8; SD2.1: [5,10,20,20]).
+  // The head dim is then channels / heads. See heads().
+  std::vector<int> attention_head_dim = {8, 8, 8, 8};
+  std::vector<int> num_attention_heads;  // empty = null in the JSON
+  std::vector<int> cross_attention_dim = {1280, 1280, 1280, 1280};  // diffusers default; SD1: 768
+  std::vector<int> transformer_layers_per_block = {1, 1, 1, 1};
+  // Up blocks use this when set (diffusers: reverse_transformer_layers_per_block),
+  // else the reverse of transformer_layers_per_block. Indexed by up block.
+  std::vector<int> reverse_transformer_layers_per_block;
+  bool use_linear_projection = false;  // Transformer2DModel proj_in/out: Linear (SD2/SDXL) or 1x1 conv (SD1)
+  bool upcast_attention = false;       // f32 scores; our attention op always accumulates in f32
+  int norm_num_groups = 32;
+  float norm_eps = 1e-5f;
+  bool flip_sin_to_cos = true;
+  float freq_shift = 0.0f;
+  int downsample_padding = 1;
+  std::string addition_embed_type;  // "" (null) or "text_time" (SDXL)
+  int addition_time_embed_dim = 0;  // SDXL: 256
+  int projection_class_embeddings_input_dim = 0;  // SDXL: pooled 1280 + 6 * 256 = 2816
+  int time_embedding_dim = 0;  // 0 = block_out_channels[0] * 4
+  int conv_in_kernel = 3;
+  int conv_out_kernel = 3;
+
+  // Reads diffusers' config.json; throws kUnsupported naming any field whose
+  // value changes the architecture in a way this port does not implement, and
+  // kInvalidArgument for inconsistent lists.
+  static UNetConfig from_json(const nlohmann::json& j);
+  // Full-size published configs.
+  static UNetConfig sd15();       // runwayml/stable-diffusion-v1-5
+  static UNetConfig sd21();       // stabilityai/stable-diffusion-2-1 (768-v)
+  static UNetConfig sdxl_base();  // stabilityai/stable-diffusion-xl-base-1.0
+
+  void validate() const;                  // throws kInvalidArgument / kUnsupported
+  int num_blocks() const { return static_cast<int>(block_out_channels.size()); }
+  int heads(int down_block) const;        // attention heads of down block i (the mid block uses the last)
+  int time_embed_dim() const { return time_embedding_dim > 0 ? time_embedding_dim : block_out_channels[0] * 4; }
+  bool has_text_time() const { return addition_embed_type == "text_time"; }
+};
+
+// Activations of top-level modules (diffusers forward-hook names), filled by
+// forward() when asked for. down[i] is the hidden state of down_blocks.i.
+struct UNetIntermediates {
+  Tensor conv_in, time_embedding, add_embedding;  // time_embedding: before the add embedding is added
+  std::vector<Tensor> down, up;
+  Tensor mid, conv_norm_out;  // conv_norm_out: before the SiLU
+};
+
+class UNet {
+ public:
+  // weights: diffusers names. Every expected tensor is checked by name and
+  // shape; missing, unexpected or misshapen tensors throw Error(kIo) naming
+  // them. Weights are converted once to `dtype` and moved to `device`.
+  UNet(const UNetConfig& config, const TensorMap& weights, DType dtype = DType::kF32,
+       Device device = Device::kCPU);
+
+  // sample [B, in_channels, h, w] (h and w divisible by 2^(number of downsamplers)),
+  // timesteps [B] or [1] (f32, fractional allowed), context [B, L, cross_attention_dim].
+  // SDXL ("text_time"): text_embeds [B, P] (pooled) and time_ids [B, 6].
+  // Inputs may live on any device / floating dtype; they are converted to the
+  // model's. The result [B, out_channels, h, w] has sample's dtype and device.
+  Tensor forward(const Tensor& sample, const Tensor& timesteps, const Tensor& context,
+                 const Tensor& text_embeds = {}, const Tensor& time_ids = {},
+                 UNetIntermediates* intermediates = nullptr) const;
+
+  const UNetConfig& config() const { return config_; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+
+  // Random full-size weights for benchmarks (diffusers names, CPU): linear and
+  // conv weights and biases ~ U with std 0.02, norm scales ~ 1 +- 0.02.
+  static TensorMap random_weights(const UNetConfig& config, uint64_t seed, DType dtype);
+  // Every (diffusers name, shape) the config expects: the one list that serves
+  // loading, random init and the key tests.
+  static std::vector<std::pair<std::string, Shape>> expected_tensors(const UNetConfig& config);
+
+  // Weight groups, resolved once at load (public only so the .cpp helpers can name them).
+  struct Resnet {
+    Tensor norm1_w, norm1_b, conv1_w, conv1_b, temb_w, temb_b, norm2_w, norm2_b, conv2_w, conv2_b;
+    Tensor shortcut_w, shortcut_b;  // undefined when in == out channels
+  };
+  struct Attention {
+    Tensor q_w, k_w, v_w, out_w, out_b;
+  };
+  struct TransformerBlock {
+    Tensor norm1_w, norm1_b, norm2_w, norm2_b, norm3_w, norm3_b;
+    Attention attn1, attn2;
+    Tensor ff_in_w, ff_in_b, ff_out_w, ff_out_b;
+  };
+  struct Transformer {  // Transformer2DModel
+    int heads = 1;
+    Tensor norm_w, norm_b, proj_in_w, proj_in_b, proj_out_w, proj_out_b;  // proj weights viewed as [C, C]
+    std::vector<TransformerBlock> blocks;
+  };
+  struct Block {  // a down, mid or up block
+    std::vector<Resnet> resnets;
+    std::vector<Transformer> attentions;  // empty for DownBlock2D / UpBlock2D
+    Tensor sample_w, sample_b;            // downsampler / upsampler conv; undefined if none
+  };
+
+ private:
+  UNetConfig config_;
+  DType dtype_;
+  Device device_;
+  Tensor conv_in_w_, conv_in_b_;
+  Tensor time_w1_, time_b1_, time_w2_, time_b2_;
+  Tensor add_w1_, add_b1_, add_w2_, add_b2_;  // SDXL add_embedding
+  std::vector<Block> down_, up_;
+  Block mid_;
+  Tensor norm_out_w_, norm_out_b_, conv_out_w_, conv_out_b_;
+};
+
+}  // namespace diffuse
