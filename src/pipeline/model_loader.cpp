@@ -330,4 +330,61 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
   return impl;
 }
 
+std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, const LoadOptions& options,
+                                                     uint64_t seed) {
+  auto impl = std::make_unique<Pipeline::Impl>();
+  ModelInfo& info = impl->info;
+  info.family = family_from_name(arch);
+  info.name = "random-" + arch;
+  info.path = "(random weights)";
+  impl->device = options.device;
+  impl->precision = options.precision.value_or(options.device == Device::kCPU ? Precision::kFp32 : Precision::kFp16);
+  impl->dtype = dtype_for(impl->precision);
+  UNetConfig unet_cfg;
+  std::vector<ClipTextConfig> te_cfgs;
+  switch (info.family) {
+    case Family::kSD1:
+      unet_cfg = UNetConfig::sd15();
+      te_cfgs = {ClipTextConfig::sd15()};
+      break;
+    case Family::kSD2:
+      unet_cfg = UNetConfig::sd21();
+      te_cfgs = {ClipTextConfig::sd21()};
+      break;
+    case Family::kSDXL:
+      unet_cfg = UNetConfig::sdxl_base();
+      te_cfgs = {ClipTextConfig::sdxl_te1(), ClipTextConfig::sdxl_te2()};
+      impl->force_zeros_for_empty_prompt = true;
+      break;
+  }
+  VaeConfig vae_cfg = VaeConfig::sd();
+  if (info.family == Family::kSDXL) vae_cfg.scaling_factor = 0.13025f;
+  // Weights are generated directly in the compute dtype to halve peak memory.
+  const DType wdt = impl->dtype;
+  impl->unet = std::make_unique<UNet>(unet_cfg, UNet::random_weights(unet_cfg, seed, wdt), impl->dtype,
+                                      options.device);
+  DType vae_dtype = impl->dtype == DType::kF16 && vae_cfg.force_upcast ? DType::kF32 : impl->dtype;
+  impl->vae = std::make_unique<Vae>(vae_cfg, Vae::random_weights(vae_cfg, seed + 1, vae_dtype), vae_dtype,
+                                    options.device);
+  for (size_t i = 0; i < te_cfgs.size(); ++i) {
+    TextEncoderSlot slot;
+    slot.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load(bundled_tokenizer_dir().string()));
+    if (te_cfgs[i].hidden_act == "gelu") slot.tokenizer->set_pad_token("!");
+    slot.model = std::make_unique<ClipTextModel>(te_cfgs[i], ClipTextModel::random_weights(te_cfgs[i], seed + 2 + i, wdt),
+                                                 impl->dtype, options.device);
+    slot.penultimate = info.family == Family::kSDXL;
+    slot.provides_pooled = te_cfgs[i].with_projection;
+    impl->encoders.push_back(std::move(slot));
+  }
+  Prediction pred = info.family == Family::kSD2 ? Prediction::kVPrediction : Prediction::kEpsilon;
+  impl->scheduler_config = default_scheduler_config(info.family, pred);
+  impl->scheduler_config["_class_name"] = "EulerDiscreteScheduler";  // the baselines' sampler
+  info.prediction = pred;
+  set_family_defaults(info);
+  info.default_sampler = "euler";
+  info.sha256 = "0000000000";
+  info.short_hash = "random";
+  return impl;
+}
+
 }  // namespace diffuse

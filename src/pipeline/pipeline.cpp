@@ -100,6 +100,10 @@ std::unique_ptr<Pipeline> Pipeline::load(const std::string& path, const LoadOpti
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
 
+std::unique_ptr<Pipeline> Pipeline::random(const std::string& arch, const LoadOptions& options, uint64_t seed) {
+  return std::unique_ptr<Pipeline>(new Pipeline(random_pipeline_impl(arch, options, seed)));
+}
+
 const ModelInfo& Pipeline::info() const { return impl_->info; }
 
 GenerationResult Pipeline::generate(const GenerationParams& params_in, const ProgressCallback& progress) {

@@ -102,6 +102,10 @@ struct GenerationResult {
 class Pipeline {
  public:
   static std::unique_ptr<Pipeline> load(const std::string& path, const LoadOptions& options = {});
+  // A full-size published architecture (sd15, sd21, sdxl) with deterministic
+  // random weights (never zeros), for benchmarks: speed does not depend on values.
+  static std::unique_ptr<Pipeline> random(const std::string& arch, const LoadOptions& options = {},
+                                          uint64_t seed = 1234);
   ~Pipeline();
 
   const ModelInfo& info() const;

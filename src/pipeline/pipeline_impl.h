@@ -51,6 +51,8 @@ struct Pipeline::Impl {
 
 // Loader entry points (model_loader.cpp).
 std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path, const LoadOptions& options);
+std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, const LoadOptions& options,
+                                                     uint64_t seed);
 // The hub-shipped scheduler_config.json of each family's published model.
 nlohmann::json default_scheduler_config(Family family, Prediction prediction);
 // diffusers scheduler class name -> our sampler name ("PNDMScheduler" -> "pndm").

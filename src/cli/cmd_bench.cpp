@@ -1,0 +1,184 @@
+// diffuse bench: speed of the full pipeline on full-size architectures with
+// random weights (speed does not depend on the values; the weights are never
+// all zeros), or on a real checkpoint with --model.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/cli.h"
+#include "core/thread_pool.h"
+#include "pipeline/pipeline.h"
+
+namespace diffuse::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchOptions {
+  std::string arch = "sd15", model, device = "cpu", precision, sampler = "euler";
+  int size = 0, steps = 0, images = 4, threads = 0;
+  bool json = false, skip_batch = false;
+};
+
+// FLOPs of one batch-2 UNet call and one VAE decode at each architecture's
+// native resolution, counted with torch.utils.flop_counter on the diffusers
+// models (shared/fixtures/baselines): the floor every timing is compared with.
+struct FlopRef {
+  const char* arch;
+  int size;
+  double unet_b2_tflop, vae_tflop;
+};
+constexpr FlopRef kFlops[] = {{"sd15", 512, 1.607, 2.515}, {"sd21", 768, 4.298, 5.754}, {"sdxl", 1024, 13.522, 10.470}};
+
+double peak_rss_gib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / (1024.0 * 1024.0);  // ru_maxrss is in KiB on Linux
+}
+
+struct RunStats {
+  double step_ms = 0;  // median step time (after the first step)
+  double text_ms = 0, vae_ms = 0, total_s = 0, first_step_s = 0;
+};
+
+RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time_point t_origin) {
+  GenerationParams p;
+  p.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
+  p.negative_prompt = "blurry, low quality";
+  p.width = p.height = o.size;
+  p.steps = o.steps;
+  p.images = images;
+  p.seed = 42;
+  p.sampler = o.sampler;
+  std::vector<double> step_times;
+  auto last = Clock::now();
+  double first_step_s = 0;
+  GenerationResult r = pipe.generate(p, [&](const StepProgress& s) {
+    auto now = Clock::now();
+    step_times.push_back(std::chrono::duration<double, std::milli>(now - last).count());
+    if (s.step == 1) first_step_s = std::chrono::duration<double>(now - t_origin).count();
+    last = now;
+    std::fprintf(stderr, "\r  %d images: step %d/%d  %.1f ms   ", images, s.step, s.total_steps, step_times.back());
+    return interrupted();
+  });
+  std::fprintf(stderr, "\n");
+  RunStats st;
+  // The first step's time also includes the text encoder; take the median of the rest.
+  std::vector<double> rest(step_times.begin() + (step_times.size() > 1 ? 1 : 0), step_times.end());
+  std::sort(rest.begin(), rest.end());
+  st.step_ms = rest[rest.size() / 2];
+  st.text_ms = r.timings.text_encode_s * 1e3;
+  st.vae_ms = r.timings.vae_decode_s * 1e3;
+  st.total_s = r.timings.total_s;
+  st.first_step_s = first_step_s;
+  return st;
+}
+
+int run_bench(BenchOptions o) {
+  install_signal_handlers();
+  if (o.threads > 0) set_num_threads(o.threads);
+  LoadOptions load;
+  if (o.device == "cuda") {
+    load.device = Device::kCUDA;
+  } else if (o.device != "cpu") {
+    throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda");
+  }
+  if (!o.precision.empty()) load.precision = precision_from_name(o.precision);
+  const bool cpu = load.device == Device::kCPU;
+  if (o.steps == 0) o.steps = cpu ? 3 : 30;
+
+  auto t0 = Clock::now();
+  std::unique_ptr<Pipeline> pipe = o.model.empty() ? Pipeline::random(o.arch, load) : Pipeline::load(resolve_model(o.model), load);
+  double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const ModelInfo& info = pipe->info();
+  if (o.size == 0) o.size = info.default_width;
+  std::string arch = o.model.empty() ? o.arch : std::string(family_name(info.family));
+  const Precision prec = load.precision.value_or(cpu ? Precision::kFp32 : Precision::kFp16);
+  std::fprintf(stderr, "diffuse bench: %s @ %dx%d on %s, %s, %s, %d steps, CFG on (loaded in %.2f s)\n",
+               info.name.c_str(), o.size, o.size, o.device.c_str(), precision_name(prec), o.sampler.c_str(), o.steps,
+               load_s);
+
+  RunStats one = run_once(*pipe, o, 1, t0);
+  RunStats four;
+  if (!o.skip_batch) four = run_once(*pipe, o, o.images, Clock::now());
+
+  double unet_tflop = 0, vae_tflop = 0;
+  for (const FlopRef& f : kFlops) {
+    std::string a = f.arch;
+    if ((a == arch || (a == "sd15" && arch == "sd1") || (a == "sd21" && arch == "sd2")) && f.size == o.size) {
+      unet_tflop = f.unet_b2_tflop;
+      vae_tflop = f.vae_tflop;
+    }
+  }
+  auto tflops = [](double tflop, double ms) { return tflop > 0 && ms > 0 ? tflop / (ms / 1e3) : 0.0; };
+  nlohmann::json j = {
+      {"model", info.name},
+      {"arch", arch},
+      {"device", o.device},
+      {"precision", precision_name(prec)},
+      {"size", o.size},
+      {"steps", o.steps},
+      {"load_s", load_s},
+      {"time_to_first_step_s", one.first_step_s},
+      {"one_image", {{"step_ms", one.step_ms}, {"it_per_s", 1e3 / one.step_ms},
+                     {"unet_tflops", tflops(unet_tflop, one.step_ms)}, {"text_encode_ms", one.text_ms},
+                     {"vae_decode_ms", one.vae_ms}, {"vae_tflops", tflops(vae_tflop, one.vae_ms)},
+                     {"whole_image_s", one.total_s}}},
+      {"peak_rss_gib", peak_rss_gib()},
+  };
+  if (!o.skip_batch) {
+    j["batch"] = {{"images", o.images},        {"step_ms", four.step_ms},
+                  {"it_per_s", 1e3 / four.step_ms}, {"unet_tflops", tflops(unet_tflop * o.images, four.step_ms)},
+                  {"vae_decode_ms", four.vae_ms}, {"whole_s", four.total_s}};
+  }
+  if (o.json) {
+    std::cout << j.dump(2) << std::endl;
+    return kExitOk;
+  }
+  std::printf("%-28s %14s", "", "1 image");
+  if (!o.skip_batch) std::printf(" %14s", (std::to_string(o.images) + " images").c_str());
+  std::printf("\n%-28s %14.1f", "UNet step, CFG (ms)", one.step_ms);
+  if (!o.skip_batch) std::printf(" %14.1f", four.step_ms);
+  std::printf("\n%-28s %14.2f", "it/s", 1e3 / one.step_ms);
+  if (!o.skip_batch) std::printf(" %14.2f", 1e3 / four.step_ms);
+  if (unet_tflop > 0) {
+    std::printf("\n%-28s %14.2f", "UNet TFLOP/s", tflops(unet_tflop, one.step_ms));
+    if (!o.skip_batch) std::printf(" %14.2f", tflops(unet_tflop * o.images, four.step_ms));
+  }
+  std::printf("\n%-28s %14.1f", "text encode (ms)", one.text_ms);
+  std::printf("\n%-28s %14.1f", "VAE decode (ms)", one.vae_ms);
+  if (!o.skip_batch) std::printf(" %14.1f", four.vae_ms);
+  std::printf("\n%-28s %14.2f", "whole image(s) (s)", one.total_s);
+  if (!o.skip_batch) std::printf(" %14.2f", four.total_s);
+  std::printf("\n%-28s %14.2f\n%-28s %14.2f\n", "time to first step (s)", one.first_step_s, "peak RSS (GiB)",
+              peak_rss_gib());
+  return kExitOk;
+}
+
+}  // namespace
+
+Action add_bench(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* c = app.add_subcommand("bench", "Measure speed on a full-size architecture with random weights");
+  c->footer("Example: diffuse bench --arch sd15 --device cpu --size 512 --steps 3");
+  c->add_option("--arch", o->arch, "sd15, sd21 or sdxl (default: sd15)");
+  c->add_option("--model", o->model, "Benchmark a real checkpoint instead of random weights");
+  c->add_option("--device", o->device, "cpu or cuda");
+  c->add_option("--size", o->size, "Image side in pixels (default: the architecture's native size)");
+  c->add_option("--steps", o->steps, "Denoising steps (default: 3 on cpu, 30 on cuda)");
+  c->add_option("--images", o->images, "Images in the batched run (default: 4)");
+  c->add_option("--precision", o->precision, "fp32, bf16 or fp16");
+  c->add_option("--sampler", o->sampler, "Sampler (default: euler, as the baselines)");
+  c->add_option("--threads", o->threads, "CPU threads");
+  c->add_flag("--no-batch", o->skip_batch, "Skip the batched run");
+  c->add_flag("--json", o->json, "Print the results as JSON");
+  return [o]() { return run_bench(*o); };
+}
+
+}  // namespace diffuse::cli

@@ -1,0 +1,206 @@
+// diffuse generate: text-to-image from the command line.
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/cli.h"
+#include "cli/progress_bar.h"
+#include "core/thread_pool.h"
+#include "io/png.h"
+#include "pipeline/pipeline.h"
+
+namespace fs = std::filesystem;
+
+namespace diffuse::cli {
+namespace {
+
+struct GenerateOptions {
+  std::string model, prompt, prompt_positional, output, sampler, schedule = "default", rng = "cpu";
+  std::string precision, device = "cpu", config_dir, prediction;
+  std::optional<std::string> negative_prompt;
+  int steps = 0, width = 0, height = 0, images = 1, clip_skip = 1, threads = 0;
+  float cfg_scale = -1.0f;
+  int64_t seed = -1;
+  bool json = false;
+  std::string original_size, crops, target_size;
+};
+
+// "1024x768" (W x H) -> {h, w} as diffusers orders size tuples.
+std::array<int, 2> parse_size(const std::string& s, const char* flag) {
+  int w = 0, h = 0;
+  char x = 0;
+  if (std::sscanf(s.c_str(), "%d%c%d", &w, &x, &h) != 3 || (x != 'x' && x != 'X') || w <= 0 || h <= 0) {
+    throw_error(ErrorCode::kInvalidArgument, std::string(flag) + " expects WIDTHxHEIGHT, got '" + s + "'");
+  }
+  return {h, w};
+}
+
+std::array<int, 2> parse_pair(const std::string& s, const char* flag) {
+  int a = 0, b = 0;
+  if (std::sscanf(s.c_str(), "%d,%d", &a, &b) != 2 || a < 0 || b < 0) {
+    throw_error(ErrorCode::kInvalidArgument, std::string(flag) + " expects TOP,LEFT, got '" + s + "'");
+  }
+  return {a, b};
+}
+
+std::vector<std::string> output_paths(const std::string& output, int n) {
+  if (n == 1) return {output};
+  fs::path p(output);
+  std::string stem = (p.parent_path() / p.stem()).string();
+  std::string ext = p.has_extension() ? p.extension().string() : ".png";
+  std::vector<std::string> paths;
+  for (int i = 1; i <= n; ++i) paths.push_back(stem + "-" + std::to_string(i) + ext);
+  return paths;
+}
+
+int run_generate(const GenerateOptions& o) {
+  install_signal_handlers();
+  if (o.threads > 0) set_num_threads(o.threads);
+  std::string prompt = !o.prompt.empty() ? o.prompt : o.prompt_positional;
+
+  LoadOptions load;
+  if (o.device == "cuda") {
+    load.device = Device::kCUDA;
+  } else if (o.device != "cpu") {
+    throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, got '" + o.device + "'");
+  }
+  if (!o.precision.empty()) load.precision = precision_from_name(o.precision);
+  if (!o.prediction.empty()) {
+    if (o.prediction == "epsilon") {
+      load.prediction = Prediction::kEpsilon;
+    } else if (o.prediction == "v" || o.prediction == "v_prediction") {
+      load.prediction = Prediction::kVPrediction;
+    } else {
+      throw_error(ErrorCode::kInvalidArgument, "--prediction must be epsilon or v_prediction");
+    }
+  }
+  load.config_dir = o.config_dir;
+
+  GenerationParams p;
+  p.prompt = prompt;
+  p.negative_prompt = o.negative_prompt;
+  p.width = o.width;
+  p.height = o.height;
+  p.steps = o.steps;
+  p.cfg_scale = o.cfg_scale;
+  p.sampler = o.sampler;
+  p.schedule = o.schedule;
+  p.seed = o.seed;
+  p.images = o.images;
+  p.clip_skip = o.clip_skip;
+  if (o.rng == "cpu") {
+    p.rng = RngKind::kCpu;
+  } else if (o.rng == "cuda" || o.rng == "gpu") {
+    p.rng = RngKind::kCuda;
+  } else {
+    throw_error(ErrorCode::kInvalidArgument, "--rng must be cpu or cuda, got '" + o.rng + "'");
+  }
+  if (!o.original_size.empty()) p.original_size = parse_size(o.original_size, "--original-size");
+  if (!o.target_size.empty()) p.target_size = parse_size(o.target_size, "--target-size");
+  if (!o.crops.empty()) p.crops_coords_top_left = parse_pair(o.crops, "--crops-coords-top-left");
+  p.validate();  // bad flags fail before a multi-GB model is loaded
+
+  std::string model_path = resolve_model(o.model);
+  auto t_load = std::chrono::steady_clock::now();
+  std::unique_ptr<Pipeline> pipe = Pipeline::load(model_path, load);
+  double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  const ModelInfo& info = pipe->info();
+  std::fprintf(stderr, "model: %s (%s, %s, [%s]) loaded in %.2fs\n", info.name.c_str(), family_name(info.family),
+               prediction_name(info.prediction), info.short_hash.c_str(), load_s);
+
+  ProgressBar bar("sampling");
+  GenerationResult r = pipe->generate(p, [&](const StepProgress& s) {
+    bar.update(s.step, s.total_steps);
+    return interrupted();
+  });
+  bar.finish();
+  r.timings.load_s = load_s;
+
+  std::string output = o.output.empty() ? "diffuse-" + std::to_string(r.seed) + ".png" : o.output;
+  std::vector<std::string> paths = output_paths(output, static_cast<int>(r.images.size()));
+  for (size_t i = 0; i < r.images.size(); ++i) {
+    const Image& im = r.images[i];
+    fs::path parent = fs::path(paths[i]).parent_path();
+    if (!parent.empty()) fs::create_directories(parent);
+    write_png(paths[i], im.width, im.height, im.rgb.data(), {{"parameters", im.parameters}});
+  }
+  if (o.json) {
+    nlohmann::json j;
+    j["seed"] = r.seed;
+    j["model"] = {{"name", info.name}, {"family", family_name(info.family)}, {"hash", info.short_hash},
+                  {"prediction", prediction_name(info.prediction)}};
+    for (size_t i = 0; i < r.images.size(); ++i) {
+      j["images"].push_back({{"path", paths[i]}, {"seed", r.images[i].seed}, {"width", r.images[i].width},
+                             {"height", r.images[i].height}, {"parameters", r.images[i].parameters}});
+    }
+    j["timings"] = {{"load_s", r.timings.load_s},         {"text_encode_s", r.timings.text_encode_s},
+                    {"denoise_s", r.timings.denoise_s},   {"vae_decode_s", r.timings.vae_decode_s},
+                    {"total_s", r.timings.total_s},       {"unet_evals", r.timings.unet_evals}};
+    std::cout << j.dump(2) << std::endl;
+  } else {
+    std::fprintf(stderr, "seed: %lld\n", static_cast<long long>(r.seed));
+    for (const std::string& path : paths) std::cout << path << "\n";
+    std::fprintf(stderr, "Time taken: %.2f s (text %.2f s, denoise %.2f s, VAE %.2f s)\n", r.timings.total_s,
+                 r.timings.text_encode_s, r.timings.denoise_s, r.timings.vae_decode_s);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+Action add_generate(CLI::App& app) {
+  auto o = std::make_shared<GenerateOptions>();
+  CLI::App* c = app.add_subcommand("generate", "Make images from a text prompt");
+  c->footer(
+      "Examples:\n"
+      "  diffuse generate --model ~/models/v1-5-pruned-emaonly.safetensors --prompt \"a red fox in snow\"\n"
+      "  diffuse generate --model sd15 --prompt \"a castle\" --images 4 --sampler dpmpp_2m --schedule karras\n"
+      "Samplers: ddim, pndm (PLMS), lms, euler, euler_a, dpmpp_2m, unipc, lcm.\n"
+      "Several images are written as FILE-1.png ... FILE-N.png. Exit codes: 0 ok, 1 runtime error,\n"
+      "2 usage error, 130 interrupted.");
+  c->add_option("prompt_text", o->prompt_positional, "The prompt (same as --prompt)");
+  c->add_option("-m,--model", o->model,
+                "Model: a diffusers folder, a .safetensors/.ckpt file, a repo id in the Hugging Face cache, "
+                "or an alias (sd14, sd15, sd21, sdxl)");
+  c->add_option("-p,--prompt", o->prompt, "The prompt; A1111 syntax: (word:1.3), [word], BREAK; >75 tokens ok");
+  c->add_option("-n,--negative-prompt", o->negative_prompt, "What the image should not show");
+  c->add_option("--steps", o->steps, "Denoising steps (default: 50)")->check(CLI::Range(1, 1000));
+  c->add_option("--cfg-scale", o->cfg_scale, "Classifier-free guidance scale (default: 7.5; SDXL 5.0; <=1: off)");
+  c->add_option("--sampler", o->sampler, "Sampler (default: the model's scheduler)");
+  c->add_option("--schedule", o->schedule, "Sigma schedule: default or karras");
+  c->add_option("-W,--width", o->width, "Image width, a multiple of 8 (default: 512 SD1, 768 SD2-v, 1024 SDXL)");
+  c->add_option("-H,--height", o->height, "Image height, a multiple of 8");
+  c->add_option("-s,--seed", o->seed, "Seed; -1 picks a random one and prints it (default: -1)");
+  c->add_option("--rng", o->rng, "Noise source: cpu (torch CPU generator) or cuda (torch CUDA Philox, A1111 'GPU')");
+  c->add_option("--images", o->images, "Number of images, batched through the UNet together (default: 1)")
+      ->check(CLI::Range(1, 64));
+  c->add_option("--clip-skip", o->clip_skip, "Stop at the N-th last text encoder layer (default: 1)");
+  c->add_option("--precision", o->precision, "fp32, bf16 or fp16 (default: fp32 on cpu, fp16 on cuda)");
+  c->add_option("--device", o->device, "cpu or cuda (default: cpu)");
+  c->add_option("--threads", o->threads, "CPU threads (default: all cores)");
+  c->add_option("--config", o->config_dir,
+                "For a single-file checkpoint: a diffusers folder with its configs (default: the family's)");
+  c->add_option("--prediction", o->prediction, "Override the prediction type: epsilon or v_prediction");
+  c->add_option("--original-size", o->original_size, "SDXL micro-conditioning original size, WxH");
+  c->add_option("--crops-coords-top-left", o->crops, "SDXL crop coordinates, TOP,LEFT (default 0,0)");
+  c->add_option("--target-size", o->target_size, "SDXL target size, WxH");
+  c->add_option("-o,--output", o->output, "Output PNG (default: diffuse-SEED.png)");
+  c->add_flag("--json", o->json, "Print seeds, paths and timings as JSON on stdout");
+  return [o, c]() -> int {
+    if (o->prompt.empty() && o->prompt_positional.empty() && !c->count("--prompt")) {
+      throw_error(ErrorCode::kInvalidArgument, "generate needs a prompt (--prompt TEXT)");
+    }
+    if (o->model.empty()) {
+      throw_error(ErrorCode::kInvalidArgument,
+                  "generate needs --model (a diffusers folder, a .safetensors/.ckpt file, a cached repo id or an "
+                  "alias such as sd15; `diffuse models` lists what is available)");
+    }
+    return run_generate(*o);
+  };
+}
+
+}  // namespace diffuse::cli

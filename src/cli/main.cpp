@@ -1,0 +1,63 @@
+// diffuse: Stable Diffusion text-to-image engine and playground.
+#include <atomic>
+#include <csignal>
+#include <iostream>
+
+#include "cli/cli.h"
+#include "core/error.h"
+
+namespace diffuse::cli {
+namespace {
+std::atomic<bool> g_interrupted{false};  // written by the signal handler only
+extern "C" void on_signal(int) { g_interrupted.store(true); }
+}  // namespace
+
+bool interrupted() { return g_interrupted.load(); }
+
+void install_signal_handlers() {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+}
+
+}  // namespace diffuse::cli
+
+int main(int argc, char** argv) {
+  using namespace diffuse;
+  CLI::App app{"diffuse " DIFFUSE_VERSION
+               " - Stable Diffusion (SD 1.x, SD 2.x, SDXL) text-to-image engine and playground.\n"
+               "Run `diffuse <command> --help` for a command's options."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", DIFFUSE_VERSION);
+  std::vector<cli::Action> actions = {cli::add_generate(app), cli::add_devices(app), cli::add_monitor(app),
+                                      cli::add_pull(app),     cli::add_models(app),  cli::add_serve(app),
+                                      cli::add_bench(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return cli::kExitUsage;
+  }
+  const auto subs = app.get_subcommands();
+  try {
+    for (size_t i = 0; i < app.get_subcommands({}).size(); ++i) {
+      if (app.get_subcommands({})[i]->parsed()) return actions[i]();
+    }
+    return cli::kExitUsage;
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    switch (e.code()) {
+      case ErrorCode::kInvalidArgument: return cli::kExitUsage;
+      case ErrorCode::kCancelled: return cli::kExitInterrupted;
+      default: return cli::kExitRuntime;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return cli::kExitRuntime;
+  }
+}

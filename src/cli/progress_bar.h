@@ -1,0 +1,26 @@
+// A tqdm-style progress bar on stderr:
+//   100%|██████████| 20/20 [00:02<00:00,  8.12it/s]
+// redrawn with \r on a TTY; plain lines (every 10% and the last step) otherwise.
+#pragma once
+#include <chrono>
+#include <string>
+
+namespace diffuse::cli {
+
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label = "");
+  void update(int n, int total);
+  void finish();
+
+ private:
+  std::string label_;
+  bool tty_;
+  int last_decile_ = -1;
+  bool open_ = false;
+  std::chrono::steady_clock::time_point start_;
+};
+
+std::string format_duration(double seconds);  // "01:05" or "1:01:05"
+
+}  // namespace diffuse::cli
