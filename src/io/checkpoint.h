@@ -5,8 +5,11 @@
 // All readers validate what they read and throw Error(kIo) with a message that
 // names the file, the problem and where (tensor name, byte offset).
 #pragma once
+#include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -32,5 +35,19 @@ Checkpoint load_checkpoint(const std::string& path);
 // Writes a .safetensors file (tensors in their dtype; CPU tensors).
 void save_safetensors(const std::string& path, const TensorMap& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+
+// Serialises what save_safetensors writes (header padded with spaces to a
+// multiple of 8 bytes, like the reference writer).
+std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors,
+                                           const std::map<std::string, std::string>& metadata = {});
+
+// Fuzz-friendly entry points: parse bytes already in memory. `name` prefixes
+// error messages. Zero-copy tensors point into `data`, which `owner` keeps
+// alive (pass nullptr when the bytes outlive the result, as a fuzzer does);
+// they must not be written to when the bytes are read-only.
+Checkpoint parse_safetensors(uint8_t* data, size_t size, std::shared_ptr<void> owner,
+                             const std::string& name = "<memory>");
+Checkpoint parse_torch_checkpoint(uint8_t* data, size_t size, std::shared_ptr<void> owner,
+                                  const std::string& name = "<memory>");
 
 }  // namespace diffuse
