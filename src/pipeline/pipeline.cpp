@@ -173,6 +173,14 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
                       "initial latents must have shape " + shape_str(latent_shape) + ", got " +
                           shape_str(p.initial_latents.shape()));
     latents = p.initial_latents.to(DType::kF32).to(Device::kCPU).contiguous();
+  } else if (p.seed_per_image) {
+    std::vector<Tensor> parts;
+    for (int i = 0; i < n; ++i) {
+      Shape one = latent_shape;
+      one[0] = 1;
+      parts.push_back(i == 0 ? gen->randn(one) : make_generator(p.rng, static_cast<uint64_t>(p.seed + i))->randn(one));
+    }
+    latents = n == 1 ? parts[0] : concat(parts, 0);
   } else {
     latents = gen->randn(latent_shape);
   }
@@ -232,7 +240,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     Image im;
     im.width = static_cast<int>(W);
     im.height = static_cast<int>(H);
-    im.seed = p.seed;
+    im.seed = p.seed_per_image ? p.seed + b : p.seed;
     im.rgb.resize(static_cast<size_t>(W * H * 3));
     for (int c = 0; c < 3; ++c) {
       const float* plane = px.data() + ((b * 3 + c) * H * W);
@@ -247,14 +255,14 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     f.sampler = a1111_sampler_name(p.sampler);
     f.schedule_type = p.schedule == "karras" ? "Karras" : "";
     f.cfg_scale = p.cfg_scale;
-    f.seed = p.seed;
+    f.seed = im.seed;
     f.width = im.width;
     f.height = im.height;
     f.model_hash = info.short_hash;
     f.model = info.name;
     f.clip_skip = p.clip_skip;
     f.rng = p.rng == RngKind::kCuda ? "NV" : "CPU";
-    if (n > 1) {
+    if (n > 1 && !p.seed_per_image) {
       f.extra.emplace_back("Batch size", std::to_string(n));
       f.extra.emplace_back("Batch pos", std::to_string(b));
     }

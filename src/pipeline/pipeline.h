@@ -59,6 +59,10 @@ struct GenerationParams {
   int64_t seed = -1;            // -1: random (the chosen seed is reported)
   RngKind rng = RngKind::kCpu;
   int images = 1;               // batched through the UNet together
+  // false (diffusers): one generator seeded `seed` draws the whole batch's noise.
+  // true (AUTOMATIC1111): image i's initial noise comes from its own generator
+  // seeded seed + i, and its metadata says Seed: seed + i.
+  bool seed_per_image = false;
   int clip_skip = 1;            // 1 = last layer
   // SDXL micro-conditioning (h, w order as diffusers); 0 = (height, width) / (0, 0).
   std::array<int, 2> original_size{0, 0};

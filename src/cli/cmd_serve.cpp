@@ -1,0 +1,53 @@
+// diffuse serve: the playground web page and the HTTP APIs.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "cli/cli.h"
+#include "server/server.h"
+
+namespace diffuse::cli {
+
+Action add_serve(CLI::App& app) {
+  auto o = std::make_shared<server::ServerOptions>();
+  auto device = std::make_shared<std::string>("cpu");
+  auto precision = std::make_shared<std::string>();
+  auto no_hf = std::make_shared<bool>(false);
+  CLI::App* c = app.add_subcommand("serve", "Serve the web playground and the A1111 / OpenAI compatible APIs");
+  c->footer(
+      "Open http://127.0.0.1:7860/ in a browser.\n"
+      "APIs: /api/* (native, SSE progress), /sdapi/v1/* (AUTOMATIC1111), /v1/images/generations (OpenAI).\n"
+      "Example: diffuse serve --models ~/models --port 7860");
+  c->add_option("--models", o->model_dirs, "Folder of models (diffusers folders, .safetensors, .ckpt); repeatable");
+  c->add_option("--model", o->model_files, "A single model (file or diffusers folder); repeatable");
+  c->add_option("--host", o->host, "Address to bind (default 127.0.0.1; others need --api-key)");
+  c->add_option("--port", o->port, "Port (default 7860; 0 = any free port)");
+  c->add_option("--data-dir", o->data_dir, "Where history.db and images/ live (default ~/.local/share/diffuse)");
+  c->add_option("--api-key", o->api_key, "Require this key (Authorization: Bearer KEY) on every request");
+  c->add_option("--max-loaded", o->max_loaded, "Models kept in memory at once (LRU, default 1)");
+  c->add_option("--device", *device, "cpu or cuda");
+  c->add_option("--precision", *precision, "fp32, bf16 or fp16");
+  c->add_flag("--no-hf-cache", *no_hf, "Do not list models from the Hugging Face cache");
+  return [o, device, precision, no_hf]() {
+    if (*device == "cuda") o->load.device = Device::kCUDA;
+    else if (*device != "cpu") throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda");
+    if (!precision->empty()) o->load.precision = precision_from_name(*precision);
+    o->scan_hf_cache = !*no_hf;
+    for (std::string& m : o->model_files) m = resolve_model(m);
+    server::Server srv(*o);
+    int port = srv.bind();
+    std::fprintf(stderr, "diffuse serve: http://%s:%d/  (Ctrl-C to stop)\n", o->host.c_str(), port);
+    install_signal_handlers();
+    std::thread watcher([&srv] {
+      while (!interrupted()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      srv.stop();
+    });
+    srv.run();
+    if (!interrupted()) std::raise(SIGTERM);  // run() returned on its own: end the watcher
+    watcher.join();
+    std::fprintf(stderr, "diffuse serve: stopped\n");
+    return kExitOk;
+  };
+}
+
+}  // namespace diffuse::cli

@@ -1,0 +1,265 @@
+// Diffuse's own JSON API, used by the web page:
+//   GET  /api/models                     models with family, hash, licence, defaults
+//   POST /api/jobs                       submit {model, prompt, negative_prompt, images, seed, steps,
+//                                        cfg_scale, sampler, schedule, width, height} -> 202 {id, position}
+//   GET  /api/jobs                       queue (running, queued) and recent jobs
+//   GET  /api/jobs/{id}                  status, progress, images
+//   GET  /api/jobs/{id}/preview.png      latest live preview
+//   GET  /api/jobs/{id}/events           Server-Sent Events: state, progress, preview, done, error
+//   POST /api/jobs/{id}/cancel           cancel a queued or running job
+//   GET  /api/devices                    devices + live telemetry (GPU via NVML, CPU, RAM)
+//   GET  /api/history?limit=&offset=     persistent gallery, newest first
+//   GET  /images/{file}.png              a stored PNG, byte for byte (metadata intact)
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "server/base64.h"
+#include "server/server_state.h"
+#include "sys/cpu_info.h"
+#include "sys/cuda_devices.h"
+#include "sys/devices.h"
+
+namespace diffuse::server {
+namespace {
+
+nlohmann::json model_json(const ModelEntry& m) {
+  return {{"id", m.id},
+          {"name", m.id},
+          {"title", m.hash.empty() ? m.id : m.id + " [" + m.hash + "]"},
+          {"family", m.family},
+          {"hash", m.hash},
+          {"license", m.license},
+          {"model_card", m.model_card},
+          {"source", m.source},
+          {"size_bytes", m.size_bytes},
+          {"loaded", m.loaded},
+          {"defaults",
+           {{"width", m.default_width},
+            {"height", m.default_height},
+            {"steps", m.default_steps},
+            {"cfg_scale", m.default_cfg},
+            {"sampler", m.default_sampler}}}};
+}
+
+nlohmann::json image_json(const std::string& file, int64_t seed, int w, int h, const std::string& parameters) {
+  return {{"url", "/images/" + file}, {"file", file}, {"seed", seed}, {"width", w}, {"height", h},
+          {"parameters", parameters}};
+}
+
+nlohmann::json job_json(const JobSnapshot& j) {
+  nlohmann::json images = nlohmann::json::array();
+  for (const JobImage& im : j.images) images.push_back(image_json(im.file, im.seed, im.width, im.height, im.parameters));
+  return {{"id", j.id},
+          {"state", job_state_name(j.state)},
+          {"position", j.position},
+          {"model", j.model},
+          {"prompt", j.prompt},
+          {"step", j.step},
+          {"total_steps", j.total_steps},
+          {"it_per_s", j.it_per_s},
+          {"eta_s", j.eta_s},
+          {"elapsed_s", j.elapsed_s},
+          {"error", j.error},
+          {"seed", j.seed},
+          {"images", images},
+          {"has_preview", !j.preview_png.empty()},
+          {"created", j.created}};
+}
+
+template <class T>
+T field(const nlohmann::json& j, const char* name, T fallback) {
+  if (!j.contains(name) || j[name].is_null()) return fallback;
+  try {
+    return j[name].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw_error(ErrorCode::kInvalidArgument, std::string("field '") + name + "' has the wrong type");
+  }
+}
+
+bool finished(JobState s) { return s == JobState::kDone || s == JobState::kFailed || s == JobState::kCancelled; }
+
+}  // namespace
+
+void register_native_routes(Server::State& s) {
+  httplib::Server& http = s.http;
+
+  http.Get("/api/models", [&s](const httplib::Request&, httplib::Response& res) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const ModelEntry& m : s.models->list()) out.push_back(model_json(m));
+    res.set_content(out.dump(), "application/json");
+  });
+
+  http.Post("/api/models/refresh", [&s](const httplib::Request&, httplib::Response& res) {
+    s.models->refresh();
+    res.set_content(R"({"ok":true})", "application/json");
+  });
+
+  http.Post("/api/jobs", [&s](const httplib::Request& req, httplib::Response& res) {
+    nlohmann::json body;
+    if (!parse_body(req, res, &body)) return;
+    JobRequest r;
+    r.model = s.model_or_current(field<std::string>(body, "model", ""));
+    GenerationParams& p = r.params;
+    p.prompt = field<std::string>(body, "prompt", "");
+    if (body.contains("negative_prompt") && !body["negative_prompt"].is_null()) {
+      p.negative_prompt = field<std::string>(body, "negative_prompt", "");
+    }
+    p.images = field<int>(body, "images", 1);
+    DIFFUSE_CHECK_ARG(p.images >= 1 && p.images <= 8, "images must be between 1 and 8");
+    p.seed = field<int64_t>(body, "seed", -1);
+    p.steps = field<int>(body, "steps", 0);
+    p.cfg_scale = field<float>(body, "cfg_scale", -1.0f);
+    std::string sampler = field<std::string>(body, "sampler", "");
+    p.sampler = sampler.empty() ? "" : canonical_sampler(sampler);
+    p.schedule = field<std::string>(body, "schedule", "default");
+    p.width = field<int>(body, "width", 0);
+    p.height = field<int>(body, "height", 0);
+    p.clip_skip = field<int>(body, "clip_skip", 1);
+    p.seed_per_image = true;  // seed + i per image, as A1111 and the gallery show it
+    if (p.seed < 0) {
+      p.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+    }
+    r.echo = body;
+    r.echo["seed"] = p.seed;
+    r.echo["model"] = r.model;
+    std::string id = s.jobs->submit(std::move(r));
+    auto snap = s.jobs->get(id);
+    res.status = 202;
+    res.set_content(nlohmann::json({{"id", id}, {"position", snap ? snap->position : 0}, {"seed", p.seed}}).dump(),
+                    "application/json");
+  });
+
+  http.Get("/api/jobs", [&s](const httplib::Request&, httplib::Response& res) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const JobSnapshot& j : s.jobs->list()) out.push_back(job_json(j));
+    res.set_content(out.dump(), "application/json");
+  });
+
+  http.Get(R"(/api/jobs/([0-9a-f]+))", [&s](const httplib::Request& req, httplib::Response& res) {
+    auto j = s.jobs->get(req.matches[1]);
+    if (!j) return send_error(res, 404, "job not found");
+    res.set_content(job_json(*j).dump(), "application/json");
+  });
+
+  http.Get(R"(/api/jobs/([0-9a-f]+)/preview\.png)", [&s](const httplib::Request& req, httplib::Response& res) {
+    auto j = s.jobs->get(req.matches[1]);
+    if (!j) return send_error(res, 404, "job not found");
+    if (j->preview_png.empty()) return send_error(res, 404, "no preview yet");
+    res.set_content(j->preview_png, "image/png");
+  });
+
+  auto cancel = [&s](const httplib::Request& req, httplib::Response& res) {
+    const std::string id = req.matches[1];
+    if (!s.jobs->get(id)) return send_error(res, 404, "job not found");
+    bool ok = s.jobs->cancel(id);
+    res.set_content(nlohmann::json({{"cancelled", ok}}).dump(), "application/json");
+  };
+  http.Post(R"(/api/jobs/([0-9a-f]+)/cancel)", cancel);
+  http.Delete(R"(/api/jobs/([0-9a-f]+))", cancel);
+
+  http.Get(R"(/api/jobs/([0-9a-f]+)/events)", [&s](const httplib::Request& req, httplib::Response& res) {
+    const std::string id = req.matches[1];
+    if (!s.jobs->get(id)) return send_error(res, 404, "job not found");
+    res.set_header("Cache-Control", "no-cache");
+    auto seen = std::make_shared<uint64_t>(0);
+    auto last_step = std::make_shared<int>(-1);
+    res.set_chunked_content_provider("text/event-stream", [&s, id, seen, last_step](size_t, httplib::DataSink& sink) {
+      auto j = s.jobs->wait_update(id, *seen, std::chrono::milliseconds(15000));
+      if (!j) {
+        sink.done();
+        return true;
+      }
+      std::ostringstream ev;
+      if (j->version == *seen) {
+        ev << ": keep-alive\n\n";  // comment line keeps proxies from closing the stream
+      } else {
+        *seen = j->version;
+        nlohmann::json state = job_json(*j);
+        ev << "event: state\ndata: " << state.dump() << "\n\n";
+        if (j->step != *last_step && j->state == JobState::kRunning) {
+          *last_step = j->step;
+          ev << "event: progress\ndata: "
+             << nlohmann::json({{"step", j->step}, {"total_steps", j->total_steps}, {"it_per_s", j->it_per_s},
+                                {"eta_s", j->eta_s}})
+                    .dump()
+             << "\n\n";
+          if (!j->preview_png.empty()) {
+            ev << "event: preview\ndata: "
+               << nlohmann::json({{"step", j->step}, {"image", "data:image/png;base64," + base64_encode(j->preview_png)}})
+                      .dump()
+               << "\n\n";
+          }
+        }
+        if (j->state == JobState::kDone) ev << "event: done\ndata: " << state.dump() << "\n\n";
+        if (j->state == JobState::kFailed || j->state == JobState::kCancelled) {
+          ev << "event: error\ndata: " << nlohmann::json({{"state", job_state_name(j->state)}, {"error", j->error}}).dump()
+             << "\n\n";
+        }
+      }
+      std::string text = ev.str();
+      if (!sink.write(text.data(), text.size())) return false;  // client went away
+      if (finished(j->state)) sink.done();
+      return true;
+    });
+  });
+
+  http.Get("/api/devices", [&s](const httplib::Request&, httplib::Response& res) {
+    nlohmann::json out;
+    {
+      std::lock_guard<std::mutex> lock(s.telemetry_mu);
+      sys::CpuSample c = s.telemetry->sample_cpu();
+      out["cpu"] = {{"util", c.cpu_util}, {"ram_used", c.ram_used}, {"ram_total", c.ram_total},
+                    {"process_rss", c.process_rss}};
+      out["gpus"] = nlohmann::json::array();
+      for (const sys::GpuSample& g : s.telemetry->sample()) {
+        auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+        out["gpus"].push_back({{"index", g.index},          {"name", g.name},
+                               {"gpu_util", g.gpu_util},    {"mem_util", g.mem_util},
+                               {"mem_used", g.mem_used},    {"mem_total", g.mem_total},
+                               {"power_w", num(g.power_w)}, {"power_limit_w", num(g.power_limit_w)},
+                               {"temperature_c", num(g.temperature_c)}, {"sm_clock_mhz", g.sm_clock_mhz}});
+      }
+      out["gpu_available"] = s.telemetry->gpu_available();
+      out["gpu_status"] = s.telemetry->gpu_available() ? "ok" : s.telemetry->gpu_unavailable_reason();
+    }
+    static const nlohmann::json devices = sys::devices_json(sys::cpu_info(), sys::cuda_devices());
+    out["devices"] = devices;
+    out["queue"] = s.jobs->pending();
+    res.set_content(out.dump(), "application/json");
+  });
+
+  http.Get("/api/history", [&s](const httplib::Request& req, httplib::Response& res) {
+    int limit = 50, offset = 0;
+    try {
+      if (req.has_param("limit")) limit = std::stoi(req.get_param_value("limit"));
+      if (req.has_param("offset")) offset = std::stoi(req.get_param_value("offset"));
+    } catch (const std::exception&) {
+      return send_error(res, 400, "limit and offset must be integers");
+    }
+    if (limit < 1 || limit > 500 || offset < 0) return send_error(res, 400, "limit must be 1..500, offset >= 0");
+    nlohmann::json items = nlohmann::json::array();
+    for (const HistoryEntry& e : s.history->list(limit, offset)) {
+      nlohmann::json images = nlohmann::json::array();
+      for (const HistoryImage& im : e.images) images.push_back(image_json(im.file, im.seed, im.width, im.height, im.parameters));
+      items.push_back({{"id", e.id}, {"created", e.created}, {"model", e.model}, {"prompt", e.prompt},
+                       {"params", e.params}, {"images", images}});
+    }
+    res.set_content(nlohmann::json({{"total", s.history->count()}, {"items", items}}).dump(), "application/json");
+  });
+
+  // Only plain file names (no separators, no dot-dot) are served, from the images dir alone.
+  http.Get(R"(/images/(.+))", [&s](const httplib::Request& req, httplib::Response& res) {
+    static const std::regex kSafe(R"([A-Za-z0-9_-]+\.png)");
+    const std::string name = req.matches[1];
+    if (!std::regex_match(name, kSafe)) return send_error(res, 404, "no such image");
+    std::ifstream f(s.history->images_dir() + "/" + name, std::ios::binary);
+    if (!f) return send_error(res, 404, "no such image");
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    res.set_header("Content-Disposition", "inline; filename=\"" + name + "\"");
+    res.set_content(ss.str(), "image/png");
+  });
+}
+
+}  // namespace diffuse::server

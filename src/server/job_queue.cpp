@@ -1,0 +1,256 @@
+#include "server/job_queue.h"
+
+#include <filesystem>
+#include <random>
+
+#include "io/png.h"
+
+namespace fs = std::filesystem;
+
+namespace diffuse::server {
+namespace {
+
+constexpr size_t kKeepFinished = 256;
+
+double now_unix() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string new_job_id(uint64_t counter) {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%08llx%04llx", static_cast<unsigned long long>(rng() & 0xffffffffULL),
+                static_cast<unsigned long long>(counter & 0xffff));
+  return buf;
+}
+
+}  // namespace
+
+const char* job_state_name(JobState s) {
+  switch (s) {
+    case JobState::kQueued: return "queued";
+    case JobState::kRunning: return "running";
+    case JobState::kDone: return "done";
+    case JobState::kFailed: return "failed";
+    case JobState::kCancelled: return "cancelled";
+  }
+  return "?";
+}
+
+JobQueue::JobQueue(ModelRegistry& models, History& history)
+    : models_(models), history_(history), thread_([this] { worker(); }) {}
+
+JobQueue::~JobQueue() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    for (auto& j : queue_) {
+      j->snap.state = JobState::kCancelled;
+      touch(*j);
+    }
+    queue_.clear();
+    if (current_) current_->cancel_requested = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void JobQueue::touch(Job& job) {
+  ++job.snap.version;
+  cv_.notify_all();
+}
+
+void JobQueue::renumber() {
+  int pos = 1;
+  for (auto& j : queue_) {
+    if (j->snap.position != pos) {
+      j->snap.position = pos;
+      touch(*j);
+    }
+    ++pos;
+  }
+}
+
+std::string JobQueue::submit(JobRequest request) {
+  request.params.validate();
+  auto job = std::make_shared<Job>();
+  std::lock_guard<std::mutex> lock(mu_);
+  DIFFUSE_CHECK(!stopping_, ErrorCode::kCancelled, "the server is shutting down");
+  job->snap.id = new_job_id(++counter_);
+  job->snap.model = request.model;
+  job->snap.prompt = request.params.prompts.empty() ? request.params.prompt : request.params.prompts[0];
+  job->snap.created = now_unix();
+  job->snap.echo = request.echo;
+  job->request = std::move(request);
+  jobs_[job->snap.id] = job;
+  queue_.push_back(job);
+  renumber();
+  touch(*job);
+  return job->snap.id;
+}
+
+bool JobQueue::cancel(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return false;
+  Job& job = *it->second;
+  if (job.snap.state == JobState::kQueued) {
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), it->second), queue_.end());
+    job.snap.state = JobState::kCancelled;
+    job.snap.position = 0;
+    finished_order_.push_back(id);
+    renumber();
+    touch(job);
+    return true;
+  }
+  if (job.snap.state == JobState::kRunning) {
+    job.cancel_requested = true;
+    return true;
+  }
+  return false;
+}
+
+int JobQueue::cancel_running() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!current_) return 0;
+  current_->cancel_requested = true;
+  return 1;
+}
+
+std::optional<JobSnapshot> JobQueue::get(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::nullopt;
+  return it->second->snap;
+}
+
+std::vector<JobSnapshot> JobQueue::list() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<JobSnapshot> out;
+  if (current_) out.push_back(current_->snap);
+  for (const auto& j : queue_) out.push_back(j->snap);
+  for (auto it = finished_order_.rbegin(); it != finished_order_.rend() && out.size() < 64; ++it) {
+    auto f = jobs_.find(*it);
+    if (f != jobs_.end()) out.push_back(f->second->snap);
+  }
+  return out;
+}
+
+std::optional<JobSnapshot> JobQueue::running() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!current_) return std::nullopt;
+  return current_->snap;
+}
+
+size_t JobQueue::pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size() + (current_ ? 1 : 0);
+}
+
+std::optional<JobSnapshot> JobQueue::wait_update(const std::string& id, uint64_t seen,
+                                                 std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::nullopt;
+  std::shared_ptr<Job> job = it->second;
+  cv_.wait_for(lock, timeout, [&] { return job->snap.version > seen || stopping_; });
+  return job->snap;
+}
+
+JobSnapshot JobQueue::wait_finished(const std::string& id) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) throw_error(ErrorCode::kNotFound, "job " + id + " not found");
+  std::shared_ptr<Job> job = it->second;
+  cv_.wait(lock, [&] {
+    JobState s = job->snap.state;
+    return s == JobState::kDone || s == JobState::kFailed || s == JobState::kCancelled;
+  });
+  return job->snap;
+}
+
+void JobQueue::worker() {
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      job = queue_.front();
+      queue_.pop_front();
+      current_ = job;
+      job->snap.state = JobState::kRunning;
+      job->snap.position = 0;
+      renumber();
+      touch(*job);
+    }
+    run_job(job);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      current_.reset();
+      finished_order_.push_back(job->snap.id);
+      while (finished_order_.size() > kKeepFinished) {
+        jobs_.erase(finished_order_.front());
+        finished_order_.pop_front();
+      }
+      touch(*job);
+    }
+  }
+}
+
+void JobQueue::run_job(const std::shared_ptr<Job>& job) {
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    std::shared_ptr<Pipeline> pipe = models_.acquire(job->request.model);
+    const Family family = pipe->info().family;
+    GenerationResult r = pipe->generate(job->request.params, [&](const StepProgress& s) {
+      int w = 0, h = 0;
+      std::vector<uint8_t> rgb = Pipeline::preview_rgb(s.latents, 0, family, &w, &h);
+      std::vector<uint8_t> png = encode_png(w, h, rgb.data(), {});
+      std::lock_guard<std::mutex> lock(mu_);
+      job->snap.step = s.step;
+      job->snap.total_steps = s.total_steps;
+      job->snap.elapsed_s = s.elapsed_s;
+      job->snap.it_per_s = s.elapsed_s > 0 ? s.step / s.elapsed_s : 0;
+      job->snap.eta_s = job->snap.it_per_s > 0 ? (s.total_steps - s.step) / job->snap.it_per_s : 0;
+      job->snap.preview_png.assign(png.begin(), png.end());
+      touch(*job);
+      return job->cancel_requested;
+    });
+    // Write the PNGs (atomically), then commit the history row.
+    HistoryEntry entry;
+    entry.id = job->snap.id;
+    entry.created = job->snap.created;
+    entry.model = job->request.model;
+    entry.prompt = job->snap.prompt;
+    entry.params = job->snap.echo;
+    std::vector<JobImage> images;
+    for (size_t i = 0; i < r.images.size(); ++i) {
+      const Image& im = r.images[i];
+      std::string file = job->snap.id + "-" + std::to_string(i + 1) + ".png";
+      write_png((fs::path(history_.images_dir()) / file).string(), im.width, im.height, im.rgb.data(),
+                {{"parameters", im.parameters}});
+      images.push_back({file, im.seed, im.width, im.height, im.parameters});
+      entry.images.push_back({file, im.seed, im.width, im.height, im.parameters});
+    }
+    history_.add(entry);
+    std::lock_guard<std::mutex> lock(mu_);
+    job->snap.images = std::move(images);
+    job->snap.seed = r.seed;
+    job->snap.state = JobState::kDone;
+  } catch (const Error& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    job->snap.state = e.code() == ErrorCode::kCancelled ? JobState::kCancelled : JobState::kFailed;
+    job->snap.error = e.what();
+    job->snap.error_code = static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    job->snap.state = JobState::kFailed;
+    job->snap.error = e.what();
+    job->snap.error_code = static_cast<int>(ErrorCode::kRuntime);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  job->snap.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace diffuse::server

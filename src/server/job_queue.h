@@ -1,0 +1,100 @@
+// A FIFO of generation jobs run one at a time by a worker thread. Queued and
+// running jobs can be cancelled; a running job stops at the next step
+// boundary. Every state change bumps a version number that SSE streams and
+// long-polling API handlers wait on.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeline/pipeline.h"
+#include "server/history.h"
+#include "server/model_registry.h"
+
+namespace diffuse::server {
+
+enum class JobState { kQueued, kRunning, kDone, kFailed, kCancelled };
+const char* job_state_name(JobState s);
+
+struct JobRequest {
+  std::string model;  // registry id
+  GenerationParams params;
+  nlohmann::json echo;  // the request as received (for history and A1111 "parameters")
+};
+
+struct JobImage {
+  std::string file;  // in the history images dir
+  int64_t seed = 0;
+  int width = 0, height = 0;
+  std::string parameters;
+};
+
+struct JobSnapshot {
+  std::string id;
+  JobState state = JobState::kQueued;
+  int position = 0;  // 1-based place in the queue while queued, 0 otherwise
+  std::string model;
+  std::string prompt;
+  int step = 0, total_steps = 0;
+  double it_per_s = 0, eta_s = 0, elapsed_s = 0;
+  std::string error;
+  int error_code = 0;  // ErrorCode of a failure, as int
+  std::vector<JobImage> images;
+  std::string preview_png;  // latest preview (PNG bytes), may be empty
+  uint64_t version = 0;
+  double created = 0;
+  nlohmann::json echo;
+  int64_t seed = 0;
+};
+
+class JobQueue {
+ public:
+  JobQueue(ModelRegistry& models, History& history);
+  ~JobQueue();  // cancels everything and joins the worker
+
+  std::string submit(JobRequest request);  // returns the job id
+  bool cancel(const std::string& id);      // false when unknown or already finished
+  int cancel_running();                    // A1111 /interrupt: number of jobs stopped
+  std::optional<JobSnapshot> get(const std::string& id) const;
+  std::vector<JobSnapshot> list() const;   // queued and running, in order, then recent finished
+  std::optional<JobSnapshot> running() const;
+  // Blocks until the job's version exceeds `seen` or the timeout passes; returns the latest snapshot.
+  std::optional<JobSnapshot> wait_update(const std::string& id, uint64_t seen, std::chrono::milliseconds timeout) const;
+  // Blocks until the job finished (done, failed or cancelled).
+  JobSnapshot wait_finished(const std::string& id) const;
+  size_t pending() const;
+
+ private:
+  struct Job {
+    JobSnapshot snap;
+    JobRequest request;
+    bool cancel_requested = false;
+  };
+  void worker();
+  void run_job(const std::shared_ptr<Job>& job);
+  void touch(Job& job);  // bump version + notify; mu_ held
+  void renumber();       // queue positions; mu_ held
+
+  ModelRegistry& models_;
+  History& history_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::map<std::string, std::shared_ptr<Job>> jobs_;
+  std::deque<std::string> finished_order_;  // bounded memory of finished jobs
+  std::shared_ptr<Job> current_;
+  bool stopping_ = false;
+  uint64_t counter_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace diffuse::server

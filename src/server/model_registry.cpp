@@ -1,0 +1,185 @@
+#include "server/model_registry.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "hub/hf_cache.h"
+
+namespace fs = std::filesystem;
+
+namespace diffuse::server {
+namespace {
+
+bool is_checkpoint_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  return ext == ".safetensors" || ext == ".ckpt";
+}
+
+uint64_t size_on_disk(const fs::path& p) {
+  std::error_code ec;
+  if (fs::is_regular_file(p, ec)) return fs::file_size(p, ec);
+  uint64_t total = 0;
+  for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::follow_directory_symlink, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    if (it->is_regular_file(ec)) total += it->file_size(ec);
+  }
+  return total;
+}
+
+ModelEntry entry_for(const fs::path& p, const std::string& source) {
+  ModelEntry e;
+  e.path = p.string();
+  e.id = fs::is_directory(p) ? p.filename().string() : p.stem().string();
+  e.source = source;
+  e.size_bytes = size_on_disk(p);
+  return e;
+}
+
+}  // namespace
+
+ModelRegistry::ModelRegistry(Options options) : options_(std::move(options)) {
+  std::lock_guard<std::mutex> lock(mu_);
+  scan_locked();
+}
+
+void ModelRegistry::refresh() {
+  std::lock_guard<std::mutex> lock(mu_);
+  scan_locked();
+}
+
+void ModelRegistry::scan_locked() {
+  std::vector<ModelEntry> found;
+  auto add_path = [&](const fs::path& p, const std::string& source) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec) && fs::exists(p / "model_index.json", ec)) {
+      found.push_back(entry_for(p, source));
+    } else if (fs::is_regular_file(p, ec) && is_checkpoint_file(p)) {
+      found.push_back(entry_for(p, source));
+    }
+  };
+  for (const std::string& f : options_.model_files) add_path(f, fs::is_directory(f) ? "folder" : "file");
+  for (const std::string& dir : options_.model_dirs) {
+    std::error_code ec;
+    std::vector<fs::path> children;
+    for (const auto& child : fs::directory_iterator(dir, ec)) children.push_back(child.path());
+    std::sort(children.begin(), children.end());
+    for (const fs::path& c : children) add_path(c, fs::is_directory(c) ? "folder" : "file");
+  }
+  if (options_.scan_hf_cache) {
+    try {
+      for (const hub::CachedModel& m : hub::scan_hf_cache(hub::HubOptions::from_env().cache_dir)) {
+        if (m.is_pipeline) {
+          ModelEntry e = entry_for(m.snapshot_dir, "hf-cache");
+          e.id = m.repo_id;
+          e.repo = m.repo_id;
+          e.size_bytes = m.size_bytes;
+          e.model_card = "https://huggingface.co/" + m.repo_id;
+          found.push_back(e);
+        }
+        for (const std::string& file : m.single_files) {
+          ModelEntry e = entry_for(file, "hf-cache");
+          e.repo = m.repo_id;
+          e.model_card = "https://huggingface.co/" + m.repo_id;
+          found.push_back(e);
+        }
+      }
+    } catch (const std::exception&) {
+      // An unreadable cache hides its models but never stops the server.
+    }
+  }
+  // Keep what earlier loads learned (family, hash...) and make ids unique.
+  for (ModelEntry& e : found) {
+    for (const ModelEntry& old : entries_) {
+      if (old.path == e.path) {
+        e = old;
+        break;
+      }
+    }
+  }
+  for (size_t i = 0; i < found.size(); ++i) {
+    int dup = 1;
+    for (size_t j = 0; j < i; ++j) {
+      if (found[j].id == found[i].id) ++dup;
+    }
+    if (dup > 1) found[i].id += "-" + std::to_string(dup);
+  }
+  // Entries added through add() stay.
+  for (const ModelEntry& old : entries_) {
+    if (old.source == "added") found.push_back(old);
+  }
+  entries_ = std::move(found);
+}
+
+std::vector<ModelEntry> ModelRegistry::list() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<ModelEntry> out = entries_;
+  for (ModelEntry& e : out) {
+    e.loaded = std::any_of(loaded_.begin(), loaded_.end(), [&](const auto& l) { return l.first == e.id; });
+  }
+  return out;
+}
+
+std::optional<ModelEntry> ModelRegistry::find(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const ModelEntry& e : entries_) {
+    if (e.id == key || e.path == key || (!e.hash.empty() && key == e.id + " [" + e.hash + "]") ||
+        key == e.hash) {
+      return e;
+    }
+  }
+  // A1111 clients sometimes send the title of a model hashed after they listed it.
+  for (const ModelEntry& e : entries_) {
+    if (key.rfind(e.id + " [", 0) == 0) return e;
+  }
+  return std::nullopt;
+}
+
+std::shared_ptr<Pipeline> ModelRegistry::acquire(const std::string& id) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (auto it = loaded_.begin(); it != loaded_.end(); ++it) {
+    if (it->first == id) {
+      loaded_.splice(loaded_.begin(), loaded_, it);
+      return loaded_.front().second;
+    }
+  }
+  auto e = std::find_if(entries_.begin(), entries_.end(), [&](const ModelEntry& m) { return m.id == id; });
+  if (e == entries_.end()) throw_error(ErrorCode::kNotFound, "model '" + id + "' not found");
+  std::string path = e->path;
+  // Free memory before loading the next model.
+  while (!loaded_.empty() && static_cast<int>(loaded_.size()) >= std::max(1, options_.max_loaded)) loaded_.pop_back();
+  lock.unlock();
+  std::shared_ptr<Pipeline> pipe(Pipeline::load(path, options_.load));
+  lock.lock();
+  const ModelInfo& info = pipe->info();
+  for (ModelEntry& m : entries_) {
+    if (m.id == id) {
+      m.family = family_name(info.family);
+      m.hash = info.short_hash;
+      m.sha256 = info.sha256;
+      m.license = info.license;
+      m.default_width = info.default_width;
+      m.default_height = info.default_height;
+      m.default_steps = info.default_steps;
+      m.default_cfg = info.default_cfg;
+      m.default_sampler = info.default_sampler;
+    }
+  }
+  loaded_.emplace_front(id, pipe);
+  return pipe;
+}
+
+std::string ModelRegistry::default_model() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.empty() ? "" : entries_.front().id;
+}
+
+void ModelRegistry::add(const ModelEntry& entry) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ModelEntry e = entry;
+  e.source = "added";
+  entries_.push_back(e);
+}
+
+}  // namespace diffuse::server

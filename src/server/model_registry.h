@@ -1,0 +1,66 @@
+// The models a server can offer, and the ones it keeps loaded.
+//
+// Models come from --models folders (diffusers folders and single .safetensors
+// / .ckpt files, one level deep), single files named directly, and the
+// Hugging Face cache. At most `max_loaded` pipelines stay in memory; the
+// least recently used one is dropped to load another.
+#pragma once
+#include <chrono>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pipeline/pipeline.h"
+
+namespace diffuse::server {
+
+struct ModelEntry {
+  std::string id;        // unique, stable: folder or file stem ("v1-5-pruned-emaonly")
+  std::string path;      // what Pipeline::load takes
+  std::string source;    // "folder", "file", "hf-cache"
+  std::string repo;      // HF repo id when known
+  std::string family;    // "sd1"/"sd2"/"sdxl" once known ("" before the first load)
+  std::string hash;      // A1111 short hash once known
+  std::string sha256;
+  std::string license;
+  std::string model_card;  // URL
+  uint64_t size_bytes = 0;
+  bool loaded = false;
+  // Defaults reported once loaded.
+  int default_width = 512, default_height = 512, default_steps = 50;
+  float default_cfg = 7.5f;
+  std::string default_sampler;
+};
+
+class ModelRegistry {
+ public:
+  struct Options {
+    std::vector<std::string> model_dirs;   // --models
+    std::vector<std::string> model_files;  // single files / folders given directly
+    bool scan_hf_cache = true;
+    int max_loaded = 1;
+    LoadOptions load;
+  };
+  explicit ModelRegistry(Options options);
+
+  void refresh();  // rescans sources; keeps loaded pipelines
+  std::vector<ModelEntry> list() const;
+  std::optional<ModelEntry> find(const std::string& id_or_title) const;  // id, "id [hash]" title, or path
+  // Loads (or returns the cached) pipeline; throws kNotFound for an unknown id.
+  std::shared_ptr<Pipeline> acquire(const std::string& id);
+  std::string default_model() const;  // the first listed, or "" when there are none
+  // Test hook: register an already-built entry.
+  void add(const ModelEntry& entry);
+
+ private:
+  void scan_locked();
+  Options options_;
+  mutable std::mutex mu_;
+  std::vector<ModelEntry> entries_;
+  std::list<std::pair<std::string, std::shared_ptr<Pipeline>>> loaded_;  // front = most recent
+};
+
+}  // namespace diffuse::server

@@ -1,0 +1,200 @@
+#include "server/server.h"
+
+#include <filesystem>
+
+#include "server/server_state.h"
+
+namespace fs = std::filesystem;
+
+namespace diffuse::web {
+struct Asset {
+  std::string_view name;
+  std::string_view data;
+};
+const Asset* find_asset(std::string_view name);
+}  // namespace diffuse::web
+
+namespace diffuse::server {
+namespace {
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+const char* mime_for(const std::string& name) {
+  auto ends = [&](const char* ext) {
+    std::string e(ext);
+    return name.size() >= e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0;
+  };
+  if (ends(".html")) return "text/html; charset=utf-8";
+  if (ends(".js")) return "text/javascript; charset=utf-8";
+  if (ends(".css")) return "text/css; charset=utf-8";
+  if (ends(".png")) return "image/png";
+  if (ends(".svg")) return "image/svg+xml";
+  return "application/octet-stream";
+}
+
+}  // namespace
+
+std::string default_data_dir() {
+  if (const char* x = std::getenv("XDG_DATA_HOME")) return (fs::path(x) / "diffuse").string();
+  if (const char* h = std::getenv("HOME")) return (fs::path(h) / ".local/share/diffuse").string();
+  return "diffuse-data";
+}
+
+void ServerOptions::validate() const {
+  DIFFUSE_CHECK_ARG(port >= 0 && port <= 65535, "port must be between 0 and 65535");
+  DIFFUSE_CHECK_ARG(is_loopback(host) || !api_key.empty(),
+                    "binding to " + host + " exposes the server beyond this machine: set --api-key");
+  DIFFUSE_CHECK_ARG(max_loaded >= 1, "--max-loaded must be at least 1");
+}
+
+int http_status_for(const Error& e) {
+  switch (e.code()) {
+    case ErrorCode::kInvalidArgument: return 422;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kUnsupported: return 501;
+    case ErrorCode::kCancelled: return 409;
+    case ErrorCode::kOutOfMemory: return 507;
+    default: return 500;
+  }
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message) {
+  res.status = status;
+  const char* kind = status == 404 ? "NotFound" : status == 401 ? "Unauthorized" : status < 500 ? "BadRequest" : "ServerError";
+  nlohmann::json j = {{"error", kind}, {"detail", message}, {"errors", message}};
+  res.set_content(j.dump(), "application/json");
+}
+
+bool parse_body(const httplib::Request& req, httplib::Response& res, nlohmann::json* out) {
+  if (req.body.empty()) {
+    *out = nlohmann::json::object();
+    return true;
+  }
+  *out = nlohmann::json::parse(req.body, nullptr, false);
+  if (out->is_discarded() || !out->is_object()) {
+    send_error(res, 400, "the request body must be a JSON object");
+    return false;
+  }
+  return true;
+}
+
+std::string canonical_sampler(const std::string& name) {
+  std::string n;
+  for (char c : name) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (n.rfind("k_", 0) == 0) n = n.substr(2);
+  static const std::pair<const char*, const char*> kMap[] = {
+      {"euler a", "euler_a"},      {"euler_ancestral", "euler_a"}, {"euler_a", "euler_a"}, {"euler", "euler"},
+      {"lms", "lms"},              {"ddim", "ddim"},               {"plms", "pndm"},       {"pndm", "pndm"},
+      {"dpm++ 2m", "dpmpp_2m"},    {"dpmpp_2m", "dpmpp_2m"},       {"dpm++2m", "dpmpp_2m"}, {"unipc", "unipc"},
+      {"uni_pc", "unipc"},         {"lcm", "lcm"},                 {"dpm++ 2m karras", "dpmpp_2m"}};
+  for (const auto& [from, to] : kMap) {
+    if (n == from) return to;
+  }
+  throw_error(ErrorCode::kNotFound, "Sampler not found: " + name);
+}
+
+std::string Server::State::model_or_current(const std::string& requested) {
+  if (!requested.empty()) {
+    auto e = models->find(requested);
+    if (!e) throw_error(ErrorCode::kNotFound, "model '" + requested + "' not found");
+    return e->id;
+  }
+  std::lock_guard<std::mutex> lock(current_mu);
+  if (current_model.empty()) current_model = models->default_model();
+  if (current_model.empty()) {
+    throw_error(ErrorCode::kNotFound, "no models: start the server with --models DIR or pull one (diffuse pull sd15)");
+  }
+  return current_model;
+}
+
+std::string Server::State::base_url(const httplib::Request& req) const {
+  std::string host = req.get_header_value("Host");
+  if (host.empty()) host = options.host + ":" + std::to_string(port);
+  return "http://" + host;
+}
+
+Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
+  options.validate();
+  if (options.data_dir.empty()) options.data_dir = default_data_dir();
+  State& s = *state_;
+  s.options = options;
+  ModelRegistry::Options ro;
+  ro.model_dirs = options.model_dirs;
+  ro.model_files = options.model_files;
+  ro.scan_hf_cache = options.scan_hf_cache;
+  ro.max_loaded = options.max_loaded;
+  ro.load = options.load;
+  s.models = std::make_unique<ModelRegistry>(ro);
+  s.history = std::make_unique<History>(options.data_dir);
+  s.jobs = std::make_unique<JobQueue>(*s.models, *s.history);
+  s.telemetry = sys::Telemetry::open();
+
+  httplib::Server& http = s.http;
+  http.set_payload_max_length(options.max_body_bytes);
+  http.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    try {
+      std::rethrow_exception(ep);
+    } catch (const Error& e) {
+      send_error(res, http_status_for(e), e.what());
+    } catch (const nlohmann::json::exception& e) {
+      send_error(res, 422, std::string("invalid field type or value: ") + e.what());
+    } catch (const std::exception& e) {
+      send_error(res, 500, e.what());
+    } catch (...) {
+      send_error(res, 500, "unknown error");
+    }
+  });
+  const std::string key = options.api_key;
+  http.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
+    if (key.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string auth = req.get_header_value("Authorization");
+    if (auth == "Bearer " + key || req.get_header_value("X-API-Key") == key) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    send_error(res, 401, "missing or wrong API key (send Authorization: Bearer KEY)");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+
+  // The embedded page and its assets.
+  http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    const web::Asset* a = web::find_asset("index.html");
+    if (!a) return send_error(res, 404, "web page not embedded");
+    res.set_content(std::string(a->data), "text/html; charset=utf-8");
+  });
+  http.Get(R"(/static/([A-Za-z0-9_.-]+))", [](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    const web::Asset* a = web::find_asset(name);
+    if (!a || name.find("..") != std::string::npos) return send_error(res, 404, "no such file: " + name);
+    res.set_content(std::string(a->data), mime_for(name));
+  });
+  register_native_routes(s);
+  register_a1111_routes(s);
+  register_openai_routes(s);
+}
+
+Server::~Server() { stop(); }
+
+int Server::bind() {
+  State& s = *state_;
+  if (s.options.port == 0) {
+    s.port = s.http.bind_to_any_port(s.options.host);
+  } else {
+    s.port = s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1;
+  }
+  if (s.port <= 0) {
+    throw_error(ErrorCode::kIo, "cannot listen on " + s.options.host + ":" + std::to_string(s.options.port) +
+                                    " (is the port in use?)");
+  }
+  return s.port;
+}
+
+void Server::run() { state_->http.listen_after_bind(); }
+
+void Server::stop() {
+  if (state_) state_->http.stop();
+}
+
+}  // namespace diffuse::server

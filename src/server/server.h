@@ -1,0 +1,42 @@
+// `diffuse serve`: the playground web page and the HTTP APIs (native JSON +
+// SSE, AUTOMATIC1111 /sdapi/v1, OpenAI Images) from one binary.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pipeline/pipeline.h"
+
+namespace diffuse::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";  // loopback by default; other hosts need api_key
+  int port = 7860;                 // 0 = any free port (tests)
+  std::vector<std::string> model_dirs;
+  std::vector<std::string> model_files;
+  bool scan_hf_cache = true;
+  std::string data_dir;            // history.db + images/; default ~/.local/share/diffuse
+  std::string api_key;             // required (Bearer / X-API-Key) when set
+  int max_loaded = 1;              // pipelines kept in memory (LRU)
+  size_t max_body_bytes = 1 << 20;
+  LoadOptions load;
+  void validate() const;           // throws kInvalidArgument (e.g. non-loopback host without api_key)
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  int bind();        // binds the socket; returns the port (useful with port 0)
+  void run();        // serves until stop(); call bind() first
+  void stop();       // thread-safe; finishes the running job's step and returns from run()
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
+std::string default_data_dir();
+
+}  // namespace diffuse::server

@@ -1,0 +1,118 @@
+// The `diffuse` binary as a user drives it: exit codes, help, devices, and the
+// end-to-end fixture images through `diffuse generate`.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "io/checkpoint.h"
+#include "io/png.h"
+#include "test_util.h"
+
+namespace diffuse {
+namespace {
+
+struct RunResult {
+  int code = -1;
+  std::string out;  // stdout + stderr
+};
+
+RunResult run(const std::string& args) {
+  std::string cmd = std::string(DIFFUSE_BINARY) + " " + args + " 2>&1";
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+TEST(Cli, HelpAndUsageErrors) {
+  RunResult help = run("--help");
+  EXPECT_EQ(help.code, 0);
+  for (const char* cmd : {"generate", "serve", "devices", "monitor", "pull", "models", "bench"}) {
+    EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
+  }
+  EXPECT_EQ(run("").code, 2);
+  EXPECT_EQ(run("frobnicate").code, 2);
+  EXPECT_EQ(run("generate --prompt x").code, 2);  // no model
+  RunResult bad = run("generate --model /nonexistent --prompt x --width 100");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find("multiple of 8"), std::string::npos) << bad.out;
+  RunResult missing = run("generate --model /nonexistent/model.safetensors --prompt x");
+  EXPECT_EQ(missing.code, 1) << missing.out;
+  EXPECT_NE(missing.out.find("/nonexistent/model.safetensors"), std::string::npos) << missing.out;
+}
+
+TEST(Cli, Devices) {
+  RunResult r = run("devices");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("Platform #0"), std::string::npos) << r.out;
+  RunResult j = run("devices --json");
+  EXPECT_EQ(j.code, 0);
+  EXPECT_NO_THROW((void)nlohmann::json::parse(j.out));
+}
+
+// The fixture runs were made with initial latents = torch.randn on a CPU
+// generator seeded 1050 (sd1), 1150 (sd2), 1250 (sdxl); so the CLI with that
+// seed must reproduce the fixture image end to end.
+class CliFixtureImage : public ::testing::TestWithParam<std::pair<std::string, int>> {};
+
+TEST_P(CliFixtureImage, SeedReproducesDiffusersImage) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  const auto [family, seed] = GetParam();
+  const std::string dir = testing::fixtures_dir() + "/" + family;
+  std::ifstream in(dir + "/cases.json");
+  nlohmann::json cases = nlohmann::json::parse(in);
+  const nlohmann::json* run_ddim = nullptr;
+  for (const auto& r : cases["pipeline_runs"]) {
+    if (r["name"] == "ddim") run_ddim = &r;
+  }
+  ASSERT_NE(run_ddim, nullptr);
+  const std::string out = testing::temp_dir() + "/img.png";
+  std::string args = "generate --model " + quote(dir + "/model") + " --prompt " +
+                     quote((*run_ddim)["prompt"].get<std::string>()) + " --negative-prompt " +
+                     quote((*run_ddim)["negative_prompt"].get<std::string>()) +
+                     " --steps 10 --cfg-scale " + std::to_string((*run_ddim)["guidance_scale"].get<double>()) +
+                     " --sampler ddim --width 128 --height 128 --rng cpu --seed " + std::to_string(seed) +
+                     " --output " + quote(out) + " --json";
+  RunResult r = run(args);
+  ASSERT_EQ(r.code, 0) << r.out;
+  PngImage png = read_png_file(out);
+  ASSERT_EQ(png.width, 128);
+  ASSERT_EQ(png.height, 128);
+  TensorMap t = load_safetensors(dir + "/tensors.safetensors").tensors;
+  std::vector<float> expected = t.at((*run_ddim)["image"].get<std::string>()).to_f32_vector();  // NHWC
+  ASSERT_EQ(expected.size(), png.rgb.size());
+  int worst = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    int want = static_cast<int>(std::nearbyint(expected[i] * 255.0f));
+    worst = std::max(worst, std::abs(want - static_cast<int>(png.rgb[i])));
+  }
+  EXPECT_LE(worst, 1) << "max difference in 8-bit levels";
+  // The PNG carries A1111 metadata with the seed and the model hash.
+  auto text = read_png_text_file(out);
+  ASSERT_TRUE(text.count("parameters"));
+  EXPECT_NE(text["parameters"].find("Seed: " + std::to_string(seed)), std::string::npos);
+  EXPECT_NE(text["parameters"].find("Model hash: "), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CliFixtureImage,
+                         ::testing::Values(std::make_pair(std::string("sd1"), 1050),
+                                           std::make_pair(std::string("sd2"), 1150),
+                                           std::make_pair(std::string("sdxl"), 1250)));
+
+}  // namespace
+}  // namespace diffuse
