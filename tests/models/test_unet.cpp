@@ -195,3 +195,27 @@ TEST(UNetRandom, WeightsLoadAndAreNotZero) {
 
 }  // namespace
 }  // namespace diffuse
+
+namespace diffuse {
+namespace {
+
+// Half precision end to end (weights and activations f16, f32 accumulation):
+// checks the dtype plumbing (timestep embeddings, add embedding, output dtype).
+// The bound is fp16 rounding through ~30 layers, not an fp32-level match.
+TEST(UNetHalf, F16FollowsTheGoldens) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  for (const char* fam : {"sd1", "sdxl"}) {
+    SCOPED_TRACE(fam);
+    const Family f = load_family(fam);
+    const UNet unet(f.config, f.weights, DType::kF16);
+    const auto& c = f.cases["unet"][0];
+    const Tensor out = run_case(unet, f, c);
+    EXPECT_EQ(out.dtype(), DType::kF32);  // the sample's dtype
+    const auto d = diff(out, f.tensors.at(c["output"].get<std::string>()));
+    std::printf("[%s f16] output %s\n", fam, d.str().c_str());
+    EXPECT_LT(d.max_rel, 5e-3) << d.str();  // observed 1.3e-3
+  }
+}
+
+}  // namespace
+}  // namespace diffuse
