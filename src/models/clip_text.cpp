@@ -182,4 +182,11 @@ ClipTextModel::Output ClipTextModel::forward(const Tensor& input_ids) const {
   return out;
 }
 
+Tensor ClipTextModel::final_layer_norm(const Tensor& hidden) const {
+  DIFFUSE_CHECK_ARG(hidden.ndim() >= 1 && hidden.dim(-1) == config_.hidden_size,
+                    "[ClipTextModel::final_layer_norm] last dim must be " + std::to_string(config_.hidden_size) +
+                        ", got " + hidden.str());
+  return layer_norm(hidden.to(device_).to(dtype_), w_.final_ln_w, w_.final_ln_b, config_.layer_norm_eps);
+}
+
 }  // namespace diffuse

@@ -62,6 +62,9 @@ class ClipTextModel {
   };
   // input_ids [B, L] i64 (or i32), L <= max_position_embeddings.
   Output forward(const Tensor& input_ids) const;
+  // The model's final LayerNorm on any hidden state [B, L, D] (A1111 clip skip
+  // re-applies it to an earlier layer's output).
+  Tensor final_layer_norm(const Tensor& hidden) const;
 
   const ClipTextConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }

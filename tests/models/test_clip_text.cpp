@@ -75,6 +75,9 @@ TEST_P(ClipGolden, MatchesTransformers) {
     ASSERT_EQ(out.hidden_states.size(), static_cast<size_t>(hs.dim(0)));
     for (int i = 0; i < hs.dim(0); ++i)
       expect_close(out.hidden_states[i], hs.select(0, i), "hidden_states[" + std::to_string(i) + "]");
+    // final_layer_norm on the last hidden state is last_hidden_state (bit for bit).
+    EXPECT_EQ(model.final_layer_norm(out.hidden_states.back()).to_f32_vector(),
+              out.last_hidden_state.to_f32_vector());
     penultimate.push_back(out.hidden_states[out.hidden_states.size() - 2]);
     if (with_projection) {
       expect_close(out.text_embeds, golden.tensors.at(entry["text_embeds"]), "text_embeds");
