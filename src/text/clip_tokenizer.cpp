@@ -59,6 +59,101 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
   }
 }
 
+// Fast path for vocab.json, a flat {"token": id, ...} object of ~49k entries: building a
+// generic JSON tree costs most of the load time. Returns false on anything unexpected, and
+// the caller falls back to nlohmann::json (which then reports the precise error).
+bool parse_flat_vocab(const std::string& s, std::unordered_map<std::string, int>& out) {
+  size_t i = 0;
+  const size_t n = s.size();
+  auto skip_ws = [&] {
+    while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) ++i;
+  };
+  auto hex4 = [&](uint32_t& v) {
+    if (i + 4 > n) return false;
+    v = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = s[i++];
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= c - '0';
+      else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+      else return false;
+    }
+    return true;
+  };
+  auto parse_string = [&](std::string& str) {
+    if (i >= n || s[i] != '"') return false;
+    ++i;
+    str.clear();
+    while (i < n && s[i] != '"') {
+      const char c = s[i++];
+      if (static_cast<unsigned char>(c) < 0x20) return false;
+      if (c != '\\') {
+        str.push_back(c);
+        continue;
+      }
+      if (i >= n) return false;
+      const char e = s[i++];
+      switch (e) {
+        case '"': str.push_back('"'); break;
+        case '\\': str.push_back('\\'); break;
+        case '/': str.push_back('/'); break;
+        case 'b': str.push_back('\b'); break;
+        case 'f': str.push_back('\f'); break;
+        case 'n': str.push_back('\n'); break;
+        case 'r': str.push_back('\r'); break;
+        case 't': str.push_back('\t'); break;
+        case 'u': {
+          uint32_t cp;
+          if (!hex4(cp)) return false;
+          if (cp >= 0xD800 && cp <= 0xDBFF) {  // surrogate pair
+            uint32_t lo;
+            if (i + 2 > n || s[i] != '\\' || s[i + 1] != 'u') return false;
+            i += 2;
+            if (!hex4(lo) || lo < 0xDC00 || lo > 0xDFFF) return false;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return false;
+          }
+          append_utf8(str, cp);
+          break;
+        }
+        default: return false;
+      }
+    }
+    if (i >= n) return false;
+    ++i;  // closing quote
+    return true;
+  };
+  skip_ws();
+  if (i >= n || s[i++] != '{') return false;
+  std::string key;
+  skip_ws();
+  if (i < n && s[i] == '}') return false;  // empty: let the slow path report it
+  while (true) {
+    skip_ws();
+    if (!parse_string(key)) return false;
+    skip_ws();
+    if (i >= n || s[i++] != ':') return false;
+    skip_ws();
+    int64_t v = 0;
+    const size_t digits = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9' && v < (int64_t{1} << 40)) v = v * 10 + (s[i++] - '0');
+    if (i == digits || v > INT32_MAX) return false;
+    out[key] = static_cast<int>(v);  // a repeated key: the last one wins, as in json.load
+    skip_ws();
+    if (i >= n) return false;
+    if (s[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (s[i] != '}') return false;
+    ++i;
+    skip_ws();
+    return i == n;
+  }
+}
+
 // A special token in tokenizer_config.json / special_tokens_map.json is either a string or
 // an AddedToken object {"content": ...}.
 void read_token(const nlohmann::json& cfg, const char* key, std::string& out,
@@ -100,14 +195,18 @@ ClipTokenizer ClipTokenizer::load(const std::string& tokenizer_dir) {
   std::vector<std::pair<std::string, std::string>> merges;
   const bool hub_layout = fs::exists(vocab_path) || !fs::exists(tok_json_path);
   if (hub_layout) {
-    const nlohmann::json v = read_json_file(vocab_path);
-    if (!v.is_object() || v.empty())
-      throw_error(ErrorCode::kIo, "[ClipTokenizer] " + vocab_path.string() + " is not a token -> id object");
-    for (auto it = v.begin(); it != v.end(); ++it) {
-      if (!it.value().is_number_integer())
-        throw_error(ErrorCode::kIo, "[ClipTokenizer] " + vocab_path.string() + ": id of '" + it.key() +
-                                        "' is not an integer");
-      vocab.emplace(it.key(), it.value().get<int>());
+    vocab.reserve(1 << 16);
+    if (!parse_flat_vocab(read_text_file(vocab_path), vocab)) {
+      vocab.clear();
+      const nlohmann::json v = read_json_file(vocab_path);
+      if (!v.is_object() || v.empty())
+        throw_error(ErrorCode::kIo, "[ClipTokenizer] " + vocab_path.string() + " is not a token -> id object");
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        if (!it.value().is_number_integer())
+          throw_error(ErrorCode::kIo, "[ClipTokenizer] " + vocab_path.string() + ": id of '" + it.key() +
+                                          "' is not an integer");
+        vocab[it.key()] = it.value().get<int>();
+      }
     }
     std::istringstream lines(read_text_file(merges_path));
     std::string line;
