@@ -1,0 +1,688 @@
+// Diffuse playground: a plain-JS client of the native API (src/server/api_native.cpp).
+// One SSE stream per running job we submitted (browsers allow ~6 connections per
+// host, so queued jobs are followed through the 1 s /api/jobs poll instead).
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const kHistoryPage = 12;
+  const kChartSeconds = 60;
+  const kMaxGallery = 48;
+
+  // Size presets per family (ECOSYSTEM.md §6.8: 512 for SD1, 768 for SD2-v, Fooocus' SDXL list).
+  const kPresets = {
+    sd1: [[512, 512], [512, 768], [768, 512], [640, 512], [512, 640], [768, 768]],
+    sd2_512: [[512, 512], [512, 768], [768, 512], [768, 768]],
+    sd2_768: [[768, 768], [768, 1024], [1024, 768], [640, 960], [960, 640], [512, 512]],
+    sdxl: [[1024, 1024], [1152, 896], [896, 1152], [1216, 832], [832, 1216], [1344, 768], [768, 1344],
+           [1536, 640], [640, 1536]],
+  };
+
+  // A1111 sampler names (history entries made through /sdapi) -> ours.
+  const kSamplerAlias = {
+    'euler a': 'euler_a', 'euler_ancestral': 'euler_a', 'euler': 'euler', 'lms': 'lms', 'ddim': 'ddim',
+    'plms': 'pndm', 'pndm': 'pndm', 'dpm++ 2m': 'dpmpp_2m', 'dpm++ 2m karras': 'dpmpp_2m',
+    'dpmpp_2m': 'dpmpp_2m', 'unipc': 'unipc', 'uni_pc': 'unipc', 'lcm': 'lcm', 'euler_a': 'euler_a',
+  };
+
+  const state = {
+    models: [],
+    lastSeed: null,
+    jobs: new Map(),     // id -> {id, request, es, state, finalized}
+    activeId: null,      // the job the progress bar follows
+    historyOffset: 0,
+    historyTotal: 0,
+    samples: [],         // device chart: [{a, b}] percentages
+    chartLabels: ['', ''],
+  };
+
+  // ---------- helpers ----------
+  async function api(path, options = {}) {
+    const init = Object.assign({ headers: {} }, options);
+    if (init.body && typeof init.body !== 'string') {
+      init.body = JSON.stringify(init.body);
+      init.headers['Content-Type'] = 'application/json';
+    }
+    const res = await fetch(path, init);
+    const text = await res.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
+    if (!res.ok) {
+      const detail = data && (data.detail || data.error) ? (data.detail || data.error) : res.statusText;
+      throw new Error(`${res.status}: ${detail}`);
+    }
+    return data;
+  }
+
+  function el(tag, attrs = {}, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k === 'text') e.textContent = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? '' : v);
+    }
+    for (const c of children) {
+      if (c === null || c === undefined) continue;
+      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return e;
+  }
+
+  function fmtBytes(n) {
+    if (!n && n !== 0) return '?';
+    const gib = n / (1024 ** 3);
+    if (gib >= 1) return `${gib.toFixed(gib >= 100 ? 0 : 1)} GiB`;
+    return `${(n / (1024 ** 2)).toFixed(0)} MiB`;
+  }
+
+  function fmtSeconds(s) {
+    if (!isFinite(s) || s <= 0) return '0s';
+    if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`;
+    const m = Math.floor(s / 60);
+    return `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
+  }
+
+  function fmtDate(unix) {
+    const d = new Date(unix * 1000);
+    return isNaN(d) ? '' : d.toLocaleString();
+  }
+
+  function currentModel() {
+    return state.models.find((m) => m.id === $('model').value) || null;
+  }
+
+  function showFormError(msg) { $('form-error').textContent = msg || ''; }
+
+  // ---------- models ----------
+  async function loadModels() {
+    try {
+      state.models = await api('/api/models');
+    } catch (e) {
+      showFormError(`Cannot list models: ${e.message}`);
+      return;
+    }
+    const sel = $('model');
+    sel.replaceChildren();
+    if (!state.models.length) {
+      sel.append(el('option', { value: '', text: 'No models: start with --models DIR' }));
+      $('generate').disabled = true;
+    }
+    for (const m of state.models) {
+      const hash = m.hash ? ` [${m.hash}]` : '';
+      const fam = m.family ? ` · ${m.family.toUpperCase()}` : '';
+      sel.append(el('option', { value: m.id, text: `${m.name || m.id}${hash}${fam}` }));
+    }
+    const saved = localStorage.getItem('diffuse.model');
+    if (saved && state.models.some((m) => m.id === saved)) sel.value = saved;
+    onModelChange(true);
+  }
+
+  function presetsFor(m) {
+    if (!m) return kPresets.sd1;
+    if (m.family === 'sdxl') return kPresets.sdxl;
+    if (m.family === 'sd2') return (m.defaults && m.defaults.width >= 768) ? kPresets.sd2_768 : kPresets.sd2_512;
+    return kPresets.sd1;
+  }
+
+  function renderModelInfo(m) {
+    const box = $('model-info');
+    box.replaceChildren();
+    if (!m) return;
+    const chips = el('div', { class: 'chips' },
+      el('span', { class: 'chip family', text: m.family ? m.family.toUpperCase() : 'unknown family' }),
+      m.hash ? el('span', { class: 'chip mono', title: 'Short hash (A1111 "Model hash")', text: m.hash }) : null,
+      m.size_bytes ? el('span', { class: 'chip', text: fmtBytes(m.size_bytes) }) : null,
+      m.loaded ? el('span', { class: 'chip ok', text: 'loaded' }) : null);
+    const lic = el('div', { class: 'license' },
+      el('span', { class: 'muted', text: 'Licence: ' }),
+      el('span', { 'data-testid': 'model-license', text: m.license || 'unknown (check the model card)' }));
+    const card = m.model_card
+      ? el('a', { href: m.model_card, target: '_blank', rel: 'noopener noreferrer', class: 'card-link',
+                  'data-testid': 'model-card', text: 'Model card ↗' })
+      : el('span', { class: 'muted', text: 'No model card link' });
+    box.append(chips, lic, el('div', {}, card, m.source ? el('span', { class: 'muted', text: ` · ${m.source}` }) : null));
+  }
+
+  function onModelChange(initial) {
+    const m = currentModel();
+    renderModelInfo(m);
+    if (!m) return;
+    localStorage.setItem('diffuse.model', m.id);
+    const d = m.defaults || {};
+    // Keep the user's values on first load only when they restored a form; otherwise use the model's defaults.
+    if (!initial || !restoreForm()) {
+      if (d.steps) $('steps').value = d.steps;
+      if (d.cfg_scale !== undefined) $('cfg').value = d.cfg_scale;
+      setSampler(d.sampler || '');
+      if (d.width) $('width').value = d.width;
+      if (d.height) $('height').value = d.height;
+    }
+    buildPresets(m);
+  }
+
+  function setSampler(name) {
+    const s = kSamplerAlias[String(name).toLowerCase()] || name || '';
+    const sel = $('sampler');
+    sel.value = [...sel.options].some((o) => o.value === s) ? s : '';
+  }
+
+  function buildPresets(m) {
+    const sel = $('size-preset');
+    sel.replaceChildren();
+    for (const [w, h] of presetsFor(m)) {
+      const r = w === h ? '1:1' : (w > h ? 'landscape' : 'portrait');
+      sel.append(el('option', { value: `${w}x${h}`, text: `${w} × ${h} (${r})` }));
+    }
+    sel.append(el('option', { value: 'custom', text: 'Custom' }));
+    syncPreset();
+  }
+
+  function syncPreset() {
+    const key = `${$('width').value}x${$('height').value}`;
+    const sel = $('size-preset');
+    sel.value = [...sel.options].some((o) => o.value === key) ? key : 'custom';
+  }
+
+  // ---------- form ----------
+  function readForm() {
+    const num = (id) => Number($(id).value);
+    const req = {
+      model: $('model').value,
+      prompt: $('prompt').value,
+      negative_prompt: $('negative').value,
+      images: num('images'),
+      seed: $('seed').value === '' ? -1 : num('seed'),
+      steps: num('steps'),
+      cfg_scale: num('cfg'),
+      sampler: $('sampler').value,
+      schedule: $('schedule').value,
+      width: num('width'),
+      height: num('height'),
+    };
+    if (!req.model) throw new Error('Pick a model first.');
+    if (!Number.isInteger(req.images) || req.images < 1 || req.images > 8) throw new Error('Images must be 1 to 8.');
+    if (!Number.isInteger(req.seed) || req.seed < -1) throw new Error('Seed must be -1 (random) or a whole number ≥ 0.');
+    if (!Number.isInteger(req.steps) || req.steps < 1) throw new Error('Steps must be a whole number ≥ 1.');
+    if (!isFinite(req.cfg_scale) || req.cfg_scale < 0) throw new Error('CFG scale must be ≥ 0.');
+    for (const k of ['width', 'height']) {
+      const v = req[k];
+      if (!Number.isInteger(v) || v < 64 || v % 8 !== 0) throw new Error(`${k[0].toUpperCase() + k.slice(1)} must be a multiple of 8, at least 64.`);
+    }
+    return req;
+  }
+
+  function saveForm() {
+    try {
+      const f = readForm();
+      localStorage.setItem('diffuse.form', JSON.stringify(f));
+    } catch (_) { /* an invalid form is not worth keeping */ }
+  }
+
+  // Restores the last form of this model (survives reloads). Returns true when something was restored.
+  function restoreForm() {
+    let f = null;
+    try { f = JSON.parse(localStorage.getItem('diffuse.form') || 'null'); } catch (_) { f = null; }
+    if (!f || f.model !== $('model').value) return false;
+    applyParams(f, null, false);
+    return true;
+  }
+
+  // Parses A1111 infotext ("prompt\nNegative prompt: ...\nSteps: 20, Sampler: Euler a, ...").
+  function parseInfotext(text) {
+    const out = {};
+    if (!text) return out;
+    const lines = text.split('\n');
+    let last = lines.length - 1;
+    while (last > 0 && !/^Steps: /.test(lines[last])) last--;
+    const body = lines.slice(0, last);
+    const negIdx = body.findIndex((l) => l.startsWith('Negative prompt: '));
+    if (negIdx >= 0) {
+      out.prompt = body.slice(0, negIdx).join('\n');
+      out.negative_prompt = body.slice(negIdx).join('\n').slice('Negative prompt: '.length);
+    } else {
+      out.prompt = body.join('\n');
+    }
+    const re = /\s*([^:,]+):\s*("(?:\\.|[^"])*"|[^,]*)(?:,|$)/g;
+    let m;
+    while ((m = re.exec(lines[last] || '')) !== null) {
+      if (!m[0]) break;
+      const k = m[1].trim(), v = m[2].trim();
+      if (k === 'Steps') out.steps = Number(v);
+      else if (k === 'Sampler') out.sampler = v;
+      else if (k === 'Schedule type') out.schedule = v.toLowerCase() === 'karras' ? 'karras' : 'default';
+      else if (k === 'CFG scale') out.cfg_scale = Number(v);
+      else if (k === 'Seed') out.seed = Number(v);
+      else if (k === 'Size') { const [w, h] = v.split('x').map(Number); out.width = w; out.height = h; }
+    }
+    return out;
+  }
+
+  // Fills the form from a request echo (history params) and/or an image; `seed` wins over params.seed.
+  function applyParams(params, image, announce = true) {
+    const p = Object.assign({}, image ? parseInfotext(image.parameters) : {}, params || {});
+    if (p.sampler_name && !p.sampler) p.sampler = p.sampler_name;
+    if (p.model && state.models.some((m) => m.id === p.model) && $('model').value !== p.model) {
+      $('model').value = p.model;
+      renderModelInfo(currentModel());
+      buildPresets(currentModel());
+    }
+    if (typeof p.prompt === 'string') $('prompt').value = p.prompt;
+    if (typeof p.negative_prompt === 'string') $('negative').value = p.negative_prompt;
+    if (p.images) $('images').value = p.images;
+    else if (p.batch_size) $('images').value = Math.min(8, p.batch_size * (p.n_iter || 1));
+    if (p.steps) $('steps').value = p.steps;
+    if (p.cfg_scale !== undefined && p.cfg_scale !== null) $('cfg').value = p.cfg_scale;
+    if (p.sampler !== undefined) setSampler(p.sampler);
+    if (p.schedule) $('schedule').value = p.schedule === 'karras' ? 'karras' : 'default';
+    if (p.width) $('width').value = p.width;
+    if (p.height) $('height').value = p.height;
+    if (image && image.seed !== undefined) $('seed').value = image.seed;
+    else if (p.seed !== undefined && p.seed !== null) $('seed').value = p.seed;
+    syncPreset();
+    if (announce) {
+      saveForm();
+      $('prompt').focus();
+      flash('Parameters loaded into the form.');
+    }
+  }
+
+  function flash(msg) {
+    const t = $('topbar-status');
+    t.textContent = msg;
+    clearTimeout(flash.timer);
+    flash.timer = setTimeout(() => { t.textContent = ''; }, 3000);
+  }
+
+  // ---------- jobs ----------
+  async function generate() {
+    showFormError('');
+    let req;
+    try { req = readForm(); } catch (e) { showFormError(e.message); return; }
+    saveForm();
+    const btn = $('generate');
+    btn.disabled = true;
+    try {
+      const r = await api('/api/jobs', { method: 'POST', body: req });
+      state.lastSeed = r.seed;
+      const job = { id: r.id, request: Object.assign({}, req, { seed: r.seed }), es: null, state: 'queued',
+                    finalized: false, lastStep: 0, totalSteps: req.steps };
+      state.jobs.set(r.id, job);
+      if (!state.activeId || !isLive(state.jobs.get(state.activeId))) state.activeId = r.id;
+      setProgress(job, r.position > 1 ? `Queued (position ${r.position})` : 'Starting…', 0);
+      follow(job);
+      refreshQueue();
+    } catch (e) {
+      showFormError(`Could not start: ${e.message}`);
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  function isLive(job) { return job && !job.finalized; }
+
+  function openStreams() { return [...state.jobs.values()].filter((j) => j.es).length; }
+
+  // Opens the SSE stream of a job (at most 2 at a time; the poll opens the rest when they run).
+  function follow(job) {
+    if (job.es || job.finalized || openStreams() >= 2) return;
+    const es = new EventSource(`/api/jobs/${job.id}/events`);
+    job.es = es;
+    es.addEventListener('state', (ev) => {
+      const s = JSON.parse(ev.data);
+      job.state = s.state;
+      if (s.state === 'queued' && state.activeId === job.id) {
+        setProgress(job, `Queued (position ${s.position})`, 0);
+      } else if (s.state === 'running' && state.activeId === job.id && s.step === 0) {
+        setProgress(job, 'Loading model / encoding prompt…', 0);
+      }
+      updateStopButton();
+    });
+    es.addEventListener('progress', (ev) => {
+      const p = JSON.parse(ev.data);
+      job.state = 'running';
+      job.lastStep = p.step;
+      job.totalSteps = p.total_steps;
+      state.activeId = job.id;
+      const pct = p.total_steps ? (100 * p.step) / p.total_steps : 0;
+      const ips = p.it_per_s >= 1 || p.it_per_s === 0 ? `${p.it_per_s.toFixed(2)} it/s` : `${(1 / p.it_per_s).toFixed(2)} s/it`;
+      setProgress(job, `Step ${p.step}/${p.total_steps} · ${ips} · ETA ${fmtSeconds(p.eta_s)}`, pct);
+      updateStopButton();
+    });
+    es.addEventListener('preview', (ev) => {
+      const p = JSON.parse(ev.data);
+      if (state.activeId !== job.id) return;
+      const img = $('preview');
+      img.src = p.image;
+      img.dataset.step = p.step;
+      img.hidden = false;
+      $('preview-empty').hidden = true;
+    });
+    es.addEventListener('done', (ev) => finalize(job, JSON.parse(ev.data)));
+    es.addEventListener('error', (ev) => {
+      // Both our `error` event (failed/cancelled, with data) and transport errors (no data) land here.
+      if (ev.data) {
+        const e = JSON.parse(ev.data);
+        finalize(job, { id: job.id, state: e.state, error: e.error, images: [] });
+      } else if (es.readyState === EventSource.CLOSED) {
+        closeStream(job);
+        pollJob(job);
+      }
+    });
+  }
+
+  function closeStream(job) {
+    if (job.es) { job.es.close(); job.es = null; }
+  }
+
+  async function pollJob(job) {
+    try {
+      const s = await api(`/api/jobs/${job.id}`);
+      if (['done', 'failed', 'cancelled'].includes(s.state)) finalize(job, s);
+    } catch (_) { /* the next poll retries */ }
+  }
+
+  function finalize(job, snap) {
+    if (job.finalized) return;
+    job.finalized = true;
+    job.state = snap.state;
+    closeStream(job);
+    if (snap.state === 'done') {
+      const n = (snap.images || []).length;
+      const t = snap.elapsed_s ? ` in ${fmtSeconds(snap.elapsed_s)}` : '';
+      setProgress(job, `Done: ${n} image${n === 1 ? '' : 's'}${t} · seed ${snap.seed}`, 100, 'done');
+      addToGallery(job, snap.images || []);
+      if (state.historyOffset === 0) loadHistory(0);
+    } else if (snap.state === 'cancelled') {
+      // A queued job cancelled while another runs must not take over the progress bar.
+      const other = state.jobs.get(state.activeId);
+      if (state.activeId !== job.id && isLive(other) && other.state === 'running') flash('Queued job cancelled.');
+      else setProgress(job, `Cancelled at step ${job.lastStep}/${job.totalSteps}`, progressPct(job), 'cancelled');
+    } else {
+      setProgress(job, `Failed: ${snap.error || 'unknown error'}`, 0, 'failed');
+    }
+    // Follow the next job of ours, if one waits.
+    for (const j of state.jobs.values()) {
+      if (!j.finalized) { follow(j); break; }
+    }
+    updateStopButton();
+    refreshQueue();
+  }
+
+  function progressPct(job) { return job.totalSteps ? (100 * job.lastStep) / job.totalSteps : 0; }
+
+  function setProgress(job, text, pct, kind) {
+    if (job && state.activeId && state.activeId !== job.id && !kind) return;
+    if (job) state.activeId = job.id;
+    const bar = $('progress');
+    $('progress-text').textContent = text;
+    $('progress-fill').style.width = `${Math.max(0, Math.min(100, pct))}%`;
+    bar.setAttribute('aria-valuenow', String(Math.round(pct)));
+    bar.dataset.state = kind || 'running';
+    $('progress-text').dataset.state = kind || (job ? job.state : 'idle');
+  }
+
+  function runningJobId() {
+    for (const j of state.jobs.values()) if (!j.finalized && j.state === 'running') return j.id;
+    return state.serverRunning || null;
+  }
+
+  function updateStopButton() { $('stop').disabled = !runningJobId(); }
+
+  async function cancelJob(id) {
+    try {
+      await api(`/api/jobs/${id}/cancel`, { method: 'POST' });
+      const j = state.jobs.get(id);
+      if (j && !j.finalized && j.state === 'running') setProgress(j, `Stopping at step ${j.lastStep}/${j.totalSteps}…`, progressPct(j));
+      refreshQueue();
+    } catch (e) {
+      flash(`Cancel failed: ${e.message}`);
+    }
+  }
+
+  // ---------- images (gallery + history) ----------
+  function imageCard(img, params, cls) {
+    const title = `Seed ${img.seed} · ${img.width}×${img.height}`;
+    const reuse = el('button', { type: 'button', class: 'small', 'data-action': 'reuse', title: 'Fill the form with these parameters and this seed',
+                                  text: 'Reuse', onclick: () => applyParams(params, img) });
+    const seedBtn = el('button', { type: 'button', class: 'small', 'data-action': 'seed', title: 'Use only this seed',
+                                    text: 'Seed', onclick: () => { $('seed').value = img.seed; flash(`Seed ${img.seed} set.`); } });
+    const dl = el('a', { class: 'button small', href: img.url, download: img.file || img.url.split('/').pop(),
+                         'data-action': 'download', title: 'Download the PNG (with its metadata)', text: 'Download' });
+    const copy = el('button', { type: 'button', class: 'small', 'data-action': 'copy', title: 'Copy the A1111 parameters text', text: 'Copy',
+                                 onclick: () => copyText(img.parameters || '') });
+    const info = el('details', { class: 'params' }, el('summary', { text: 'Parameters' }),
+                    el('pre', { text: img.parameters || JSON.stringify(params, null, 1) }));
+    return el('figure', { class: cls, 'data-seed': img.seed },
+      el('a', { href: img.url, target: '_blank', rel: 'noopener', class: 'thumb' },
+        el('img', { src: img.url, alt: `Generated image, seed ${img.seed}`, loading: 'lazy', width: img.width, height: img.height })),
+      el('figcaption', {},
+        el('div', { class: 'seed mono', 'data-testid': 'image-seed', text: title }),
+        el('div', { class: 'btns' }, reuse, seedBtn, copy, dl),
+        info));
+  }
+
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      flash('Parameters copied.');
+    } catch (_) {
+      flash('Copy failed (clipboard needs https or localhost).');
+    }
+  }
+
+  function addToGallery(job, images) {
+    const g = $('gallery');
+    for (const img of images.slice().reverse()) g.prepend(imageCard(img, job.request, 'gallery-item'));
+    while (g.children.length > kMaxGallery) g.lastChild.remove();
+    $('gallery-empty').hidden = g.children.length > 0;
+  }
+
+  async function loadHistory(offset) {
+    let data;
+    try {
+      data = await api(`/api/history?limit=${kHistoryPage}&offset=${offset}`);
+    } catch (e) {
+      $('history').replaceChildren(el('p', { class: 'form-error', text: `History unavailable: ${e.message}` }));
+      return;
+    }
+    state.historyOffset = offset;
+    state.historyTotal = data.total;
+    const box = $('history');
+    box.replaceChildren();
+    for (const item of data.items) {
+      const p = item.params || {};
+      const meta = [item.model, p.steps ? `${p.steps} steps` : null, p.sampler || p.sampler_name || null,
+                    p.cfg_scale !== undefined ? `CFG ${p.cfg_scale}` : null].filter(Boolean).join(' · ');
+      const head = el('div', { class: 'history-meta' },
+        el('div', { class: 'history-prompt', title: item.prompt, text: item.prompt || '(empty prompt)' }),
+        el('div', { class: 'muted small-text', text: `${fmtDate(item.created)} · ${meta}` }),
+        el('button', { type: 'button', class: 'small', text: 'Reuse all', title: 'Fill the form with this job\'s parameters',
+                       onclick: () => applyParams(p, null) }));
+      const imgs = el('div', { class: 'history-images' });
+      for (const im of item.images) imgs.append(imageCard(im, p, 'history-image'));
+      box.append(el('article', { class: 'history-item', 'data-id': item.id }, head, imgs));
+    }
+    const pages = Math.max(1, Math.ceil(data.total / kHistoryPage));
+    const page = Math.floor(offset / kHistoryPage) + 1;
+    $('history-page').textContent = `Page ${page} of ${pages} · ${data.total} job${data.total === 1 ? '' : 's'}`;
+    $('history-prev').disabled = offset === 0;
+    $('history-next').disabled = offset + kHistoryPage >= data.total;
+    $('history-empty').hidden = data.total > 0;
+  }
+
+  // ---------- queue ----------
+  async function refreshQueue() {
+    let jobs;
+    try { jobs = await api('/api/jobs'); } catch (_) { return; }
+    const live = jobs.filter((j) => j.state === 'queued' || j.state === 'running');
+    state.serverRunning = (live.find((j) => j.state === 'running') || {}).id || null;
+    const q = $('queue');
+    q.replaceChildren();
+    for (const j of live) {
+      const label = j.state === 'running'
+        ? `running · step ${j.step}/${j.total_steps}`
+        : `queued · position ${j.position}`;
+      q.append(el('li', { class: `queue-item ${j.state}`, 'data-id': j.id, 'data-state': j.state },
+        el('span', { class: 'queue-pos', text: j.state === 'running' ? '▶' : `#${j.position}` }),
+        el('span', { class: 'queue-prompt', title: j.prompt, text: j.prompt || '(empty prompt)' }),
+        el('span', { class: 'muted small-text', text: `${j.model} · ${label}` }),
+        el('button', { type: 'button', class: 'small danger', 'data-action': 'cancel', text: 'Cancel',
+                       'aria-label': `Cancel job ${j.id}`, onclick: () => cancelJob(j.id) })));
+    }
+    $('queue-empty').hidden = live.length > 0;
+    // Our jobs: open streams for those now running; finalize those that ended while unfollowed.
+    for (const job of state.jobs.values()) {
+      if (job.finalized) continue;
+      const s = jobs.find((j) => j.id === job.id);
+      if (!s) { pollJob(job); continue; }
+      if (s.state !== job.state && !job.es) job.state = s.state;
+      if (['done', 'failed', 'cancelled'].includes(s.state) && !job.es) finalize(job, s);
+      else if (s.state === 'running') follow(job);
+    }
+    updateStopButton();
+  }
+
+  // ---------- devices ----------
+  async function refreshDevices() {
+    let d;
+    try { d = await api('/api/devices'); } catch (_) { return; }
+    const body = $('device-body');
+    const rows = [];
+    const meter = (label, pct, text, testid) => el('div', { class: 'meter-row', 'data-testid': testid },
+      el('div', { class: 'meter-label' }, el('span', { text: label }), el('span', { class: 'mono', text })),
+      el('div', { class: 'meter' }, el('div', { class: 'meter-fill', style: `width:${Math.max(0, Math.min(100, pct || 0))}%` })));
+    const num = (v, unit, digits = 0) => (v === null || v === undefined || !isFinite(v)) ? '–' : `${Number(v).toFixed(digits)}${unit}`;
+    let a = 0, b = 0;
+    if (d.gpus && d.gpus.length) {
+      for (const g of d.gpus) {
+        const memPct = g.mem_total ? (100 * g.mem_used) / g.mem_total : 0;
+        rows.push(el('div', { class: 'gpu' },
+          el('div', { class: 'gpu-name', text: `GPU ${g.index}: ${g.name}` }),
+          meter('Utilisation', g.gpu_util, num(g.gpu_util, '%'), 'gpu-util'),
+          meter('Memory', memPct, `${fmtBytes(g.mem_used)} / ${fmtBytes(g.mem_total)}`, 'gpu-mem'),
+          el('div', { class: 'stats' },
+            el('span', { text: `🌡 ${num(g.temperature_c, ' °C')}` }),
+            el('span', { text: `⚡ ${num(g.power_w, ' W')}${g.power_limit_w ? ` / ${num(g.power_limit_w, ' W')}` : ''}` }),
+            g.sm_clock_mhz ? el('span', { text: `${g.sm_clock_mhz} MHz` }) : null)));
+      }
+      a = d.gpus[0].gpu_util || 0;
+      b = d.gpus[0].mem_total ? (100 * d.gpus[0].mem_used) / d.gpus[0].mem_total : 0;
+      state.chartLabels = ['GPU util', 'VRAM'];
+    } else {
+      rows.push(el('p', { class: 'no-gpu', 'data-testid': 'no-gpu', text: `No GPU: ${d.gpu_status || 'not available'}` }));
+      state.chartLabels = ['CPU', 'RAM'];
+    }
+    const c = d.cpu || {};
+    const ramPct = c.ram_total ? (100 * c.ram_used) / c.ram_total : 0;
+    rows.push(el('div', { class: 'cpu' },
+      meter('CPU', c.util, num(c.util, '%'), 'cpu-util'),
+      meter('RAM', ramPct, `${fmtBytes(c.ram_used)} / ${fmtBytes(c.ram_total)}`, 'ram'),
+      el('div', { class: 'stats' },
+        el('span', { text: `Server RSS ${fmtBytes(c.process_rss)}` }),
+        el('span', { text: `Queue ${d.queue ?? 0}` }))));
+    if (!(d.gpus && d.gpus.length)) { a = c.util || 0; b = ramPct; }
+    body.replaceChildren(...rows);
+    state.samples.push({ a, b });
+    while (state.samples.length > kChartSeconds) state.samples.shift();
+    drawChart();
+  }
+
+  function drawChart() {
+    const cv = $('device-chart');
+    const dpr = window.devicePixelRatio || 1;
+    const cssW = cv.clientWidth || 320, cssH = cv.clientHeight || 110;
+    if (cv.width !== Math.round(cssW * dpr)) { cv.width = Math.round(cssW * dpr); cv.height = Math.round(cssH * dpr); }
+    const ctx = cv.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, cssW, cssH);
+    const styles = getComputedStyle(document.documentElement);
+    const grid = styles.getPropertyValue('--line').trim() || '#333';
+    const colA = styles.getPropertyValue('--accent').trim() || '#7c6cff';
+    const colB = styles.getPropertyValue('--accent-2').trim() || '#2fd0a0';
+    ctx.strokeStyle = grid;
+    ctx.lineWidth = 1;
+    for (const f of [0, 0.5, 1]) {
+      const y = 4 + (cssH - 8) * f;
+      ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(cssW, y); ctx.stroke();
+    }
+    const plot = (key, color) => {
+      const n = state.samples.length;
+      if (n < 1) return;
+      ctx.strokeStyle = color;
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      state.samples.forEach((s, i) => {
+        const x = cssW - (n - 1 - i) * (cssW / (kChartSeconds - 1));
+        const y = 4 + (cssH - 8) * (1 - Math.max(0, Math.min(100, s[key])) / 100);
+        if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+      });
+      ctx.stroke();
+    };
+    plot('b', colB);
+    plot('a', colA);
+    const last = state.samples[state.samples.length - 1] || { a: 0, b: 0 };
+    $('chart-legend').replaceChildren(
+      el('span', { class: 'legend a', text: `${state.chartLabels[0]} ${last.a.toFixed(0)}%` }),
+      el('span', { class: 'legend b', text: `${state.chartLabels[1]} ${last.b.toFixed(0)}%` }),
+      el('span', { class: 'muted', text: 'last 60 s' }));
+  }
+
+  // ---------- wiring ----------
+  function wire() {
+    $('gen-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
+    document.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
+    });
+    $('stop').addEventListener('click', () => { const id = runningJobId(); if (id) cancelJob(id); });
+    $('model').addEventListener('change', () => onModelChange(false));
+    $('seed-random').addEventListener('click', () => { $('seed').value = -1; saveForm(); });
+    $('seed-reuse').addEventListener('click', () => {
+      if (state.lastSeed === null) { flash('No seed yet: generate once first.'); return; }
+      $('seed').value = state.lastSeed;
+      saveForm();
+    });
+    $('size-preset').addEventListener('change', () => {
+      const v = $('size-preset').value;
+      if (v === 'custom') { $('width').focus(); return; }
+      const [w, h] = v.split('x');
+      $('width').value = w;
+      $('height').value = h;
+      saveForm();
+    });
+    $('size-swap').addEventListener('click', () => {
+      const w = $('width').value;
+      $('width').value = $('height').value;
+      $('height').value = w;
+      syncPreset();
+      saveForm();
+    });
+    for (const id of ['width', 'height']) {
+      $(id).addEventListener('input', syncPreset);
+      $(id).addEventListener('change', () => {
+        const v = Math.round(Number($(id).value) / 8) * 8;  // latents are 1/8 of the image
+        if (v >= 64) $(id).value = v;
+        syncPreset();
+      });
+    }
+    for (const id of ['prompt', 'negative', 'images', 'seed', 'steps', 'cfg', 'sampler', 'schedule', 'width', 'height']) {
+      $(id).addEventListener('change', saveForm);
+    }
+    $('history-prev').addEventListener('click', () => loadHistory(Math.max(0, state.historyOffset - kHistoryPage)));
+    $('history-next').addEventListener('click', () => loadHistory(state.historyOffset + kHistoryPage));
+    window.addEventListener('resize', drawChart);
+  }
+
+  async function main() {
+    wire();
+    await loadModels();
+    loadHistory(0);
+    refreshQueue();
+    refreshDevices();
+    setInterval(refreshDevices, 1000);
+    setInterval(refreshQueue, 1000);
+  }
+
+  document.addEventListener('DOMContentLoaded', main);
+})();
