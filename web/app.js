@@ -563,8 +563,8 @@
           meter('Utilisation', g.gpu_util, num(g.gpu_util, '%'), 'gpu-util'),
           meter('Memory', memPct, `${fmtBytes(g.mem_used)} / ${fmtBytes(g.mem_total)}`, 'gpu-mem'),
           el('div', { class: 'stats' },
-            el('span', { text: `🌡 ${num(g.temperature_c, ' °C')}` }),
-            el('span', { text: `⚡ ${num(g.power_w, ' W')}${g.power_limit_w ? ` / ${num(g.power_limit_w, ' W')}` : ''}` }),
+            el('span', { 'data-testid': 'gpu-temp', text: `Temp ${num(g.temperature_c, ' °C')}` }),
+            el('span', { 'data-testid': 'gpu-power', text: `Power ${num(g.power_w, ' W')}${g.power_limit_w ? ` / ${num(g.power_limit_w, ' W')}` : ''}` }),
             g.sm_clock_mhz ? el('span', { text: `${g.sm_clock_mhz} MHz` }) : null)));
       }
       a = d.gpus[0].gpu_util || 0;
