@@ -42,7 +42,10 @@ std::vector<std::pair<std::string, std::string>> find_params(const std::string& 
       ++k;
       while (k < n && is_key_char(line[k])) ++k;
     }
-    if (k - j < 2 || k >= n || line[k] != ':') {
+    // \w[\w \-/]+ needs two characters (not bytes: count UTF-8 lead bytes).
+    size_t chars = 0;
+    for (size_t c = j; c < k; ++c) chars += (static_cast<unsigned char>(line[c]) & 0xc0) != 0x80;
+    if (chars < 2 || k >= n || line[k] != ':') {
       ++i;  // no match here: findall tries the next position
       continue;
     }
