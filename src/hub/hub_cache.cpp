@@ -120,8 +120,8 @@ std::string link_snapshot_file(const fs::path& storage, const std::string& commi
   if (ec) throw_error(ErrorCode::kIo, "[hub] cannot create " + pointer.parent_path().string() + ": " + ec.message());
   fs::remove(pointer, ec);  // a stale or dangling entry
   // Relative, so the cache survives being moved (huggingface_hub _create_symlink).
-  fs::path target = fs::relative(blob, pointer.parent_path(), ec);
-  if (!ec) fs::create_symlink(target, pointer, ec);
+  // Lexical, like os.path.relpath there: symlinked cache folders stay intact.
+  fs::create_symlink(blob.lexically_relative(pointer.parent_path()), pointer, ec);
   if (ec) {
     ec.clear();
     fs::copy_file(blob, pointer, fs::copy_options::overwrite_existing, ec);
@@ -173,15 +173,18 @@ std::vector<CachedModel> scan_hf_cache(const std::string& cache_dir) {
       std::sort(m.single_files.begin(), m.single_files.end());
     }
     ec.clear();
-    // Size on disk: regular files only, so each blob counts once however
-    // many snapshots link to it (huggingface-cli scan-cache does the same).
-    for (auto it = fs::recursive_directory_iterator(entry.path(), ec); !ec && it != fs::recursive_directory_iterator();
-         it.increment(ec)) {
-      if (it->is_symlink(ec) || !it->is_regular_file(ec)) continue;
-      m.size_on_disk += it->file_size(ec);
-      if (it->path().extension() == ".incomplete") m.has_incomplete = true;
+    // Size on disk: regular files in blobs/ and snapshots/ only, so each blob
+    // counts once however many snapshots link to it (as huggingface-cli
+    // scan-cache counts); refs and locks are not model data.
+    for (const char* sub : {"blobs", "snapshots"}) {
+      for (auto it = fs::recursive_directory_iterator(entry.path() / sub, ec);
+           !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (it->is_symlink(ec) || !it->is_regular_file(ec)) continue;
+        m.size_on_disk += it->file_size(ec);
+        if (it->path().extension() == ".incomplete") m.has_incomplete = true;
+      }
+      ec.clear();
     }
-    ec.clear();
     models.push_back(std::move(m));
   }
   std::sort(models.begin(), models.end(), [](const CachedModel& a, const CachedModel& b) { return a.repo_id < b.repo_id; });
@@ -193,15 +196,12 @@ std::optional<std::string> resolve_cached(const std::string& repo_id, const HubO
   validate_repo_id(repo);
   fs::path storage = repo_storage(options.cache_dir, repo);
   std::error_code ec;
+  // Only refs/main counts: pull_pipeline writes it last, so a pull that was
+  // interrupted (a snapshot folder without its weights) is never returned.
   if (auto commit = read_ref(storage, "main")) {
     fs::path snap = storage / "snapshots" / *commit;
     if (fs::is_directory(snap, ec)) return snap.string();
   }
-  // A cache copied without refs/ (or written by hand) with a single snapshot.
-  std::vector<fs::path> snaps;
-  for (const auto& s : fs::directory_iterator(storage / "snapshots", ec))
-    if (s.is_directory()) snaps.push_back(s.path());
-  if (snaps.size() == 1) return snaps[0].string();
   return std::nullopt;
 }
 

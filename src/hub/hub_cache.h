@@ -47,7 +47,7 @@ struct CachedModel {
   std::string commit;                     // refs/main, else the only snapshot
   std::string snapshot;                   // <storage>/snapshots/<commit>; "" when none resolves
   std::vector<std::string> refs;          // "main", "refs/pr/1", ...
-  uint64_t size_on_disk = 0;              // regular files under storage (blobs, copied files, partials)
+  uint64_t size_on_disk = 0;              // regular files in blobs/ and snapshots/ (copies, partials)
   bool is_diffusers = false;              // snapshot has model_index.json
   std::vector<std::string> single_files;  // top-level *.safetensors / *.ckpt in the snapshot
   bool has_incomplete = false;            // an interrupted download is waiting to resume
@@ -58,7 +58,7 @@ struct CachedModel {
 std::vector<CachedModel> scan_hf_cache(const std::string& cache_dir);
 
 // The snapshot folder of refs/main for a repo id or alias, without network;
-// nullopt when that repo is not in options.cache_dir.
+// nullopt when that repo (or its refs/main) is not in options.cache_dir.
 std::optional<std::string> resolve_cached(const std::string& repo_id, const HubOptions& options);
 
 }  // namespace diffuse::hub
