@@ -1,0 +1,165 @@
+// DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided
+// Sampling of Diffusion Probabilistic Models"), port of diffusers'
+// DPMSolverMultistepScheduler with algorithm_type dpmsolver++ and
+// solver_order 1 or 2 (midpoint or heun), lower_order_final and
+// final_sigmas_type handled like diffusers.
+#include <algorithm>
+#include <cmath>
+
+#include "sampling/schedule_tables.h"
+#include "sampling/scheduler_factories.h"
+
+namespace diffuse::sched {
+namespace {
+
+struct AlphaSigma {
+  float alpha, sigma, lambda;
+};
+// _sigma_to_alpha_sigma_t plus lambda = log(alpha) - log(sigma), in float32 (sigma = 0 gives lambda = +inf).
+AlphaSigma alpha_sigma(float s) {
+  const float alpha = 1.0f / std::sqrt(s * s + 1.0f);
+  const float sigma = s * alpha;
+  return {alpha, sigma, std::log(alpha) - std::log(sigma)};
+}
+
+class DpmSolverPP2MScheduler final : public Scheduler {
+ public:
+  explicit DpmSolverPP2MScheduler(const SchedulerConfig& c) : config_(c) {
+    check_common_support(c, "dpmpp_2m");
+    train_ = make_train_schedule(c, BetaDefaults{});
+    prediction_ = prediction_type(c, "dpmpp_2m", "epsilon v_prediction sample");
+    spacing_ = c.timestep_spacing.value_or("linspace");
+    order_ = c.solver_order.value_or(2);
+    if (order_ != 1 && order_ != 2)
+      throw_error(ErrorCode::kUnsupported, "[dpmpp_2m] solver_order " + std::to_string(order_) + " is not supported");
+    const std::string algorithm = c.algorithm_type.value_or("dpmsolver++");
+    if (algorithm != "dpmsolver++" && algorithm != "deis")  // diffusers maps deis to dpmsolver++
+      throw_error(ErrorCode::kUnsupported, "[dpmpp_2m] algorithm_type '" + algorithm + "' is not supported");
+    const std::string solver = c.solver_type.value_or("midpoint");
+    if (solver == "heun") heun_ = true;
+    else if (solver != "midpoint" && solver != "logrho" && solver != "bh1" && solver != "bh2")  // mapped to midpoint
+      throw_error(ErrorCode::kUnsupported, "[dpmpp_2m] solver_type '" + solver + "' is not supported");
+    lower_order_final_ = c.lower_order_final.value_or(true);
+    euler_at_final_ = c.euler_at_final.value_or(false);
+    final_sigmas_type_ = c.final_sigmas_type.value_or("zero");
+    if (final_sigmas_type_ != "zero" && final_sigmas_type_ != "sigma_min")
+      throw_error(ErrorCode::kInvalidArgument, "[dpmpp_2m] final_sigmas_type must be zero or sigma_min");
+  }
+
+  void set_timesteps(int n) override {
+    const int N = train_.num_train_timesteps;
+    DIFFUSE_CHECK_ARG(n >= 1 && n <= N, "[dpmpp_2m] num_inference_steps must be in [1, " + std::to_string(N) +
+                                            "], got " + std::to_string(n));
+    // last_timestep = N - searchsorted(flip(lambda_t), lambda_min_clipped).
+    const double lambda_min = config_.lambda_min_clipped.value_or(-std::numeric_limits<double>::infinity());
+    int clipped = 0;
+    for (int i = N - 1; i >= 0; --i) {
+      const float a = train_.alphas_cumprod[static_cast<size_t>(i)];
+      const float lambda = std::log(std::sqrt(a)) - std::log(std::sqrt(1.0f - a));
+      if (static_cast<double>(lambda) < lambda_min) ++clipped;
+    }
+    const int last_timestep = N - clipped;
+    std::vector<double> ts;
+    if (spacing_ == "linspace") {
+      const auto t = np_linspace(0, last_timestep - 1, n + 1);
+      for (int i = n; i >= 1; --i) ts.push_back(np_round(t[static_cast<size_t>(i)]));
+    } else if (spacing_ == "leading") {
+      const int ratio = last_timestep / (n + 1);
+      for (int i = n; i >= 1; --i) ts.push_back(static_cast<double>(i * ratio + config_.steps_offset.value_or(0)));
+    } else if (spacing_ == "trailing") {
+      for (double t : np_arange(last_timestep, 0, -static_cast<double>(N) / n)) ts.push_back(np_round(t) - 1);
+    } else {
+      throw_error(ErrorCode::kUnsupported, "[dpmpp_2m] timestep_spacing '" + spacing_ + "' is not supported");
+    }
+
+    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
+    std::vector<double> sig;
+    if (config_.use_karras_sigmas.value_or(false)) {
+      sig = karras_sigmas(table.front(), table.back(), n);
+      const std::vector<float> log_sigmas = log_table(table);
+      const bool cosine = config_.beta_schedule.value_or("linear") == "squaredcos_cap_v2";
+      ts.clear();
+      for (double s : sig) {
+        const double t = sigma_to_t(s, log_sigmas);
+        ts.push_back(cosine ? std::trunc(t) : np_round(t));  // int64 cast truncates
+      }
+    } else {
+      for (double t : ts) sig.push_back(np_interp_index(t, table));
+    }
+    sigmas_.clear();
+    for (double s : sig) sigmas_.push_back(static_cast<float>(s));
+    sigmas_.push_back(final_sigmas_type_ == "zero" ? 0.0f : table[0]);
+    timesteps_.clear();
+    for (double t : ts) timesteps_.push_back(static_cast<float>(t));
+    model_outputs_.assign(2, Tensor());
+    lower_order_nums_ = 0;
+  }
+
+  Tensor scale_model_input(const Tensor& sample, int) override { return sample; }
+
+  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
+    check_step_args("dpmpp_2m", k, timesteps_.size(), model_output, sample);
+    const size_t n_steps = timesteps_.size();
+    const bool lower_order_final =
+        static_cast<size_t>(k) == n_steps - 1 &&
+        (euler_at_final_ || (lower_order_final_ && n_steps < 15) || final_sigmas_type_ == "zero");
+
+    // convert_model_output: the data prediction x0.
+    const AlphaSigma s0 = alpha_sigma(sigmas_[static_cast<size_t>(k)]);
+    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
+    const float* mo = mo_c.data<float>();
+    const float* x = x_c.data<float>();
+    const int64_t n = sample.numel();
+    Tensor x0 = empty_like(sample);
+    float* x0p = x0.data<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      if (prediction_ == "epsilon") x0p[i] = (x[i] - s0.sigma * mo[i]) / s0.alpha;
+      else if (prediction_ == "v_prediction") x0p[i] = s0.alpha * x[i] - s0.sigma * mo[i];
+      else x0p[i] = mo[i];
+    }
+    model_outputs_[0] = model_outputs_[1];
+    model_outputs_[1] = x0;
+
+    const AlphaSigma t = alpha_sigma(sigmas_[static_cast<size_t>(k) + 1]);
+    const float h = t.lambda - s0.lambda;
+    const float c_sample = t.sigma / s0.sigma;
+    const float c_d0 = t.alpha * (std::exp(-h) - 1.0f);
+    Tensor out = empty_like(sample);
+    float* y = out.data<float>();
+    if (order_ == 1 || lower_order_nums_ < 1 || lower_order_final) {
+      for (int64_t i = 0; i < n; ++i) y[i] = c_sample * x[i] - c_d0 * x0p[i];
+    } else {
+      // Second-order multistep update with D1 = (m0 - m1) / r0.
+      const AlphaSigma s1 = alpha_sigma(sigmas_[static_cast<size_t>(k) - 1]);
+      const float h0 = s0.lambda - s1.lambda;
+      const float r0 = h0 / h;
+      const float inv_r0 = 1.0f / r0;
+      const float* m0 = x0p;
+      const float* m1 = model_outputs_[0].data<float>();
+      const float c_d1 = heun_ ? t.alpha * ((std::exp(-h) - 1.0f) / h + 1.0f) : 0.5f * c_d0;
+      for (int64_t i = 0; i < n; ++i) {
+        const float d1 = inv_r0 * (m0[i] - m1[i]);
+        const float base = c_sample * x[i] - c_d0 * m0[i];
+        y[i] = heun_ ? base + c_d1 * d1 : base - c_d1 * d1;
+      }
+    }
+    if (lower_order_nums_ < order_) ++lower_order_nums_;
+    return out;
+  }
+
+ private:
+  SchedulerConfig config_;
+  TrainSchedule train_;
+  std::string prediction_, spacing_, final_sigmas_type_;
+  int order_ = 2, lower_order_nums_ = 0;
+  bool heun_ = false, lower_order_final_ = true, euler_at_final_ = false;
+  std::vector<Tensor> model_outputs_;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& c) {
+  return std::make_unique<DpmSolverPP2MScheduler>(c);
+}
+
+}  // namespace diffuse::sched

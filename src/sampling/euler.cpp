@@ -1,0 +1,95 @@
+// Euler method on the probability-flow ODE (Karras et al. 2022, Algorithm 2
+// without churn), port of diffusers' EulerDiscreteScheduler.
+#include <algorithm>
+#include <cmath>
+
+#include "sampling/schedule_tables.h"
+#include "sampling/scheduler_factories.h"
+
+namespace diffuse::sched {
+namespace {
+
+class EulerScheduler final : public Scheduler {
+ public:
+  explicit EulerScheduler(const SchedulerConfig& c) : config_(c) {
+    check_common_support(c, "euler");
+    train_ = make_train_schedule(c, BetaDefaults{});
+    prediction_ = prediction_type(c, "euler", "epsilon v_prediction sample original_sample");
+    spacing_ = c.timestep_spacing.value_or("linspace");
+    if (c.interpolation_type.value_or("linear") != "linear")
+      throw_error(ErrorCode::kUnsupported, "[euler] interpolation_type '" + *c.interpolation_type + "' is not supported");
+    if (c.timestep_type.value_or("discrete") != "discrete")
+      throw_error(ErrorCode::kUnsupported, "[euler] timestep_type '" + *c.timestep_type + "' is not supported");
+    final_sigmas_type_ = c.final_sigmas_type.value_or("zero");
+    if (final_sigmas_type_ != "zero" && final_sigmas_type_ != "sigma_min")
+      throw_error(ErrorCode::kInvalidArgument, "[euler] final_sigmas_type must be zero or sigma_min");
+  }
+
+  void set_timesteps(int n) override {
+    std::vector<double> ts = sigma_class_timesteps(spacing_, train_.num_train_timesteps, n,
+                                                   config_.steps_offset.value_or(0), "euler");
+    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
+    std::vector<double> sig;
+    for (double t : ts) sig.push_back(np_interp_index(t, table));
+    if (config_.use_karras_sigmas.value_or(false)) {
+      sig = karras_sigmas(config_.sigma_min.value_or(sig.back()), config_.sigma_max.value_or(sig.front()), n);
+      const std::vector<float> log_sigmas = log_table(table);
+      ts.clear();
+      for (double s : sig) ts.push_back(sigma_to_t(s, log_sigmas));
+    }
+    sigmas_.clear();
+    for (double s : sig) sigmas_.push_back(static_cast<float>(s));
+    sigmas_.push_back(final_sigmas_type_ == "zero" ? 0.0f : table[0]);
+    timesteps_.clear();
+    for (double t : ts) timesteps_.push_back(static_cast<float>(t));
+    const float max_sigma = *std::max_element(sigmas_.begin(), sigmas_.end());
+    init_noise_sigma_ =
+        (spacing_ == "linspace" || spacing_ == "trailing") ? max_sigma : std::sqrt(max_sigma * max_sigma + 1.0f);
+  }
+
+  Tensor scale_model_input(const Tensor& sample, int k) override {
+    DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(), "[euler] step_index out of range");
+    const float sigma = sigmas_[static_cast<size_t>(k)];
+    const float denom = std::sqrt(sigma * sigma + 1.0f);
+    const Tensor x_c = sample.contiguous();
+    const float* x = x_c.data<float>();
+    Tensor out = empty_like(sample);
+    float* y = out.data<float>();
+    for (int64_t i = 0, n = sample.numel(); i < n; ++i) y[i] = x[i] / denom;
+    return out;
+  }
+
+  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
+    check_step_args("euler", k, timesteps_.size(), model_output, sample);
+    // s_churn = 0: gamma = 0 and sigma_hat = sigma.
+    const float sigma = sigmas_[static_cast<size_t>(k)];
+    const float sigma_hat = sigma * (0.0f + 1.0f);
+    const float dt = sigmas_[static_cast<size_t>(k) + 1] - sigma_hat;
+    const float v_scale = -sigma / std::sqrt(sigma * sigma + 1.0f), v_div = sigma * sigma + 1.0f;
+    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
+    const float* mo = mo_c.data<float>();
+    const float* x = x_c.data<float>();
+    Tensor out = empty_like(sample);
+    float* y = out.data<float>();
+    for (int64_t i = 0, n = sample.numel(); i < n; ++i) {
+      float x0;
+      if (prediction_ == "epsilon") x0 = x[i] - sigma_hat * mo[i];
+      else if (prediction_ == "v_prediction") x0 = mo[i] * v_scale + x[i] / v_div;
+      else x0 = mo[i];
+      const float derivative = (x[i] - x0) / sigma_hat;
+      y[i] = x[i] + derivative * dt;
+    }
+    return out;
+  }
+
+ private:
+  SchedulerConfig config_;
+  TrainSchedule train_;
+  std::string prediction_, spacing_, final_sigmas_type_;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> make_euler(const SchedulerConfig& c) { return std::make_unique<EulerScheduler>(c); }
+
+}  // namespace diffuse::sched

@@ -1,0 +1,93 @@
+// Ancestral Euler sampling (k-diffusion sample_euler_ancestral, eta = 1),
+// port of diffusers' EulerAncestralDiscreteScheduler: an Euler step down to
+// sigma_down, then fresh noise of scale sigma_up (drawn at every step,
+// including the last where sigma_up = 0, which keeps the RNG stream aligned
+// with diffusers).
+#include <algorithm>
+#include <cmath>
+
+#include "sampling/schedule_tables.h"
+#include "sampling/scheduler_factories.h"
+
+namespace diffuse::sched {
+namespace {
+
+class EulerAncestralScheduler final : public Scheduler {
+ public:
+  explicit EulerAncestralScheduler(const SchedulerConfig& c) {
+    check_common_support(c, "euler_a");
+    if (c.use_karras_sigmas.value_or(false))
+      throw_error(ErrorCode::kUnsupported, "[euler_a] Karras sigmas are not supported (as in diffusers)");
+    train_ = make_train_schedule(c, BetaDefaults{});
+    prediction_ = prediction_type(c, "euler_a", "epsilon v_prediction");
+    spacing_ = c.timestep_spacing.value_or("linspace");
+    steps_offset_ = c.steps_offset.value_or(0);
+  }
+
+  void set_timesteps(int n) override {
+    const std::vector<double> ts =
+        sigma_class_timesteps(spacing_, train_.num_train_timesteps, n, steps_offset_, "euler_a");
+    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
+    sigmas_.clear();
+    timesteps_.clear();
+    for (double t : ts) {
+      sigmas_.push_back(static_cast<float>(np_interp_index(t, table)));
+      timesteps_.push_back(static_cast<float>(t));
+    }
+    sigmas_.push_back(0.0f);
+    const float max_sigma = *std::max_element(sigmas_.begin(), sigmas_.end());
+    init_noise_sigma_ =
+        (spacing_ == "linspace" || spacing_ == "trailing") ? max_sigma : std::sqrt(max_sigma * max_sigma + 1.0f);
+  }
+
+  Tensor scale_model_input(const Tensor& sample, int k) override {
+    DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(), "[euler_a] step_index out of range");
+    const float sigma = sigmas_[static_cast<size_t>(k)];
+    const float denom = std::sqrt(sigma * sigma + 1.0f);
+    const Tensor x_c = sample.contiguous();
+    const float* x = x_c.data<float>();
+    Tensor out = empty_like(sample);
+    float* y = out.data<float>();
+    for (int64_t i = 0, n = sample.numel(); i < n; ++i) y[i] = x[i] / denom;
+    return out;
+  }
+
+  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator* generator) override {
+    check_step_args("euler_a", k, timesteps_.size(), model_output, sample);
+    DIFFUSE_CHECK_ARG(generator != nullptr, "[euler_a] step needs a generator for its noise");
+    const float sigma = sigmas_[static_cast<size_t>(k)];
+    const float s_from = sigma, s_to = sigmas_[static_cast<size_t>(k) + 1];
+    const float sigma_up = std::sqrt(s_to * s_to * (s_from * s_from - s_to * s_to) / (s_from * s_from));
+    const float sigma_down = std::sqrt(s_to * s_to - sigma_up * sigma_up);
+    const float dt = sigma_down - sigma;
+    const float v_scale = -sigma / std::sqrt(sigma * sigma + 1.0f), v_div = sigma * sigma + 1.0f;
+
+    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
+    const float* mo = mo_c.data<float>();
+    const float* x = x_c.data<float>();
+    const Tensor noise = generator->randn(sample.shape());
+    const float* z = noise.data<float>();
+    Tensor out = empty_like(sample);
+    float* y = out.data<float>();
+    for (int64_t i = 0, n = sample.numel(); i < n; ++i) {
+      const float x0 = prediction_ == "epsilon" ? x[i] - sigma * mo[i] : mo[i] * v_scale + x[i] / v_div;
+      const float derivative = (x[i] - x0) / sigma;
+      const float prev = x[i] + derivative * dt;
+      y[i] = prev + z[i] * sigma_up;
+    }
+    return out;
+  }
+
+ private:
+  TrainSchedule train_;
+  std::string prediction_, spacing_;
+  int steps_offset_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> make_euler_ancestral(const SchedulerConfig& c) {
+  return std::make_unique<EulerAncestralScheduler>(c);
+}
+
+}  // namespace diffuse::sched

@@ -1,0 +1,137 @@
+// Linear multistep (order 4) on the probability-flow ODE (k-diffusion
+// sample_lms), port of diffusers' LMSDiscreteScheduler. diffusers integrates
+// each Lagrange basis polynomial numerically (scipy.integrate.quad); the
+// integrand is a polynomial of degree < 4, so we integrate it exactly.
+#include <algorithm>
+#include <cmath>
+#include <deque>
+
+#include "sampling/schedule_tables.h"
+#include "sampling/scheduler_factories.h"
+
+namespace diffuse::sched {
+namespace {
+
+constexpr int kOrder = 4;
+
+class LmsScheduler final : public Scheduler {
+ public:
+  explicit LmsScheduler(const SchedulerConfig& c) : config_(c) {
+    check_common_support(c, "lms");
+    train_ = make_train_schedule(c, BetaDefaults{});
+    prediction_ = prediction_type(c, "lms", "epsilon v_prediction sample");
+    spacing_ = c.timestep_spacing.value_or("linspace");
+  }
+
+  void set_timesteps(int n) override {
+    std::vector<double> ts = sigma_class_timesteps(spacing_, train_.num_train_timesteps, n,
+                                                   config_.steps_offset.value_or(0), "lms");
+    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
+    std::vector<double> sig;
+    for (double t : ts) sig.push_back(np_interp_index(t, table));
+    if (config_.use_karras_sigmas.value_or(false)) {
+      // LMSDiscreteScheduler._convert_to_karras ignores sigma_min / sigma_max keys.
+      sig = karras_sigmas(sig.back(), sig.front(), n);
+      const std::vector<float> log_sigmas = log_table(table);
+      ts.clear();
+      for (double s : sig) ts.push_back(sigma_to_t(s, log_sigmas));
+    }
+    sigmas_.clear();
+    for (double s : sig) sigmas_.push_back(static_cast<float>(s));
+    sigmas_.push_back(0.0f);
+    timesteps_.clear();
+    for (double t : ts) timesteps_.push_back(static_cast<float>(t));
+    const float max_sigma = *std::max_element(sigmas_.begin(), sigmas_.end());
+    init_noise_sigma_ =
+        (spacing_ == "linspace" || spacing_ == "trailing") ? max_sigma : std::sqrt(max_sigma * max_sigma + 1.0f);
+    derivatives_.clear();
+  }
+
+  Tensor scale_model_input(const Tensor& sample, int k) override {
+    DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(), "[lms] step_index out of range");
+    const float sigma = sigmas_[static_cast<size_t>(k)];
+    const float denom = std::sqrt(sigma * sigma + 1.0f);
+    const Tensor x_c = sample.contiguous();
+    const float* x = x_c.data<float>();
+    Tensor out = empty_like(sample);
+    float* y = out.data<float>();
+    for (int64_t i = 0, n = sample.numel(); i < n; ++i) y[i] = x[i] / denom;
+    return out;
+  }
+
+  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
+    check_step_args("lms", k, timesteps_.size(), model_output, sample);
+    const float sigma = sigmas_[static_cast<size_t>(k)];
+    const float v_scale = -sigma / std::sqrt(sigma * sigma + 1.0f), v_div = sigma * sigma + 1.0f;
+    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
+    const float* mo = mo_c.data<float>();
+    const float* x = x_c.data<float>();
+    const int64_t n = sample.numel();
+
+    Tensor derivative = empty_like(sample);
+    float* d = derivative.data<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      float x0;
+      if (prediction_ == "epsilon") x0 = x[i] - sigma * mo[i];
+      else if (prediction_ == "v_prediction") x0 = mo[i] * v_scale + x[i] / v_div;
+      else x0 = mo[i];
+      d[i] = (x[i] - x0) / sigma;
+    }
+    derivatives_.push_back(derivative);
+    if (derivatives_.size() > static_cast<size_t>(kOrder)) derivatives_.pop_front();
+
+    const int order = std::min(k + 1, kOrder);
+    std::vector<float> coeffs(static_cast<size_t>(order));
+    for (int j = 0; j < order; ++j) coeffs[static_cast<size_t>(j)] = static_cast<float>(lms_coefficient(order, k, j));
+
+    // prev = sample + sum(coeff_j * derivative_{k-j}), summed newest first like Python's sum().
+    Tensor out = empty_like(sample);
+    float* y = out.data<float>();
+    const size_t nd = derivatives_.size();
+    for (int64_t i = 0; i < n; ++i) {
+      float acc = 0.0f;
+      for (int j = 0; j < order; ++j) {
+        const float* dj = derivatives_[nd - 1 - static_cast<size_t>(j)].data<float>();
+        acc = j == 0 ? coeffs[0] * dj[i] : acc + coeffs[static_cast<size_t>(j)] * dj[i];
+      }
+      y[i] = x[i] + acc;
+    }
+    return out;
+  }
+
+ private:
+  // Integral over [sigma_k, sigma_{k+1}] of the Lagrange basis polynomial that is 1 at
+  // sigma_{k-j} and 0 at the other sigma_{k-m}, m < order (diffusers get_lms_coefficient).
+  double lms_coefficient(int order, int k, int j) const {
+    std::vector<double> poly{1.0};  // ascending powers of tau
+    for (int m = 0; m < order; ++m) {
+      if (m == j) continue;
+      const double root = sigmas_[static_cast<size_t>(k - m)];
+      const double scale = 1.0 / (static_cast<double>(sigmas_[static_cast<size_t>(k - j)]) - root);
+      std::vector<double> next(poly.size() + 1, 0.0);
+      for (size_t p = 0; p < poly.size(); ++p) {
+        next[p + 1] += poly[p] * scale;
+        next[p] -= poly[p] * root * scale;
+      }
+      poly = std::move(next);
+    }
+    const double a = sigmas_[static_cast<size_t>(k)], b = sigmas_[static_cast<size_t>(k) + 1];
+    double integral = 0;
+    for (size_t p = 0; p < poly.size(); ++p) {
+      const double e = static_cast<double>(p + 1);
+      integral += poly[p] * (std::pow(b, e) - std::pow(a, e)) / e;
+    }
+    return integral;
+  }
+
+  SchedulerConfig config_;
+  TrainSchedule train_;
+  std::string prediction_, spacing_;
+  std::deque<Tensor> derivatives_;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> make_lms(const SchedulerConfig& c) { return std::make_unique<LmsScheduler>(c); }
+
+}  // namespace diffuse::sched

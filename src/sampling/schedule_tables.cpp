@@ -1,0 +1,208 @@
+#include "sampling/schedule_tables.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace diffuse::sched {
+
+namespace {
+
+// torch.linspace(start, end, steps, dtype=float32) on the CPU: float step,
+// the first half counted from start, the second half from end.
+std::vector<float> torch_linspace_f32(double start_d, double end_d, int steps) {
+  std::vector<float> out(static_cast<size_t>(steps));
+  if (steps == 1) {
+    out[0] = static_cast<float>(start_d);
+    return out;
+  }
+  const float start = static_cast<float>(start_d), end = static_cast<float>(end_d);
+  const float step = (end - start) / static_cast<float>(steps - 1);
+  const int halfway = steps / 2;
+  for (int i = 0; i < steps; ++i) {
+    out[static_cast<size_t>(i)] = i < halfway ? start + step * static_cast<float>(i)
+                                              : end - step * static_cast<float>(steps - i - 1);
+  }
+  return out;
+}
+
+// betas_for_alpha_bar (cosine, max_beta 0.999): the "squaredcos_cap_v2" schedule (Nichol & Dhariwal 2021).
+std::vector<float> cosine_betas(int n) {
+  auto alpha_bar = [](double t) {
+    const double c = std::cos((t + 0.008) / 1.008 * M_PI / 2);
+    return c * c;
+  };
+  std::vector<float> betas(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const double t1 = static_cast<double>(i) / n, t2 = static_cast<double>(i + 1) / n;
+    betas[static_cast<size_t>(i)] = static_cast<float>(std::min(1 - alpha_bar(t2) / alpha_bar(t1), 0.999));
+  }
+  return betas;
+}
+
+}  // namespace
+
+TrainSchedule make_train_schedule(const SchedulerConfig& c, const BetaDefaults& d) {
+  TrainSchedule s;
+  s.num_train_timesteps = c.num_train_timesteps.value_or(1000);
+  DIFFUSE_CHECK_ARG(s.num_train_timesteps >= 2 && s.num_train_timesteps <= 100000,
+                    "[scheduler] num_train_timesteps must be in [2, 100000], got " +
+                        std::to_string(s.num_train_timesteps));
+  const int n = s.num_train_timesteps;
+  if (c.trained_betas) {
+    DIFFUSE_CHECK_ARG(static_cast<int>(c.trained_betas->size()) == n,
+                      "[scheduler] trained_betas has " + std::to_string(c.trained_betas->size()) +
+                          " values, num_train_timesteps is " + std::to_string(n));
+    for (double b : *c.trained_betas) s.betas.push_back(static_cast<float>(b));
+  } else {
+    const double start = c.beta_start.value_or(d.beta_start), end = c.beta_end.value_or(d.beta_end);
+    const std::string schedule = c.beta_schedule.value_or(d.beta_schedule);
+    if (schedule == "linear") {
+      s.betas = torch_linspace_f32(start, end, n);
+    } else if (schedule == "scaled_linear") {
+      s.betas = torch_linspace_f32(std::sqrt(start), std::sqrt(end), n);
+      for (float& b : s.betas) b = b * b;
+    } else if (schedule == "squaredcos_cap_v2") {
+      s.betas = cosine_betas(n);
+    } else {
+      throw_error(ErrorCode::kUnsupported, "[scheduler] beta_schedule '" + schedule + "' is not supported");
+    }
+  }
+  s.alphas_cumprod.resize(s.betas.size());
+  double acc = 1.0;  // torch's CPU cumprod accumulates in double
+  for (size_t i = 0; i < s.betas.size(); ++i) {
+    acc *= static_cast<double>(1.0f - s.betas[i]);
+    s.alphas_cumprod[i] = static_cast<float>(acc);
+  }
+  return s;
+}
+
+std::vector<float> sigma_table(const std::vector<float>& ac) {
+  std::vector<float> out(ac.size());
+  for (size_t i = 0; i < ac.size(); ++i) out[i] = std::sqrt((1.0f - ac[i]) / ac[i]);
+  return out;
+}
+
+std::vector<float> log_table(const std::vector<float>& values) {
+  std::vector<float> out(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = std::log(values[i]);
+  return out;
+}
+
+std::vector<double> np_linspace(double start, double stop, int num) {
+  std::vector<double> out(static_cast<size_t>(std::max(num, 0)));
+  if (num <= 0) return out;
+  if (num == 1) {
+    out[0] = start;
+    return out;
+  }
+  const double step = (stop - start) / (num - 1);
+  for (int i = 0; i < num; ++i) out[static_cast<size_t>(i)] = static_cast<double>(i) * step + start;
+  out.back() = stop;
+  return out;
+}
+
+std::vector<double> np_arange(double start, double stop, double step) {
+  const double len = std::ceil((stop - start) / step);
+  std::vector<double> out;
+  if (!(len > 0)) return out;
+  out.resize(static_cast<size_t>(len));
+  out[0] = start;
+  if (out.size() > 1) {
+    const double delta = (start + step) - start;  // numpy fills with the difference of the first two values
+    for (size_t i = 1; i < out.size(); ++i) out[i] = start + static_cast<double>(i) * delta;
+  }
+  return out;
+}
+
+double np_round(double x) { return std::nearbyint(x); }
+
+double np_interp_index(double x, const std::vector<float>& fp) {
+  const size_t n = fp.size();
+  if (x <= 0) return fp[0];
+  if (x >= static_cast<double>(n - 1)) return fp[n - 1];
+  const size_t j = static_cast<size_t>(std::floor(x));
+  const double slope = (static_cast<double>(fp[j + 1]) - fp[j]) / 1.0;
+  return slope * (x - static_cast<double>(j)) + fp[j];
+}
+
+std::vector<double> sigma_class_timesteps(const std::string& spacing, int N, int n, int steps_offset,
+                                          const char* who) {
+  DIFFUSE_CHECK_ARG(n >= 1 && n <= N, std::string("[") + who + "] num_inference_steps must be in [1, " +
+                                          std::to_string(N) + "], got " + std::to_string(n));
+  std::vector<double> out;
+  if (spacing == "linspace") {
+    const auto t = np_linspace(0, N - 1, n);
+    for (auto it = t.rbegin(); it != t.rend(); ++it) out.push_back(static_cast<float>(*it));
+  } else if (spacing == "leading") {
+    const int ratio = N / n;
+    for (int i = n - 1; i >= 0; --i) out.push_back(static_cast<float>(i * ratio) + static_cast<float>(steps_offset));
+  } else if (spacing == "trailing") {
+    for (double t : np_arange(N, 0, -static_cast<double>(N) / n)) out.push_back(static_cast<float>(np_round(t)) - 1.0f);
+  } else {
+    throw_error(ErrorCode::kUnsupported,
+                std::string("[") + who + "] timestep_spacing '" + spacing + "' is not supported");
+  }
+  return out;
+}
+
+std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n) {
+  const double rho = 7.0;
+  const std::vector<double> ramp = np_linspace(0, 1, n);
+  const double min_inv_rho = std::pow(sigma_min, 1 / rho), max_inv_rho = std::pow(sigma_max, 1 / rho);
+  std::vector<double> out(ramp.size());
+  for (size_t i = 0; i < ramp.size(); ++i) out[i] = std::pow(max_inv_rho + ramp[i] * (min_inv_rho - max_inv_rho), rho);
+  return out;
+}
+
+double sigma_to_t(double sigma, const std::vector<float>& log_sigmas) {
+  const double log_sigma = std::log(std::max(sigma, 1e-10));
+  const size_t n = log_sigmas.size();
+  // low = last index whose log-sigma <= log_sigma (0 if none), at most n - 2.
+  size_t low = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (log_sigma - static_cast<double>(log_sigmas[i]) >= 0) low = i;
+  }
+  low = std::min(low, n - 2);
+  const double lo = log_sigmas[low], hi = log_sigmas[low + 1];
+  const double w = std::clamp((lo - log_sigma) / (lo - hi), 0.0, 1.0);
+  return (1 - w) * static_cast<double>(low) + w * static_cast<double>(low + 1);
+}
+
+void check_common_support(const SchedulerConfig& c, const char* who) {
+  const std::string w = std::string("[") + who + "] ";
+  if (c.thresholding.value_or(false))
+    throw_error(ErrorCode::kUnsupported, w + "thresholding (dynamic thresholding) is not supported");
+  if (c.rescale_betas_zero_snr.value_or(false))
+    throw_error(ErrorCode::kUnsupported, w + "rescale_betas_zero_snr is not supported");
+  if (c.use_exponential_sigmas.value_or(false) || c.use_beta_sigmas.value_or(false))
+    throw_error(ErrorCode::kUnsupported, w + "exponential / beta sigmas are not supported");
+}
+
+std::string prediction_type(const SchedulerConfig& c, const char* who, const std::string& allowed) {
+  const std::string p = c.prediction_type.value_or("epsilon");
+  const std::string padded = " " + allowed + " ";
+  if (padded.find(" " + p + " ") == std::string::npos)
+    throw_error(ErrorCode::kUnsupported,
+                std::string("[") + who + "] prediction_type '" + p + "' is not supported (" + allowed + ")");
+  return p;
+}
+
+void check_step_args(const char* who, int step_index, size_t num_steps, const Tensor& model_output,
+                     const Tensor& sample) {
+  const std::string w = std::string("[") + who + "] ";
+  DIFFUSE_CHECK_ARG(num_steps > 0, w + "call set_timesteps() before step()");
+  DIFFUSE_CHECK_ARG(step_index >= 0 && static_cast<size_t>(step_index) < num_steps,
+                    w + "step_index " + std::to_string(step_index) + " out of range [0, " +
+                        std::to_string(num_steps) + ")");
+  DIFFUSE_CHECK_ARG(model_output.shape() == sample.shape(), w + "model_output " + shape_str(model_output.shape()) +
+                                                                " does not match sample " +
+                                                                shape_str(sample.shape()));
+  DIFFUSE_CHECK_ARG(model_output.dtype() == DType::kF32 && sample.dtype() == DType::kF32,
+                    w + "tensors must be f32");
+  DIFFUSE_CHECK_ARG(model_output.device() == Device::kCPU && sample.device() == Device::kCPU,
+                    w + "tensors must be on the CPU");
+}
+
+Tensor empty_like(const Tensor& like) { return Tensor::empty(like.shape(), DType::kF32); }
+
+}  // namespace diffuse::sched

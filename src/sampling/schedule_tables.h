@@ -1,0 +1,66 @@
+// Tables shared by the scheduler ports: the training noise schedule (betas,
+// alphas_cumprod, sigmas) in torch float32 arithmetic, and numpy-exact helpers
+// (linspace, arange, round, interp) used by the set_timesteps() of diffusers.
+// Internal to src/sampling.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "sampling/scheduler.h"
+
+namespace diffuse::sched {
+
+// Class defaults for the beta keys (most classes: 1e-4, 0.02, "linear"; LCM: 0.00085, 0.012, "scaled_linear").
+struct BetaDefaults {
+  double beta_start = 0.0001;
+  double beta_end = 0.02;
+  const char* beta_schedule = "linear";
+};
+
+// The training-time schedule of a scheduler class (its __init__).
+struct TrainSchedule {
+  int num_train_timesteps = 1000;
+  std::vector<float> betas;           // torch float32
+  std::vector<float> alphas_cumprod;  // torch.cumprod (double accumulator, float32 stored)
+};
+TrainSchedule make_train_schedule(const SchedulerConfig& c, const BetaDefaults& d);
+
+// ((1 - a) / a) ** 0.5 in float32, ascending in t (index = training timestep).
+std::vector<float> sigma_table(const std::vector<float>& alphas_cumprod);
+// np.log of a float32 array (float32 results).
+std::vector<float> log_table(const std::vector<float>& values);
+
+// numpy.linspace(start, stop, num) in float64 (endpoint included).
+std::vector<double> np_linspace(double start, double stop, int num);
+// numpy.arange(start, stop, step) in float64 (numpy's fill: start + i * ((start + step) - start)).
+std::vector<double> np_arange(double start, double stop, double step);
+// numpy.round: half to even.
+double np_round(double x);
+// np.interp(x, arange(len(fp)), fp).
+double np_interp_index(double x, const std::vector<float>& fp);
+
+// Timesteps of the sigma-based classes (Euler, Euler-a, LMS): float32 values,
+// descending, for timestep_spacing linspace | leading | trailing.
+std::vector<double> sigma_class_timesteps(const std::string& spacing, int num_train, int n, int steps_offset,
+                                          const char* who);
+
+// Karras et al. 2022 (EDM) rho = 7 schedule from sigma_max down to sigma_min, n values.
+std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n);
+// diffusers' _sigma_to_t: fractional training timestep of `sigma` by log-linear
+// interpolation in log_sigmas (ascending float32 table).
+double sigma_to_t(double sigma, const std::vector<float>& log_sigmas);
+
+// Throws kUnsupported when the config asks for something not ported.
+void check_common_support(const SchedulerConfig& c, const char* who);
+
+// prediction_type with the class default "epsilon"; validated against `allowed` (space separated).
+std::string prediction_type(const SchedulerConfig& c, const char* who, const std::string& allowed);
+
+// Validates a step call: index range, shapes, dtype, contiguity.
+void check_step_args(const char* who, int step_index, size_t num_steps, const Tensor& model_output,
+                     const Tensor& sample);
+// Fresh f32 tensor of `like`'s shape.
+Tensor empty_like(const Tensor& like);
+
+}  // namespace diffuse::sched

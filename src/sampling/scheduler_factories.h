@@ -1,0 +1,19 @@
+// Constructors of the scheduler ports (one per file), used by make_scheduler().
+// Internal to src/sampling.
+#pragma once
+#include <memory>
+
+#include "sampling/scheduler.h"
+
+namespace diffuse::sched {
+
+std::unique_ptr<Scheduler> make_ddim(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_pndm(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_lms(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_euler(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_euler_ancestral(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_unipc(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_lcm(const SchedulerConfig& c);
+
+}  // namespace diffuse::sched
