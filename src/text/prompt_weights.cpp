@@ -253,4 +253,13 @@ PromptChunks encode_weighted(const ClipTokenizer& tokenizer, const std::string& 
   return result;
 }
 
+void pad_to_chunk_count(PromptChunks& chunks, const ClipTokenizer& tokenizer, size_t count) {
+  if (chunks.ids.size() != chunks.weights.size())
+    throw_error(ErrorCode::kInvalidArgument, "[pad_to_chunk_count] ids and weights have different chunk counts");
+  if (chunks.ids.size() >= count) return;
+  const std::vector<int64_t> empty = tokenizer.encode("", kChunkTokens + 2);
+  chunks.ids.resize(count, empty);
+  chunks.weights.resize(count, std::vector<float>(kChunkTokens + 2, 1.0f));
+}
+
 }  // namespace diffuse

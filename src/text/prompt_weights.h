@@ -52,4 +52,11 @@ struct PromptChunks {
 PromptChunks encode_weighted(const ClipTokenizer& tokenizer, const std::string& prompt,
                              int comma_padding_backtrack = kDefaultCommaPaddingBacktrack);
 
+// Appends empty chunks (= tokenizer.encode(""), weights 1.0; A1111's empty_chunk) until
+// `chunks` has `count` of them. A1111 does this to batch prompts of different lengths
+// (FrozenCLIPEmbedderWithCustomWordsBase.forward); SDXL pipelines also need it because
+// the two tokenizers can chunk differently ("!!!" is one token for tokenizer, three for
+// tokenizer_2).
+void pad_to_chunk_count(PromptChunks& chunks, const ClipTokenizer& tokenizer, size_t count);
+
 }  // namespace diffuse

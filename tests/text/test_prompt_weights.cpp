@@ -1,5 +1,9 @@
 // AUTOMATIC1111 emphasis parsing (modules/prompt_parser.py docstring examples and more)
 // and 75-token chunking (modules/sd_hijack_clip.py tokenize_line).
+#include <atomic>
+#include <cmath>
+#include <thread>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -238,6 +242,41 @@ TEST_F(EncodeWeighted, FragmentsAreTokenisedSeparately) {
   expected.insert(expected.end(), rest.begin(), rest.end());
   EXPECT_EQ(c.ids[0], layout(*sd1_, expected));
   EXPECT_NE(c.ids[0], sd1_->encode("skyscraper"));
+}
+
+TEST_F(EncodeWeighted, PadToChunkCountAppendsEmptyChunks) {
+  PromptChunks c = encode_weighted(*sd2_, "(a cat)");
+  pad_to_chunk_count(c, *sd2_, 3);
+  ASSERT_EQ(c.ids.size(), 3u);
+  ASSERT_EQ(c.weights.size(), 3u);
+  EXPECT_EQ(c.ids[1], sd2_->encode(""));
+  EXPECT_EQ(c.ids[2], sd2_->encode(""));
+  EXPECT_EQ(c.weights[2], std::vector<float>(77, 1.0f));
+  EXPECT_EQ(c.weights[0][1], 1.1f);
+  pad_to_chunk_count(c, *sd2_, 1);  // never shrinks
+  EXPECT_EQ(c.ids.size(), 3u);
+}
+
+TEST_F(EncodeWeighted, ConcurrentUseGivesSameResults) {
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 64; ++i)
+    prompts.push_back("prompt " + std::to_string(i) + ", (word" + std::to_string(i * 7919) + ":1.2) BREAK zebra!" +
+                      std::string(i, 'x'));
+  std::vector<PromptChunks> expected;
+  for (const auto& p : prompts) expected.push_back(encode_weighted(*sd2_, p));
+  const ClipTokenizer fresh = ClipTokenizer::load(testing::fixtures_dir() + "/sd2/model/tokenizer");  // empty cache
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        const size_t k = (i * 13 + t * 7) % prompts.size();
+        const PromptChunks c = encode_weighted(fresh, prompts[k]);
+        if (c.ids != expected[k].ids || c.weights != expected[k].weights) ++mismatches;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 }  // namespace
