@@ -258,6 +258,16 @@ ClipTokenizer ClipTokenizer::load(const std::string& tokenizer_dir) {
   }
 }
 
+void ClipTokenizer::set_pad_token(const std::string& token) {
+  auto it = vocab_.find(token);
+  if (it == vocab_.end()) {
+    throw_error(ErrorCode::kInvalidArgument, "[ClipTokenizer] pad token '" + token + "' is not in the vocabulary");
+  }
+  pad_token_ = token;
+  pad_id_ = it->second;
+  pad_is_split_special_ = pad_token_ != bos_token_ && pad_token_ != eos_token_;
+}
+
 ClipTokenizer::ClipTokenizer(std::unordered_map<std::string, int> vocab,
                              const std::vector<std::pair<std::string, std::string>>& merges,
                              const std::string& bos_token, const std::string& eos_token,

@@ -48,6 +48,10 @@ class ClipTokenizer {
   int pad_id() const { return pad_id_; }
   int64_t max_length() const { return model_max_length_; }
   const std::string& pad_token() const { return pad_token_; }
+  // Changes the pad token (single-file checkpoints carry no tokenizer config:
+  // OpenCLIP encoders pad with "!", which then becomes a split special token).
+  // Call before encoding. Throws Error(kInvalidArgument) when not in the vocabulary.
+  void set_pad_token(const std::string& token);
   size_t vocab_size() const { return id_to_token_.size(); }
 
   // The vocabulary string of `id` (e.g. "photo</w>"); throws kInvalidArgument when unknown.

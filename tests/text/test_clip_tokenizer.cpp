@@ -75,6 +75,19 @@ TEST(ClipTokenizer, SdxlTokenizersDifferOnlyWhereBangIsSpecial) {
   EXPECT_EQ(t1.tokenize("a cat"), t2.tokenize("a cat"));
 }
 
+// Single-file checkpoints carry no tokenizer config: an SD1-style folder switched to the
+// "!" pad must then tokenize exactly like the SD2 tokenizer.
+TEST(ClipTokenizer, SetPadTokenMakesBangSpecial) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  ClipTokenizer tok = ClipTokenizer::load(tokenizer_dir("sd1", "tokenizer"));
+  tok.set_pad_token("!");
+  EXPECT_EQ(tok.pad_id(), 0);
+  const json fixture = load_cases("sd2");
+  for (const auto& c : fixture["cases"])
+    EXPECT_EQ(tok.encode(c["prompt"].get<std::string>()), to_i64(c["tokenizer"]["input_ids"])) << c["prompt"];
+  EXPECT_THROW(tok.set_pad_token("not-a-token"), Error);
+}
+
 TEST(ClipTokenizer, EncodeTruncatesAndPads) {
   DIFFUSE_REQUIRE_FIXTURES();
   const ClipTokenizer tok = ClipTokenizer::load(tokenizer_dir("sd2", "tokenizer"));
