@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/simd.h"
 #include "core/thread_pool.h"
 
 namespace diffuse::cpu {
@@ -30,9 +31,22 @@ DIFFUSE_CPU_CLONES void sum_sq(const float* x, int64_t n, double& sum, double& s
 }
 
 DIFFUSE_CPU_CLONES void affine_row(const float* x, float* y, int64_t n, float a, float b, bool silu) {
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * a + b;
-  if (silu)
-    for (int64_t i = 0; i < n; ++i) y[i] = y[i] / (1.0f + std::exp(-y[i]));
+  using namespace simd;
+  int64_t i = 0;
+  v8f va = splat(a), vb = splat(b);
+  if (silu) {
+    for (; i + 8 <= n; i += 8) {
+      v8f v = load(x + i) * va + vb;
+      store(y + i, v / (splat(1.0f) + simd::exp(-v)));
+    }
+    for (; i < n; ++i) {
+      float v = x[i] * a + b;
+      y[i] = v / (1.0f + std::exp(-v));
+    }
+  } else {
+    for (; i + 8 <= n; i += 8) store(y + i, load(x + i) * va + vb);
+    for (; i < n; ++i) y[i] = x[i] * a + b;
+  }
 }
 
 }  // namespace
@@ -104,11 +118,19 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
 namespace {
 
 DIFFUSE_CPU_CLONES void softmax_row(const float* x, float* y, int64_t n) {
+  using namespace simd;
   float mx = -INFINITY;
   for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
   if (mx == -INFINITY) mx = 0;  // an all -inf row gives NaN like torch; keep exp finite meanwhile
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  v8f vs = splat(0.0f), vm = splat(mx);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8f e = simd::exp(load(x + i) - vm);
+    store(y + i, e);
+    vs += e;
+  }
+  float s = hsum(vs);
+  for (; i < n; ++i) {
     y[i] = std::exp(x[i] - mx);
     s += y[i];
   }
