@@ -7,12 +7,12 @@
 // The fragment layouts of that instruction (PTX ISA, "Matrix Fragments for
 // mma.m16n8k16") let the S = Q K^T accumulators be reused directly as the A
 // operand of O += P V, as in FlashAttention-2. The head dim is zero-padded
-// in shared memory to a multiple of 16 (DP), so any head dim <= 256 works;
-// 40 runs as 48, 80 as 80, 160 as 160.
+// in shared memory to a multiple of 16 (DP), so any head dim <= 512 works;
+// 40 runs as 48, 80 as 80, 160 as 160; value heads wider than 128 (the VAE's
+// 512) are split over blocks that each recompute the scores.
 //
-// f32 (kept exact: no TF32) and head dims > 256 (the VAE's single 512-wide
-// head) use a scalar kernel: one warp per query row, key/value tiles of 32
-// shared by the 8 warps of a block.
+// f32 (kept exact: no TF32) and larger head dims use a scalar kernel: one
+// warp per query row, key/value tiles of 32 shared by the 8 warps of a block.
 #include <mutex>
 
 #include "backends/cuda/cuda_types.cuh"
@@ -60,12 +60,12 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&c)[4], const uin
 
 __device__ __forceinline__ uint32_t ld32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// Copies rows [row0, row0+rows) x cols [0, DP) of a strided [L, width] matrix
-// into shared memory (row stride DP + kPad), zero-filling past `len` / `width`.
+// Copies rows [row0, row0+kBN) x cols [0, DC) of a strided [L, width] matrix
+// into shared memory (row stride DC + kPad), zero-filling past `len` / `width`.
 // With `transpose`, writes dst[col][row] (row stride kBN + kPad) instead.
-template <class T, int DP, bool kTranspose>
+template <class T, int DC, bool kTranspose>
 __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t sl, int row0, int len, int width, bool vec) {
-  constexpr int kChunks = DP / 8;
+  constexpr int kChunks = DC / 8;
   for (int idx = threadIdx.x; idx < kBN * kChunks; idx += blockDim.x) {
     int r = idx / kChunks, c = (idx % kChunks) * 8;
     int gr = row0 + r;
@@ -80,24 +80,30 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t sl, int 
 #pragma unroll
       for (int e = 0; e < 8; ++e) dst[(c + e) * (kBN + kPad) + r] = buf[e];
     } else {
-      *reinterpret_cast<uint4*>(dst + r * (DP + kPad) + c) = *reinterpret_cast<uint4*>(buf);
+      *reinterpret_cast<uint4*>(dst + r * (DC + kPad) + c) = *reinterpret_cast<uint4*>(buf);
     }
   }
 }
 
-template <class T, int DP>
+// DP: the q/k head dim padded to a multiple of 16. DV: the width of the value
+// columns this block produces (a multiple of 8); blockIdx.z picks which DV-wide
+// slice of the value head dim, so wide value heads (the VAE's 512) split
+// across blocks and keep the output accumulators in registers.
+template <class T, int DP, int DV>
 __global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float scale_log2, bool vec) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);
   T* ks = qs + kBM * (DP + kPad);
   T* vt = ks + kBN * (DP + kPad);
+  const int dv0 = blockIdx.z * DV;
+  const int dv_width = min(DV, a.dv - dv0);
 
   const int bh = blockIdx.y;
   const int b = bh / a.heads, h = bh % a.heads;
   const int q0 = blockIdx.x * kBM;
   const T* qg = static_cast<const T*>(a.q) + b * a.q_sb + static_cast<int64_t>(h) * a.d;
   const T* kg = static_cast<const T*>(a.k) + b * a.k_sb + static_cast<int64_t>(h) * a.d;
-  const T* vg = static_cast<const T*>(a.v) + b * a.v_sb + static_cast<int64_t>(h) * a.dv;
+  const T* vg = static_cast<const T*>(a.v) + b * a.v_sb + static_cast<int64_t>(h) * a.dv + dv0;
 
   load_tile<T, DP, false>(qs, qg, a.q_sl, q0, a.lq, a.d, vec);
 
@@ -106,9 +112,9 @@ __global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float sc
   const int r0 = warp * 16;
   const int qi0 = q0 + r0 + g, qi1 = qi0 + 8;  // the two query rows this thread holds
 
-  float o[DP / 8][4];
+  float o[DV / 8][4];
 #pragma unroll
-  for (int i = 0; i < DP / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  for (int i = 0; i < DV / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
   int tiles = (a.lk + kBN - 1) / kBN;
@@ -118,7 +124,7 @@ __global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float sc
     const int k0 = kt * kBN;
     __syncthreads();  // previous tile fully consumed
     load_tile<T, DP, false>(ks, kg, a.k_sl, k0, a.lk, a.d, vec);
-    load_tile<T, DP, true>(vt, vg, a.v_sl, k0, a.lk, a.dv, vec);
+    load_tile<T, DV, true>(vt, vg, a.v_sl, k0, a.lk, dv_width, vec);
     __syncthreads();
 
     float s[kBN / 8][4];
@@ -172,7 +178,7 @@ __global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float sc
     l0 = l0 * alpha0 + sum0;  // per-thread partial sums; the 4 threads of a row add up at the end
     l1 = l1 * alpha1 + sum1;
 #pragma unroll
-    for (int i = 0; i < DP / 8; ++i) {
+    for (int i = 0; i < DV / 8; ++i) {
       o[i][0] *= alpha0;
       o[i][1] *= alpha0;
       o[i][2] *= alpha1;
@@ -185,7 +191,7 @@ __global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float sc
       uint32_t pf[4] = {pack2<T>(s[2 * j][0], s[2 * j][1]), pack2<T>(s[2 * j][2], s[2 * j][3]),
                         pack2<T>(s[2 * j + 1][0], s[2 * j + 1][1]), pack2<T>(s[2 * j + 1][2], s[2 * j + 1][3])};
 #pragma unroll
-      for (int nd = 0; nd < DP / 8; ++nd) {
+      for (int nd = 0; nd < DV / 8; ++nd) {
         const T* vb = vt + (nd * 8 + g) * (kBN + kPad) + j * 16 + 2 * t;
         mma16816<T>(o[nd], pf, ld32(vb), ld32(vb + 8));
       }
@@ -199,13 +205,14 @@ __global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float sc
   }
   float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
   const int64_t out_row = static_cast<int64_t>(a.heads) * a.dv;
-  T* og = static_cast<T*>(a.out) + (static_cast<int64_t>(b) * a.lq) * out_row + static_cast<int64_t>(h) * a.dv;
+  T* og = static_cast<T*>(a.out) + (static_cast<int64_t>(b) * a.lq) * out_row + static_cast<int64_t>(h) * a.dv +
+          dv0;
 #pragma unroll
-  for (int nd = 0; nd < DP / 8; ++nd) {
+  for (int nd = 0; nd < DV / 8; ++nd) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       int d = nd * 8 + 2 * t + e;
-      if (d < a.dv) {
+      if (d < dv_width) {
         if (qi0 < a.lq) og[qi0 * out_row + d] = from_f<T>(o[nd][e] * inv0);
         if (qi1 < a.lq) og[qi1 * out_row + d] = from_f<T>(o[nd][2 + e] * inv1);
       }
@@ -288,36 +295,40 @@ __global__ void __launch_bounds__(256) flash_scalar_kernel(AttentionArgs a, floa
   }
 }
 
-template <class T, int DP>
+template <class T, int DP, int DV>
 bool launch_tc(const AttentionArgs& a, int max_smem, cudaStream_t s) {
-  size_t smem = (static_cast<size_t>(kBM + kBN) * (DP + kPad) + static_cast<size_t>(DP) * (kBN + kPad)) * sizeof(T);
+  size_t smem = (static_cast<size_t>(kBM + kBN) * (DP + kPad) + static_cast<size_t>(DV) * (kBN + kPad)) * sizeof(T);
   if (smem > static_cast<size_t>(max_smem)) return false;
   static std::once_flag once;
   std::call_once(once, [&] {
-    cudaFuncSetAttribute(flash_tc_kernel<T, DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    cudaFuncSetAttribute(flash_tc_kernel<T, DP, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(smem));
   });
   auto aligned = [](const void* p, int64_t s1, int64_t s2, int d) {
     return reinterpret_cast<uintptr_t>(p) % 16 == 0 && s1 % 8 == 0 && s2 % 8 == 0 && d % 8 == 0;
   };
+  // Value slices start at multiples of DV (a multiple of 8), so dv % 8 == 0 keeps them 16-byte aligned.
   bool vec = aligned(a.q, a.q_sb, a.q_sl, a.d) && aligned(a.k, a.k_sb, a.k_sl, a.d) &&
              aligned(a.v, a.v_sb, a.v_sl, a.dv);
-  dim3 grid((a.lq + kBM - 1) / kBM, a.batch * a.heads);
+  dim3 grid((a.lq + kBM - 1) / kBM, a.batch * a.heads, (a.dv + DV - 1) / DV);
   float scale_log2 = a.scale * 1.4426950408889634f;
-  flash_tc_kernel<T, DP><<<grid, 128, smem, s>>>(a, scale_log2, vec);
+  flash_tc_kernel<T, DP, DV><<<grid, 128, smem, s>>>(a, scale_log2, vec);
   return true;
 }
 
+// Buckets of the q/k head dim; the value slice matches the head dim (40 keeps
+// 40 columns of output instead of 48) except for the widest bucket.
 template <class T>
 bool launch_tc_dispatch(const AttentionArgs& a, int max_smem, cudaStream_t s) {
-  int d = a.d > a.dv ? a.d : a.dv;
-  if (d <= 32) return launch_tc<T, 32>(a, max_smem, s);
-  if (d <= 48) return launch_tc<T, 48>(a, max_smem, s);
-  if (d <= 64) return launch_tc<T, 64>(a, max_smem, s);
-  if (d <= 80) return launch_tc<T, 80>(a, max_smem, s);
-  if (d <= 96) return launch_tc<T, 96>(a, max_smem, s);
-  if (d <= 128) return launch_tc<T, 128>(a, max_smem, s);
-  if (d <= 160) return launch_tc<T, 160>(a, max_smem, s);
-  if (d <= 256) return launch_tc<T, 256>(a, max_smem, s);
+  if (a.d <= 32) return launch_tc<T, 32, 32>(a, max_smem, s);
+  if (a.d <= 48) return a.dv <= 40 ? launch_tc<T, 48, 40>(a, max_smem, s) : launch_tc<T, 48, 48>(a, max_smem, s);
+  if (a.d <= 64) return launch_tc<T, 64, 64>(a, max_smem, s);
+  if (a.d <= 80) return launch_tc<T, 80, 80>(a, max_smem, s);
+  if (a.d <= 96) return launch_tc<T, 96, 96>(a, max_smem, s);
+  if (a.d <= 128) return launch_tc<T, 128, 128>(a, max_smem, s);
+  if (a.d <= 160) return launch_tc<T, 160, 160>(a, max_smem, s);
+  if (a.d <= 256) return launch_tc<T, 256, 128>(a, max_smem, s);
+  if (a.d <= 512) return launch_tc<T, 512, 128>(a, max_smem, s);
   return false;
 }
 

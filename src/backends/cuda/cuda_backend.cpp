@@ -198,7 +198,8 @@ class CudaBackend final : public Backend {
 
   Tensor axpby(const Tensor& a_in, float alpha, const Tensor& b_in, float beta) override {
     DType t = a_in.dtype();
-    Tensor a = cuda_ops::contiguous_as(a_in, t), b = cuda_ops::contiguous_as(b_in, t);
+    Tensor a = cuda_ops::contiguous_as(a_in, t);
+    Tensor b = beta == 0.0f ? a : cuda_ops::contiguous_as(b_in, t);
     Tensor y = Tensor::empty(a.shape(), t, Device::kCUDA);
     ck::axpby(a.raw_data(), alpha, b.raw_data(), beta, y.raw_data(), t, y.numel(), stream());
     check_launch("axpby");

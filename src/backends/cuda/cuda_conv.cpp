@@ -1,6 +1,8 @@
-// conv2d: cuDNN (legacy cudnnConvolutionForward, NCHW) with the algorithm
-// chosen once per shape by cuDNN's heuristics; f32 runs with CUDNN_FMA_MATH
-// so no TF32 creeps in. Bias and the fused residual are one extra pass.
+// conv2d: cuDNN (legacy cudnnConvolutionForward, NCHW) or im2col + cuBLASLt,
+// whichever measured faster for the shape when it was first seen (cuDNN's
+// NCHW kernels lose to the GEMM path on small images with many channels);
+// f32 runs with CUDNN_FMA_MATH so no TF32 creeps in, and FFT/Winograd are
+// skipped for accuracy. Bias and the fused residual are one extra pass.
 //
 // Fallback (no usable cuDNN, or DIFFUSE_CUDA_CONV=gemm): im2col + cuBLASLt
 // per image; 1x1 stride-1 convs skip im2col (the input already is the matrix).
@@ -33,13 +35,34 @@ cudnnDataType_t dnn_type(DType t) {
   }
 }
 
+void conv_gemm(const Tensor& x, const Tensor& w, Tensor& y, int stride, int pad);
+
+// Milliseconds of one call of fn on the backend stream (after one untimed call).
+template <class F>
+float time_ms(F&& fn) {
+  cudaStream_t s = cuda_context().stream;
+  fn();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cudaEventRecord(a, s);
+  fn();
+  cudaEventRecord(b, s);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms;
+}
+
 struct ConvPlan {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   cudnnConvolutionFwdAlgo_t algo{};
   size_t workspace = 0;
-  bool use_gemm = false;  // cuDNN offered nothing acceptable for this shape
+  bool use_gemm = false;  // the im2col + GEMM path measured faster, or cuDNN offered nothing acceptable
 };
 
 class DnnState {
@@ -62,7 +85,7 @@ class DnnState {
     std::string key = std::to_string(static_cast<int>(t)) + "|" + shape_str(x.shape()) + shape_str(w.shape()) + "|" +
                       std::to_string(stride) + "," + std::to_string(pad);
     auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, make_plan(x, w, y, stride, pad)).first;
+    if (it == plans_.end()) it = plans_.emplace(key, make_plan(x, w, y, stride, pad)).first;  // not during capture
     ConvPlan& p = it->second;
     if (p.use_gemm) return false;
     if (p.workspace > (workspace_ ? workspace_->nbytes : 0)) workspace_ = cuda_allocate(p.workspace);
@@ -74,7 +97,9 @@ class DnnState {
   }
 
  private:
-  ConvPlan make_plan(const Tensor& x, const Tensor& w, const Tensor& y, int stride, int pad) {
+  // Times cuDNN's algorithms (cudnnFindConvolutionForwardAlgorithm) and the
+  // GEMM path once per shape and keeps the fastest acceptable one.
+  ConvPlan make_plan(const Tensor& x, const Tensor& w, Tensor& y, int stride, int pad) {
     ConvPlan p;
     cudnnDataType_t dt = dnn_type(x.dtype());
     auto d = [](const Tensor& t, int i) { return static_cast<int>(t.shape()[i]); };
@@ -92,10 +117,11 @@ class DnnState {
               "math type");
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int found = 0;
-    check_dnn(cudnnGetConvolutionForwardAlgorithm_v7(handle_, p.x, p.w, p.conv, p.y,
-                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf),
-              "algorithm heuristics");
+    check_dnn(cudnnFindConvolutionForwardAlgorithm(handle_, p.x, p.w, p.conv, p.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                   &found, perf),
+              "algorithm search");
     bool ok = false;
+    float best_ms = 0;
     for (int i = 0; i < found && !ok; ++i) {
       if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
       // f32 must stay exact: skip algorithms that would only run with tensor-op (TF32) math.
@@ -104,15 +130,15 @@ class DnnState {
       cudnnConvolutionFwdAlgo_t al = perf[i].algo;
       bool transform = al == CUDNN_CONVOLUTION_FWD_ALGO_FFT || al == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
                        al == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD || al == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
-      if (transform && x.dtype() == DType::kF32) continue;
-      if (al == CUDNN_CONVOLUTION_FWD_ALGO_FFT || al == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING) continue;
+      if (transform) continue;  // f16/bf16 too: their error grows with the tile transforms
       if (perf[i].memory > (size_t(2) << 30)) continue;
       p.algo = perf[i].algo;
       p.workspace = perf[i].memory;
       check_dnn(cudnnSetConvolutionMathType(p.conv, perf[i].mathType), "math type");
       ok = true;
+      best_ms = perf[i].time;
     }
-    p.use_gemm = !ok;
+    p.use_gemm = !ok || time_ms([&] { conv_gemm(x, w, y, stride, pad); }) < best_ms;
     return p;
   }
 

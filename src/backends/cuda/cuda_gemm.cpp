@@ -268,10 +268,16 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
     };
     fix(a, &va, &sa);
     fix(b, &vb, &sb);
+    int64_t rows = m;
+    // x[..., M, K] @ W[K, N] with W shared by the batch: one GEMM over all rows.
+    if (nbatch > 1 && sb == 0 && va.row_major && sa == m * va.ld) {
+      rows = m * nbatch;
+      nbatch = 1;
+    }
     GemmArgs g;
     g.dtype = t;
     g.m = n;
-    g.n = m;
+    g.n = rows;
     g.k = k;
     g.a = b.raw_data();
     g.trans_a = !vb.row_major;

@@ -97,7 +97,11 @@ __global__ void binary_flat_kernel(const T* __restrict__ a, const T* __restrict_
 template <class T>
 __global__ void axpby_kernel(const T* __restrict__ a, float alpha, const T* __restrict__ b, float beta,
                              T* __restrict__ y, int64_t n) {
-  DIFFUSE_GRID_LOOP(i, n) { y[i] = from_f<T>(alpha * to_f(a[i]) + beta * to_f(b[i])); }
+  DIFFUSE_GRID_LOOP(i, n) {
+    float v = alpha * to_f(a[i]);
+    if (beta != 0.0f) v += beta * to_f(b[i]);  // beta == 0 never reads b (scale() passes a as b)
+    y[i] = from_f<T>(v);
+  }
 }
 
 template <class T>
