@@ -300,3 +300,28 @@ TEST(SafetensorsHostile, MutationsNeverCrash) {
   }
   SUCCEED();
 }
+
+TEST(Safetensors, MappedTensorsAreCopyOnWriteAndMisalignedDataIsCopied) {
+  std::string dir = dt::temp_dir();
+  // Odd header length: the F32 data starts at an odd address in the mapping.
+  json h = {{"w", {{"dtype", "F32"}, {"shape", {3}}, {"data_offsets", {0, 12}}}}};
+  std::string header = h.dump();
+  if (header.size() % 2 == 0) header += " ";
+  std::vector<float> v{1.25f, -7.0f, 3.5f};
+  std::vector<uint8_t> data(12);
+  std::memcpy(data.data(), v.data(), 12);
+  write_bytes(dir + "/odd.safetensors", make_file(header, data));
+  Checkpoint odd = load_safetensors(dir + "/odd.safetensors");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(odd.tensors.at("w").raw_data()) % 4, 0u);
+  EXPECT_EQ(odd.tensors.at("w").to_f32_vector(), v);
+
+  // Writing into a loaded (mapped) tensor never reaches the file.
+  std::string path = dir + "/cow.safetensors";
+  save_safetensors(path, {{"w", Tensor::from_vector(v, {3})}});
+  {
+    Checkpoint ck = load_safetensors(path);
+    ck.tensors.at("w").data<float>()[0] = 99.0f;
+    EXPECT_EQ(ck.tensors.at("w").to_f32_vector()[0], 99.0f);
+  }
+  EXPECT_EQ(load_safetensors(path).tensors.at("w").to_f32_vector(), v);
+}
