@@ -182,6 +182,10 @@ std::vector<Case> make_cases() {
   add_case("attention_causal_77", {in({1, 77, 64}, -2, 2), in({1, 77, 64}, -2, 2), in({1, 77, 64})},
            [](auto& t) { return attention(t[0], t[1], t[2], 4, 0.25f, true); },
            [](auto& r) { return ref_attention(r[0], r[1], r[2], 4, 0.25, true); });
+  // Several query and key blocks, causal mask crossing block borders.
+  add_case("attention_causal_long", {in({1, 200, 64}, -2, 2), in({1, 200, 64}, -2, 2), in({1, 200, 64})},
+           [](auto& t) { return attention(t[0], t[1], t[2], 2, 0.18f, true); },
+           [](auto& r) { return ref_attention(r[0], r[1], r[2], 2, 0.18, true); });
   add_case("attention_dv_differs", {in({1, 10, 12}), in({1, 10, 12}), in({1, 10, 10})},
            [](auto& t) { return attention(t[0], t[1], t[2], 2, 0.4f); },
            [](auto& r) { return ref_attention(r[0], r[1], r[2], 2, 0.4, false); });

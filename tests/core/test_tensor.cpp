@@ -244,3 +244,22 @@ TEST(Ops, SmallKnownValues) {
   EXPECT_NEAR(tv[5], std::sin(1e-4f), 1e-9f);
   EXPECT_NEAR(tv[6], std::cos(1.0f), 1e-7f);
 }
+
+// The CPU conv caches reordered weights per weight storage: a new weight of the
+// same shape (or the old storage freed and its address reused) must not hit it.
+TEST(Ops, ConvWeightCacheFollowsStorage) {
+  Tensor x = Tensor::from_vector(iota(2 * 3 * 5 * 5, -20.0f), {2, 3, 5, 5});
+  std::vector<float> wv = iota(4 * 3 * 9, -50.0f);
+  Tensor w1 = Tensor::from_vector(wv, {4, 3, 3, 3});
+  std::vector<float> y1 = conv2d(x, w1, {}, 1, 1).to_f32_vector();
+  for (int round = 0; round < 3; ++round) {
+    Tensor w2 = scale(w1, 2.0f + round);
+    std::vector<float> y2 = conv2d(x, w2, {}, 1, 1).to_f32_vector();
+    for (size_t i = 0; i < y1.size(); ++i) ASSERT_FLOAT_EQ(y2[i], (2.0f + round) * y1[i]) << i;
+  }
+  EXPECT_EQ(conv2d(x, w1, {}, 1, 1).to_f32_vector(), y1);
+  // A bf16 view of the same values goes through its own cache entry.
+  Tensor xb = x.to(DType::kBF16);
+  std::vector<float> yb = conv2d(xb, w1.to(DType::kBF16), {}, 1, 1).to_f32_vector();
+  EXPECT_EQ(yb.size(), y1.size());
+}

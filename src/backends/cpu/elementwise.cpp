@@ -106,6 +106,15 @@ DIFFUSE_CPU_CLONES void binary_row(const float* a, int64_t sa, const float* b, i
     }
     return;
   }
+  if (sa == 1 && sb == 0) {  // per-row scalar b (channel bias, scalar operand)
+    float y = b[0];
+    switch (op) {
+      case Backend::BinaryOp::kAdd: for (int64_t i = 0; i < n; ++i) o[i] = a[i] + y; break;
+      case Backend::BinaryOp::kSub: for (int64_t i = 0; i < n; ++i) o[i] = a[i] - y; break;
+      case Backend::BinaryOp::kMul: for (int64_t i = 0; i < n; ++i) o[i] = a[i] * y; break;
+    }
+    return;
+  }
   switch (op) {
     case Backend::BinaryOp::kAdd: for (int64_t i = 0; i < n; ++i) o[i] = a[i * sa] + b[i * sb]; break;
     case Backend::BinaryOp::kSub: for (int64_t i = 0; i < n; ++i) o[i] = a[i * sa] - b[i * sb]; break;
