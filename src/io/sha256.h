@@ -7,7 +7,15 @@
 
 namespace diffuse {
 
-// Incremental hasher: update() any number of times, then hex_digest() once.
+// Block functions, exposed so tests can check the SHA-NI path against the
+// portable one: each consumes `blocks` 64-byte blocks into `state`.
+namespace sha256_detail {
+void compress_portable(uint32_t state[8], const uint8_t* data, size_t blocks);
+void compress_hw(uint32_t state[8], const uint8_t* data, size_t blocks);  // needs hw_available()
+bool hw_available();  // x86 SHA extensions + SSE4.1 (CPUID, checked once)
+}  // namespace sha256_detail
+
+// Incremental hasher (uses the SHA extensions when the CPU has them): update() any number of times, then hex_digest() once.
 class Sha256 {
  public:
   Sha256();
@@ -16,7 +24,7 @@ class Sha256 {
   std::string hex_digest();      // lowercase hex of digest()
 
  private:
-  void compress(const uint8_t block[64]);
+  void compress(const uint8_t* blocks, size_t count);
 
   uint32_t state_[8];
   uint8_t buffer_[64];

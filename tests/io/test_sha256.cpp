@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "io/sha256.h"
@@ -59,5 +60,23 @@ TEST(Sha256, MissingFileThrowsIo) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kIo);
     EXPECT_NE(std::string(e.what()).find("/nonexistent/file.safetensors"), std::string::npos);
+  }
+}
+
+// The SHA-NI block function must agree with the portable one (both are
+// exercised here whichever one Sha256 picks on this CPU).
+TEST(Sha256, HardwarePathMatchesPortable) {
+  if (!sha256_detail::hw_available()) GTEST_SKIP() << "CPU has no SHA extensions";
+  std::vector<uint8_t> data(64 * 37);
+  uint32_t x = 1;
+  for (auto& b : data) {
+    x = x * 1103515245u + 12345u;
+    b = static_cast<uint8_t>(x >> 16);
+  }
+  for (size_t blocks : {1, 2, 37}) {
+    uint32_t a[8] = {1, 2, 3, 4, 5, 6, 7, 8}, b[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    sha256_detail::compress_portable(a, data.data(), blocks);
+    sha256_detail::compress_hw(b, data.data(), blocks);
+    EXPECT_EQ(std::vector<uint32_t>(a, a + 8), std::vector<uint32_t>(b, b + 8)) << blocks;
   }
 }
