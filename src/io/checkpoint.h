@@ -1,6 +1,9 @@
 // Checkpoint readers: every format returns a name -> tensor map in the
-// tensors' stored dtype (convert on demand with Tensor::to). safetensors files
-// are mmap'd and their tensors are zero-copy views of the mapping.
+// tensors' stored dtype (convert on demand with Tensor::to); dtypes Tensor
+// lacks are converted on load (F64 -> f32, U8/I8/I16/BOOL -> i32, F8 -> f16;
+// see io/stored_dtype.h). safetensors files and uncompressed torch archives
+// are mmap'd (private, copy-on-write) and their tensors are zero-copy views of
+// the mapping; torch tensors with non-contiguous strides are made contiguous.
 //
 // All readers validate what they read and throw Error(kIo) with a message that
 // names the file, the problem and where (tensor name, byte offset).
