@@ -4,7 +4,9 @@
 // Counters: FLOP/s (2*M*N*K for GEMMs) so numbers compare with the peak.
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <random>
+#include <string>
 
 #include "core/ops.h"
 #include "core/thread_pool.h"
@@ -45,6 +47,7 @@ BENCHMARK(BM_Gemm)
     ->Args({2048, 640, 640, 0})
     ->Args({154, 320, 768, 0})
     ->Unit(benchmark::kMillisecond)
+    ->MeasureProcessCPUTime()
     ->UseRealTime();
 
 // conv2d 3x3 pad 1. Args: N, C, H(=W), O, dtype.
@@ -64,6 +67,7 @@ BENCHMARK(BM_Conv3x3)
     ->Args({2, 640, 32, 640, 0})
     ->Args({1, 4, 64, 320, 0})
     ->Unit(benchmark::kMillisecond)
+    ->MeasureProcessCPUTime()
     ->UseRealTime();
 
 // attention with heads packed in the last dim. Args: B, Lq, Lk, heads, head_dim, dtype.
@@ -81,6 +85,7 @@ BENCHMARK(BM_Attention)
     ->Args({1, 4096, 77, 8, 40, 0})
     ->Args({1, 1024, 1024, 8, 80, 0})
     ->Unit(benchmark::kMillisecond)
+    ->MeasureProcessCPUTime()
     ->UseRealTime();
 
 void BM_GroupNormSilu(benchmark::State& state) {
@@ -90,22 +95,31 @@ void BM_GroupNormSilu(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * x.nbytes() * 2);
   state.SetLabel(dtype_name(dt));
 }
-BENCHMARK(BM_GroupNormSilu)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_GroupNormSilu)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime()->UseRealTime();
 
 void BM_Add(benchmark::State& state) {
   Tensor a = random_tensor({2, 320, 64, 64}, DType::kF32), b = random_tensor({2, 320, 64, 64}, DType::kF32);
   for (auto _ : state) benchmark::DoNotOptimize(add(a, b).raw_data());
   state.SetBytesProcessed(state.iterations() * a.nbytes() * 3);
 }
-BENCHMARK(BM_Add)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Add)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime()->UseRealTime();
 
 void BM_Geglu(benchmark::State& state) {
   Tensor x = random_tensor({2, 4096, 2560}, DType::kF32);
   for (auto _ : state) benchmark::DoNotOptimize(geglu(x).raw_data());
   state.SetBytesProcessed(state.iterations() * x.nbytes() * 3 / 2);
 }
-BENCHMARK(BM_Geglu)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Geglu)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime()->UseRealTime();
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// DIFFUSE_THREADS=n pins the op thread count (oneDNN follows it).
+int main(int argc, char** argv) {
+  if (const char* t = std::getenv("DIFFUSE_THREADS")) set_num_threads(std::atoi(t));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("threads", std::to_string(num_threads()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
