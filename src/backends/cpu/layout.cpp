@@ -134,14 +134,35 @@ Tensor concat(const std::vector<Tensor>& xs, int dim) {
   return out;
 }
 
-Tensor upsample_nearest2x(const Tensor& x) {
+namespace {
+
+template <class T>
+void upsample_rows(const Tensor& x, Tensor& out) {
   int64_t n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3);
-  Tensor out = Tensor::empty({n, c, 2 * h, 2 * w}, x.dtype());
-  // View out as [N, C, H, 2, W, 2] and copy x broadcast over both 2s.
-  Tensor dst = make_view(out, {n, c, h, 2, w, 2}, contiguous_strides({n, c, h, 2, w, 2}), 0);
-  const auto& s = x.strides();
-  Tensor src = make_view(x, {n, c, h, 2, w, 2}, {s[0], s[1], s[2], 0, s[3], 0}, x.offset());
-  strided_copy(src, dst);
+  const auto& st = x.strides();
+  const T* src = static_cast<const T*>(x.raw_data());
+  T* dst = static_cast<T*>(out.raw_data());
+  parallel_for(n * c * h, std::max<int64_t>(1, 4096 / std::max<int64_t>(w, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t y = r % h, ch = (r / h) % c, b = r / (h * c);
+      const T* srow = src + b * st[0] + ch * st[1] + y * st[2];
+      T* d0 = dst + ((b * c + ch) * 2 * h + 2 * y) * 2 * w;
+      for (int64_t i = 0; i < w; ++i) d0[2 * i] = d0[2 * i + 1] = srow[i * st[3]];
+      std::memcpy(d0 + 2 * w, d0, static_cast<size_t>(2 * w) * sizeof(T));  // the second output row is the same
+    }
+  });
+}
+
+}  // namespace
+
+Tensor upsample_nearest2x(const Tensor& x) {
+  Tensor out = Tensor::empty({x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)}, x.dtype());
+  if (out.numel() == 0) return out;
+  switch (dtype_size(x.dtype())) {
+    case 2: upsample_rows<uint16_t>(x, out); break;
+    case 4: upsample_rows<uint32_t>(x, out); break;
+    default: upsample_rows<uint64_t>(x, out); break;
+  }
   return out;
 }
 
