@@ -26,11 +26,6 @@ void strided_copy(const Tensor& src, const Tensor& dst);
 // Broadcast strides of t against out_shape (0 where t's dim is broadcast).
 std::vector<int64_t> broadcast_strides(const Tensor& t, const Shape& out_shape);
 
-// gemm: C[M,N] (ldc) = alpha * A[M,K] (lda) * op(B) + beta * C, row-major f32.
-// trans_b=false: B is [K,N] (ldb); trans_b=true: B is [N,K] (ldb).
-void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, bool trans_b,
-              float* c, int64_t ldc, float beta);
-
 // Elementwise activation in place over n floats.
 void apply_activation(float* x, int64_t n, Activation act);
 

@@ -1,6 +1,5 @@
 // Linear and batched matmul on the CPU: oneDNN matmul primitives (cached by
-// shape) with bias and activation fused as post-ops; gemm_f32 is our own
-// kernel for small products inside other ops.
+// shape) with bias and activation fused as post-ops.
 #include <algorithm>
 #include <cstring>
 
@@ -9,77 +8,6 @@
 #include "core/thread_pool.h"
 
 namespace diffuse::cpu {
-
-namespace {
-
-// C rows [i0, i1) += A rows * B (B is [K, N] row-major), tiled so a B panel
-// stays in cache while up to 4 rows of C accumulate into it.
-DIFFUSE_CPU_CLONES void gemm_rows(int64_t i0, int64_t i1, int64_t n, int64_t k, const float* a, int64_t lda,
-                                  const float* b, int64_t ldb, float* c, int64_t ldc) {
-  constexpr int64_t kNb = 256, kKb = 128;
-  for (int64_t nb = 0; nb < n; nb += kNb) {
-    int64_t ne = std::min(n, nb + kNb), len = ne - nb;
-    for (int64_t kb = 0; kb < k; kb += kKb) {
-      int64_t ke = std::min(k, kb + kKb);
-      int64_t i = i0;
-      for (; i + 4 <= i1; i += 4) {
-        float* c0 = c + i * ldc + nb;
-        float* c1 = c0 + ldc;
-        float* c2 = c1 + ldc;
-        float* c3 = c2 + ldc;
-        for (int64_t kk = kb; kk < ke; ++kk) {
-          const float* br = b + kk * ldb + nb;
-          float a0 = a[i * lda + kk], a1 = a[(i + 1) * lda + kk], a2 = a[(i + 2) * lda + kk],
-                a3 = a[(i + 3) * lda + kk];
-          for (int64_t j = 0; j < len; ++j) {
-            float bv = br[j];
-            c0[j] += a0 * bv;
-            c1[j] += a1 * bv;
-            c2[j] += a2 * bv;
-            c3[j] += a3 * bv;
-          }
-        }
-      }
-      for (; i < i1; ++i) {
-        float* cr = c + i * ldc + nb;
-        for (int64_t kk = kb; kk < ke; ++kk) {
-          const float* br = b + kk * ldb + nb;
-          float av = a[i * lda + kk];
-          for (int64_t j = 0; j < len; ++j) cr[j] += av * br[j];
-        }
-      }
-    }
-  }
-}
-
-}  // namespace
-
-void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, bool trans_b,
-              float* c, int64_t ldc, float beta) {
-  std::vector<float> bt;
-  if (trans_b) {
-    // Transpose B [N, K] into [K, N] once; it is reused by every row block.
-    bt.resize(static_cast<size_t>(n * k));
-    parallel_for(k, 64, [&](int64_t k0, int64_t k1) {
-      for (int64_t kk = k0; kk < k1; ++kk)
-        for (int64_t j = 0; j < n; ++j) bt[kk * n + j] = b[j * ldb + kk];
-    });
-    b = bt.data();
-    ldb = n;
-  }
-  int64_t grain = std::max<int64_t>(4, (1 << 16) / std::max<int64_t>(n * k, 1) * 4);
-  parallel_for(m, grain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      float* cr = c + i * ldc;
-      if (beta == 0.0f) {
-        std::fill(cr, cr + n, 0.0f);
-      } else if (beta != 1.0f) {
-        for (int64_t j = 0; j < n; ++j) cr[j] *= beta;
-      }
-    }
-    gemm_rows(i0, i1, n, k, a, lda, b, ldb, c, ldc);
-  });
-}
 
 namespace {
 

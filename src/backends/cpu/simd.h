@@ -8,6 +8,11 @@
 
 #define DIFFUSE_INLINE inline __attribute__((always_inline))
 
+// Every function here is always_inline, so the 32-byte-vector argument ABI
+// GCC warns about (-Wpsabi) never applies; the warning stays off for the
+// kernel files that include this (internal) header, where the calls are.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace diffuse::cpu::simd {
 
 typedef float v8f __attribute__((vector_size(32)));
