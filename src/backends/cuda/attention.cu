@@ -90,7 +90,7 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t sl, int 
 // slice of the value head dim, so wide value heads (the VAE's 512) split
 // across blocks and keep the output accumulators in registers.
 template <class T, int DP, int DV>
-__global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float scale_log2, bool vec) {
+__device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scale_log2, bool vec) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);
   T* ks = qs + kBM * (DP + kPad);
@@ -220,6 +220,19 @@ __global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float sc
   }
 }
 
+// Small head dims cap registers so 5 blocks (20 warps) stay resident per SM:
+// uncapped, the d=64 build used 104 registers and fell to 4 blocks, which
+// measured slower. Larger buckets keep the compiler's own choice (a cap made
+// it spill at d=80).
+template <class T, int DP, int DV>
+__global__ void __launch_bounds__(128, 5) flash_tc_small(AttentionArgs a, float scale_log2, bool vec) {
+  flash_tc_body<T, DP, DV>(a, scale_log2, vec);
+}
+template <class T, int DP, int DV>
+__global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float scale_log2, bool vec) {
+  flash_tc_body<T, DP, DV>(a, scale_log2, vec);
+}
+
 constexpr int kScalarRows = 8;   // warps (query rows) per block
 constexpr int kScalarKeys = 32;  // keys per tile (one per lane)
 constexpr int kScalarMaxChunks = 16;  // head dim <= 512
@@ -299,10 +312,14 @@ template <class T, int DP, int DV>
 bool launch_tc(const AttentionArgs& a, int max_smem, cudaStream_t s) {
   size_t smem = (static_cast<size_t>(kBM + kBN) * (DP + kPad) + static_cast<size_t>(DV) * (kBN + kPad)) * sizeof(T);
   if (smem > static_cast<size_t>(max_smem)) return false;
+  void (*kernel)(AttentionArgs, float, bool);
+  if constexpr (DP <= 64)
+    kernel = flash_tc_small<T, DP, DV>;
+  else
+    kernel = flash_tc_kernel<T, DP, DV>;
   static std::once_flag once;
   std::call_once(once, [&] {
-    cudaFuncSetAttribute(flash_tc_kernel<T, DP, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         static_cast<int>(smem));
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   });
   auto aligned = [](const void* p, int64_t s1, int64_t s2, int d) {
     return reinterpret_cast<uintptr_t>(p) % 16 == 0 && s1 % 8 == 0 && s2 % 8 == 0 && d % 8 == 0;
@@ -312,7 +329,7 @@ bool launch_tc(const AttentionArgs& a, int max_smem, cudaStream_t s) {
              aligned(a.v, a.v_sb, a.v_sl, a.dv);
   dim3 grid((a.lq + kBM - 1) / kBM, a.batch * a.heads, (a.dv + DV - 1) / DV);
   float scale_log2 = a.scale * 1.4426950408889634f;
-  flash_tc_kernel<T, DP, DV><<<grid, 128, smem, s>>>(a, scale_log2, vec);
+  kernel<<<grid, 128, smem, s>>>(a, scale_log2, vec);
   return true;
 }
 
