@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <thread>
 
 #include "core/ops.h"
 #include "core/thread_pool.h"
@@ -262,4 +263,36 @@ TEST(Ops, ConvWeightCacheFollowsStorage) {
   Tensor xb = x.to(DType::kBF16);
   std::vector<float> yb = conv2d(xb, w1.to(DType::kBF16), {}, 1, 1).to_f32_vector();
   EXPECT_EQ(yb.size(), y1.size());
+}
+
+// Ops called from several threads at once (the server does this) give the same
+// results as when called alone: the pool, oneDNN streams and caches are shared.
+TEST(Ops, ConcurrentCallersGetTheirOwnResults) {
+  auto make = [](int seed, Shape shape) {
+    std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.1f * static_cast<float>(i) + seed);
+    return Tensor::from_vector(v, shape);
+  };
+  auto work = [&](int seed) {
+    Tensor x = make(seed, {2, 64, 48}), w = make(seed + 1, {40, 48});
+    Tensor y = linear(x, w, {}, Activation::kGelu);
+    Tensor a = attention(y, y, y, 5, 0.3f);
+    Tensor img = make(seed + 2, {1, 6, 12, 12});
+    Tensor c = conv2d(img, make(seed + 3, {6, 6, 3, 3}), {}, 1, 1, img);
+    Tensor g = group_norm(c, 3, {}, {}, 1e-5f, true);
+    std::vector<float> out = a.to_f32_vector();
+    std::vector<float> gv = g.to_f32_vector();
+    out.insert(out.end(), gv.begin(), gv.end());
+    return out;
+  };
+  std::vector<std::vector<float>> expected;
+  for (int s = 0; s < 4; ++s) expected.push_back(work(s));
+  std::vector<std::vector<float>> got(4);
+  std::vector<std::thread> threads;
+  for (int s = 0; s < 4; ++s)
+    threads.emplace_back([&, s] {
+      for (int rep = 0; rep < 3; ++rep) got[s] = work(s);
+    });
+  for (auto& t : threads) t.join();
+  for (int s = 0; s < 4; ++s) EXPECT_EQ(got[s], expected[s]) << s;
 }
