@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "io/checkpoint.h"
-#include "io/sha256.h"
+#include "io/hash_cache.h"
 #include "models/detect.h"
 #include "models/keymap.h"
 #include "pipeline/pipeline_impl.h"
@@ -47,40 +47,6 @@ fs::path find_weights(const fs::path& dir) {
 }
 
 TensorMap load_component(const fs::path& dir) { return load_checkpoint(find_weights(dir).string()).tensors; }
-
-// Model hashes are cached by (path, size, mtime) so a 6 GB checkpoint is
-// hashed once, like A1111's cache.json.
-std::string cached_sha256(const fs::path& file) {
-  const char* home = std::getenv("HOME");
-  fs::path cache_dir = std::getenv("XDG_CACHE_HOME") ? fs::path(std::getenv("XDG_CACHE_HOME")) / "diffuse"
-                       : home ? fs::path(home) / ".cache" / "diffuse" : fs::path();
-  std::error_code ec;
-  std::string key = fs::absolute(file).string() + "|" + std::to_string(fs::file_size(file, ec)) + "|" +
-                    std::to_string(fs::last_write_time(file, ec).time_since_epoch().count());
-  nlohmann::json cache = nlohmann::json::object();
-  fs::path cache_file = cache_dir / "hashes.json";
-  if (!cache_dir.empty() && fs::exists(cache_file)) {
-    try {
-      std::ifstream in(cache_file);
-      cache = nlohmann::json::parse(in);
-      if (cache.contains(key)) return cache[key].get<std::string>();
-    } catch (...) {
-      cache = nlohmann::json::object();  // a corrupt cache is rebuilt
-    }
-  }
-  std::string hash = sha256_file(file.string());
-  if (!cache_dir.empty()) {
-    fs::create_directories(cache_dir, ec);
-    cache[key] = hash;
-    fs::path tmp = cache_file;
-    tmp += ".tmp" + std::to_string(::getpid());
-    std::ofstream out(tmp);
-    out << cache.dump(1);
-    out.close();
-    if (out) fs::rename(tmp, cache_file, ec);
-  }
-  return hash;
-}
 
 DType dtype_for(Precision p) {
   switch (p) {
@@ -325,7 +291,7 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
 
   // 5. Hash (A1111 "Model hash" = sha256[:10] of the checkpoint file).
   fs::path hashed = folder ? find_weights(path / "unet") : path;
-  info.sha256 = cached_sha256(hashed);
+  info.sha256 = cached_sha256(hashed.string());
   info.short_hash = info.sha256.substr(0, 10);
   return impl;
 }

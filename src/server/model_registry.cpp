@@ -3,7 +3,8 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "hub/hf_cache.h"
+#include "hub/hub_cache.h"
+#include "hub/hub_options.h"
 
 namespace fs = std::filesystem;
 
@@ -70,11 +71,11 @@ void ModelRegistry::scan_locked() {
   if (options_.scan_hf_cache) {
     try {
       for (const hub::CachedModel& m : hub::scan_hf_cache(hub::HubOptions::from_env().cache_dir)) {
-        if (m.is_pipeline) {
-          ModelEntry e = entry_for(m.snapshot_dir, "hf-cache");
+        if (m.is_diffusers && !m.snapshot.empty()) {
+          ModelEntry e = entry_for(m.snapshot, "hf-cache");
           e.id = m.repo_id;
           e.repo = m.repo_id;
-          e.size_bytes = m.size_bytes;
+          e.size_bytes = m.size_on_disk;
           e.model_card = "https://huggingface.co/" + m.repo_id;
           found.push_back(e);
         }
