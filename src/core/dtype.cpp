@@ -3,6 +3,7 @@
 // stays portable without -march=native).
 #include "core/dtype.h"
 
+#include <cctype>
 #include <cmath>
 
 #include "core/error.h"
