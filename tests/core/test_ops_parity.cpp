@@ -17,6 +17,12 @@
 #include "parity_reference.h"
 #include "test_util.h"
 
+// Readable test parameters in gtest/ctest output.
+namespace diffuse {
+void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+void PrintTo(Device d, std::ostream* os) { *os << device_name(d); }
+}  // namespace diffuse
+
 using namespace diffuse;
 using namespace diffuse::testing;
 
