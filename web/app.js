@@ -109,14 +109,32 @@
       sel.append(el('option', { value: '', text: 'No models: start with --models DIR' }));
       $('generate').disabled = true;
     }
-    for (const m of state.models) {
-      const hash = m.hash ? ` [${m.hash}]` : '';
-      const fam = m.family ? ` · ${m.family.toUpperCase()}` : '';
-      sel.append(el('option', { value: m.id, text: `${m.name || m.id}${hash}${fam}` }));
-    }
+    for (const m of state.models) sel.append(el('option', { value: m.id, text: modelLabel(m) }));
     const saved = localStorage.getItem('diffuse.model');
     if (saved && state.models.some((m) => m.id === saved)) sel.value = saved;
     onModelChange(true);
+  }
+
+  // Family, hash, licence and defaults are known only once a model has been loaded:
+  // refresh the picker's labels after each run without touching the form.
+  async function refreshModels() {
+    let list;
+    try { list = await api('/api/models'); } catch (_) { return; }
+    const before = currentModel();
+    state.models = list;
+    for (const o of $('model').options) {
+      const m = list.find((x) => x.id === o.value);
+      if (m) o.textContent = modelLabel(m);
+    }
+    const m = currentModel();
+    renderModelInfo(m);
+    if (m && (!before || before.family !== m.family)) buildPresets(m);
+  }
+
+  function modelLabel(m) {
+    const hash = m.hash ? ` [${m.hash}]` : '';
+    const fam = m.family ? ` · ${m.family.toUpperCase()}` : '';
+    return `${m.name || m.id}${hash}${fam}`;
   }
 
   function presetsFor(m) {
@@ -380,7 +398,10 @@
     try {
       const s = await api(`/api/jobs/${job.id}`);
       if (['done', 'failed', 'cancelled'].includes(s.state)) finalize(job, s);
-    } catch (_) { /* the next poll retries */ }
+    } catch (e) {
+      // 404: the server no longer knows the job (restarted); anything else: the next poll retries.
+      if (/^404:/.test(e.message)) finalize(job, { id: job.id, state: 'failed', error: 'the server lost this job (restarted?)' });
+    }
   }
 
   function finalize(job, snap) {
@@ -394,6 +415,7 @@
       setProgress(job, `Done: ${n} image${n === 1 ? '' : 's'}${t} · seed ${snap.seed}`, 100, 'done');
       addToGallery(job, snap.images || []);
       if (state.historyOffset === 0) loadHistory(0);
+      refreshModels();
     } else if (snap.state === 'cancelled') {
       // A queued job cancelled while another runs must not take over the progress bar.
       const other = state.jobs.get(state.activeId);

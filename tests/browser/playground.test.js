@@ -144,22 +144,28 @@ test('playground: model picker, generate, progress, preview, gallery, history, r
   assert.ok(/GPU \d+:/.test(devices) || /No GPU: /.test(devices), `device panel: ${devices}`);
   assert.match(devices, /RAM/);
 
-  // First run: 2 images, 128x128, 8 steps.
-  await fillForm(page, { prompt: 'a red fox in the snow', images: 2, steps: 8, size: 128 });
+  // First run: 2 images, 64x64 (the tiny model's CPU run must stay quick on a busy CI machine), 6 steps.
+  await fillForm(page, { prompt: 'a red fox in the snow', images: 2, steps: 6, size: 64 });
   await recordProgress(page);
   await page.click('#generate');
   await page.waitForSelector('#gallery .gallery-item img', { timeout: 120000 });
   await page.waitForFunction(() => document.querySelectorAll('#gallery .gallery-item img').length === 2);
   await page.waitForFunction(() => [...document.querySelectorAll('#gallery .gallery-item img')]
-    .every((i) => i.complete && i.naturalWidth === 128 && i.naturalHeight === 128));
+    .every((i) => i.complete && i.naturalWidth === 64 && i.naturalHeight === 64));
 
   const seen = await page.evaluate(() => window.__seen);
-  assert.ok(seen.texts.some((t) => /^Step \d+\/8 · .*(it\/s|s\/it) · ETA /.test(t)),
+  assert.ok(seen.texts.some((t) => /^Step \d+\/6 · .*(it\/s|s\/it) · ETA /.test(t)),
             `progress text showed steps: ${JSON.stringify(seen.texts)}`);
   assert.ok(seen.previews.length >= 1, 'the live preview was updated at least once');
   assert.ok(seen.previews.every((p) => p.src.startsWith('data:image/png;base64,')));
   assert.match(await page.textContent('#progress-text'), /^Done: 2 images/);
   assert.equal(await page.getAttribute('#progress', 'aria-valuenow'), '100');
+  // Once loaded, the picker shows the family, the short hash and the licence the server learned.
+  const loaded = (await getJson('/api/models'))[0];
+  assert.equal(loaded.family, 'sd1');
+  await page.waitForFunction((h) => document.querySelector('#model option').textContent.includes(`[${h}]`), loaded.hash);
+  assert.equal(await page.textContent('#model-info .chip.family'), 'SD1');
+  assert.equal(await page.textContent('[data-testid=model-license]'), loaded.license || 'unknown (check the model card)');
 
   // Seeds: the batch uses seed, seed + 1; each item links the stored PNG for download.
   const items = await page.$$eval('#gallery .gallery-item', (els) => els.map((e) => ({
@@ -206,12 +212,12 @@ test('playground: model picker, generate, progress, preview, gallery, history, r
   assert.equal(await page.inputValue('#prompt'), 'a red fox in the snow');
   assert.equal(await page.inputValue('#negative'), 'blurry');
   assert.equal(await page.inputValue('#seed'), String(items[1].seed));
-  assert.equal(await page.inputValue('#steps'), '8');
+  assert.equal(await page.inputValue('#steps'), '6');
   assert.equal(await page.inputValue('#sampler'), 'euler');
-  assert.equal(await page.inputValue('#width'), '128');
+  assert.equal(await page.inputValue('#width'), '64');
 
   // Second run with many steps: Stop cancels it and the UI says so.
-  await fillForm(page, { prompt: 'a very long run', images: 1, steps: 1000, size: 128 });
+  await fillForm(page, { prompt: 'a very long run', images: 1, steps: 1000, size: 64 });
   await page.click('#generate');
   await page.waitForFunction(() => /^Step \d+\/1000/.test(document.getElementById('progress-text').textContent),
                              null, { timeout: 60000 });
@@ -238,13 +244,19 @@ test('playground: model picker, generate, progress, preview, gallery, history, r
 
 test('playground: queued jobs show positions and can be cancelled from the queue', async () => {
   const page = await newPage();
-  await fillForm(page, { prompt: 'queue head', images: 1, steps: 1000, size: 128 });
+  await fillForm(page, { prompt: 'queue head', images: 1, steps: 1000, size: 64 });
   await page.click('#generate');
   await page.waitForFunction(() => /^Step \d+\/1000/.test(document.getElementById('progress-text').textContent),
                              null, { timeout: 60000 });
   await page.fill('#prompt', 'queue tail');
-  await page.click('#generate');
+  await page.fill('#seed', '1234');
+  await page.press('#prompt', 'Control+Enter');  // the keyboard shortcut submits too
   await page.waitForSelector('#queue .queue-item[data-state=queued]');
+  // Seed buttons: dice -> -1 (random); recycle -> the seed of the last submitted job.
+  await page.click('#seed-random');
+  assert.equal(await page.inputValue('#seed'), '-1');
+  await page.click('#seed-reuse');
+  assert.equal(await page.inputValue('#seed'), '1234');
   assert.match(await page.textContent('#queue .queue-item[data-state=queued]'), /position 1/);
   await page.click('#queue .queue-item[data-state=queued] button[data-action=cancel]');
   await page.click('#queue .queue-item[data-state=running] button[data-action=cancel]');
