@@ -57,7 +57,7 @@ struct Case {
 Input in(Shape s, float lo = -1, float hi = 1) { return Input{std::move(s), nullptr, lo, hi}; }
 Input in_view(Shape s, View v, float lo = -1, float hi = 1) { return Input{std::move(s), std::move(v), lo, hi}; }
 Input in_ids(Shape s, int64_t max, DType t = DType::kI64) {
-  Input i{std::move(s)};
+  Input i{std::move(s), nullptr};
   i.ids = true;
   i.id_max = max;
   i.id_type = t;
