@@ -327,7 +327,10 @@
       const job = { id: r.id, request: Object.assign({}, req, { seed: r.seed }), es: null, state: 'queued',
                     finalized: false, lastStep: 0, totalSteps: req.steps };
       state.jobs.set(r.id, job);
-      if (!state.activeId || !isLive(state.jobs.get(state.activeId))) state.activeId = r.id;
+      if (!state.activeId || !isLive(state.jobs.get(state.activeId))) {
+        state.activeId = r.id;
+        clearPreview();
+      }
       setProgress(job, r.position > 1 ? `Queued (position ${r.position})` : 'Starting…', 0);
       follow(job);
       refreshQueue();
@@ -336,6 +339,12 @@
     } finally {
       btn.disabled = false;
     }
+  }
+
+  function clearPreview() {
+    $('preview').hidden = true;
+    $('preview').removeAttribute('src');
+    $('preview-empty').hidden = false;
   }
 
   function isLive(job) { return job && !job.finalized; }
@@ -362,6 +371,7 @@
       job.state = 'running';
       job.lastStep = p.step;
       job.totalSteps = p.total_steps;
+      if (state.activeId !== job.id) clearPreview();
       state.activeId = job.id;
       const pct = p.total_steps ? (100 * p.step) / p.total_steps : 0;
       const ips = p.it_per_s >= 1 || p.it_per_s === 0 ? `${p.it_per_s.toFixed(2)} it/s` : `${(1 / p.it_per_s).toFixed(2)} s/it`;

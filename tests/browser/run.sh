@@ -13,6 +13,9 @@ export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 
 skip() { echo "SKIP: $*" >&2; exit 77; }
 command -v node >/dev/null || skip "node is not installed"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || skip "node $node_major is too old (playwright-core needs 20+)"
+command -v npm >/dev/null || [ -d "$here/node_modules/playwright-core" ] || skip "npm is not installed"
 [ -x "$CHROMIUM" ] || skip "no Chromium at $CHROMIUM (apt-get install chromium)"
 [ -f "$DIFFUSE_FIXTURES/sd1/cases.json" ] || skip "no fixtures at $DIFFUSE_FIXTURES"
 [ -x "$DIFFUSE_BINARY" ] || { echo "no diffuse binary at $DIFFUSE_BINARY" >&2; exit 1; }
@@ -21,4 +24,4 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
 fi
-exec node --test --test-concurrency=1 --test-reporter=spec playground.test.js
+exec node --test --test-reporter=spec playground.test.js
