@@ -10,6 +10,7 @@
 
 #include "io/checkpoint.h"
 #include "io/hash_cache.h"
+#include "io/json_util.h"
 #include "models/detect.h"
 #include "models/keymap.h"
 #include "pipeline/pipeline_impl.h"
@@ -19,15 +20,7 @@ namespace fs = std::filesystem;
 namespace diffuse {
 namespace {
 
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream f(path);
-  if (!f) throw_error(ErrorCode::kIo, "cannot open " + path.string());
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    throw_error(ErrorCode::kIo, path.string() + ": invalid JSON: " + e.what());
-  }
-}
+nlohmann::json read_json(const fs::path& path) { return read_python_json_file(path.string()); }
 
 // The weights file of a diffusers component folder, preferring safetensors and
 // the fp16 variant only when no full-precision file exists.

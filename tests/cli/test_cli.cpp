@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/checkpoint.h"
+#include "io/json_util.h"
 #include "io/png.h"
 #include "test_util.h"
 
@@ -74,8 +75,7 @@ TEST_P(CliFixtureImage, SeedReproducesDiffusersImage) {
   DIFFUSE_REQUIRE_FIXTURES();
   const auto [family, seed] = GetParam();
   const std::string dir = testing::fixtures_dir() + "/" + family;
-  std::ifstream in(dir + "/cases.json");
-  nlohmann::json cases = nlohmann::json::parse(in);
+  nlohmann::json cases = read_python_json_file(dir + "/cases.json");
   const nlohmann::json* run_ddim = nullptr;
   for (const auto& r : cases["pipeline_runs"]) {
     if (r["name"] == "ddim") run_ddim = &r;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/checkpoint.h"
+#include "io/json_util.h"
 #include "pipeline/pipeline.h"
 #include "test_util.h"
 
@@ -27,8 +28,7 @@ const Fixture& fixture(const std::string& family) {
   auto it = cache.find(family);
   if (it != cache.end()) return it->second;
   Fixture f;
-  std::ifstream in(fixtures_dir() + "/" + family + "/cases.json");
-  f.cases = nlohmann::json::parse(in);
+  f.cases = read_python_json_file(fixtures_dir() + "/" + family + "/cases.json");
   f.tensors = load_safetensors(fixtures_dir() + "/" + family + "/tensors.safetensors").tensors;
   return cache.emplace(family, std::move(f)).first->second;
 }

@@ -62,8 +62,7 @@ __device__ __forceinline__ uint32_t ld32(const void* p) { return *reinterpret_ca
 
 // Copies rows [row0, row0+kBN) x cols [0, DC) of a strided [L, width] matrix
 // into shared memory (row stride DC + kPad), zero-filling past `len` / `width`.
-// With `transpose`, writes dst[col][row] (row stride kBN + kPad) instead.
-template <class T, int DC, bool kTranspose>
+template <class T, int DC>
 __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t sl, int row0, int len, int width, bool vec) {
   constexpr int kChunks = DC / 8;
   for (int idx = threadIdx.x; idx < kBN * kChunks; idx += blockDim.x) {
@@ -76,13 +75,18 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t sl, int 
 #pragma unroll
       for (int e = 0; e < 8; ++e) buf[e] = (gr < len && c + e < width) ? src[gr * sl + c + e] : from_f<T>(0.0f);
     }
-    if constexpr (kTranspose) {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) dst[(c + e) * (kBN + kPad) + r] = buf[e];
-    } else {
-      *reinterpret_cast<uint4*>(dst + r * (DC + kPad) + c) = *reinterpret_cast<uint4*>(buf);
-    }
+    *reinterpret_cast<uint4*>(dst + r * (DC + kPad) + c) = *reinterpret_cast<uint4*>(buf);
   }
+}
+
+// Four 8x8 b16 matrices, transposed, from the rows each lane addresses (16-byte aligned).
+template <class T>
+__device__ __forceinline__ void ldmatrix_x4_trans(const T* p, uint32_t& r0, uint32_t& r1, uint32_t& r2,
+                                                  uint32_t& r3) {
+  uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
 }
 
 // DP: the q/k head dim padded to a multiple of 16. DV: the width of the value
@@ -94,7 +98,7 @@ __device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scal
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);
   T* ks = qs + kBM * (DP + kPad);
-  T* vt = ks + kBN * (DP + kPad);
+  T* vs = ks + kBN * (DP + kPad);  // V tile, row-major [kBN][DV + kPad]
   const int dv0 = blockIdx.z * DV;
   const int dv_width = min(DV, a.dv - dv0);
 
@@ -105,7 +109,7 @@ __device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scal
   const T* kg = static_cast<const T*>(a.k) + b * a.k_sb + static_cast<int64_t>(h) * a.d;
   const T* vg = static_cast<const T*>(a.v) + b * a.v_sb + static_cast<int64_t>(h) * a.dv + dv0;
 
-  load_tile<T, DP, false>(qs, qg, a.q_sl, q0, a.lq, a.d, vec);
+  load_tile<T, DP>(qs, qg, a.q_sl, q0, a.lq, a.d, vec);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
@@ -123,8 +127,8 @@ __device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scal
   for (int kt = 0; kt < tiles; ++kt) {
     const int k0 = kt * kBN;
     __syncthreads();  // previous tile fully consumed
-    load_tile<T, DP, false>(ks, kg, a.k_sl, k0, a.lk, a.d, vec);
-    load_tile<T, DV, true>(vt, vg, a.v_sl, k0, a.lk, dv_width, vec);
+    load_tile<T, DP>(ks, kg, a.k_sl, k0, a.lk, a.d, vec);
+    load_tile<T, DV>(vs, vg, a.v_sl, k0, a.lk, dv_width, vec);
     __syncthreads();
 
     float s[kBN / 8][4];
@@ -190,10 +194,15 @@ __device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scal
     for (int j = 0; j < kBN / 16; ++j) {
       uint32_t pf[4] = {pack2<T>(s[2 * j][0], s[2 * j][1]), pack2<T>(s[2 * j][2], s[2 * j][3]),
                         pack2<T>(s[2 * j + 1][0], s[2 * j + 1][1]), pack2<T>(s[2 * j + 1][2], s[2 * j + 1][3])};
+      // B fragments of V (keys x dims, row-major in shared memory) via ldmatrix.trans:
+      // lanes 0-15 address keys 16j.. of dims [8nd, 8nd+8), lanes 16-31 the next 8 dims.
 #pragma unroll
-      for (int nd = 0; nd < DV / 8; ++nd) {
-        const T* vb = vt + (nd * 8 + g) * (kBN + kPad) + j * 16 + 2 * t;
-        mma16816<T>(o[nd], pf, ld32(vb), ld32(vb + 8));
+      for (int nd = 0; nd < DV / 8; nd += 2) {
+        uint32_t r0, r1, r2, r3;
+        int col = nd * 8 + ((lane >= 16 && nd + 1 < DV / 8) ? 8 : 0);
+        ldmatrix_x4_trans(vs + (j * 16 + (lane & 15)) * (DV + kPad) + col, r0, r1, r2, r3);
+        mma16816<T>(o[nd], pf, r0, r1);
+        if (nd + 1 < DV / 8) mma16816<T>(o[nd + 1], pf, r2, r3);
       }
     }
   }
@@ -310,7 +319,7 @@ __global__ void __launch_bounds__(256) flash_scalar_kernel(AttentionArgs a, floa
 
 template <class T, int DP, int DV>
 bool launch_tc(const AttentionArgs& a, int max_smem, cudaStream_t s) {
-  size_t smem = (static_cast<size_t>(kBM + kBN) * (DP + kPad) + static_cast<size_t>(DV) * (kBN + kPad)) * sizeof(T);
+  size_t smem = (static_cast<size_t>(kBM + kBN) * (DP + kPad) + static_cast<size_t>(kBN) * (DV + kPad)) * sizeof(T);
   if (smem > static_cast<size_t>(max_smem)) return false;
   void (*kernel)(AttentionArgs, float, bool);
   if constexpr (DP <= 64)
