@@ -6,6 +6,8 @@
 // once + written once). Run with DIFFUSE_CUDA_CONV=gemm to time the
 // im2col + cuBLASLt conv path instead of cuDNN.
 #include <benchmark/benchmark.h>
+
+#if defined(DIFFUSE_HAVE_CUDA)
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -167,5 +169,7 @@ void BM_SmallOps(benchmark::State& state) {
 BENCHMARK(BM_SmallOps)->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
+
+#endif  // DIFFUSE_HAVE_CUDA (without it the binary runs no benchmarks)
 
 BENCHMARK_MAIN();

@@ -11,13 +11,23 @@
 #include <random>
 #include <vector>
 
-#include "backends/backend_registry.h"
-#include "backends/cuda/cuda_api.h"
 #include "core/ops.h"
 #include "test_util.h"
 
+#if defined(DIFFUSE_HAVE_CUDA)
+#include "backends/backend_registry.h"
+#include "backends/cuda/cuda_api.h"
+#endif
+
 using namespace diffuse;
 
+#if !defined(DIFFUSE_HAVE_CUDA)
+// Built without -DDIFFUSE_CUDA=ON: the CUDA device must report unavailable, never crash.
+TEST(CudaBackend, UnavailableWithoutCudaBuild) {
+  EXPECT_FALSE(device_available(Device::kCUDA));
+  EXPECT_THROW(Tensor::empty({4}, DType::kF32, Device::kCUDA), Error);
+}
+#else
 namespace {
 
 #define REQUIRE_CUDA()                                                          \
@@ -281,3 +291,4 @@ TEST(CudaGraph, ReplayMatchesEagerAndSeesNewInputs) {
 }
 
 }  // namespace
+#endif  // DIFFUSE_HAVE_CUDA
