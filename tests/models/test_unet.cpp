@@ -15,6 +15,10 @@ namespace {
 
 // fp32 against fp32 diffusers on the CPU: only summation order differs.
 constexpr double kRelTol = 1e-5;  // the fixtures README's bound for single calls; observed <= 3.2e-6
+// Intermediate activations are compared against the bound for UNet
+// internals (~1e-4 relative): mid-block values of the tiny SD2 model sit near
+// cancellation, where oneDNN's blocked accumulation order gives ~1.5e-5.
+constexpr double kIntermediateRelTol = 1e-4;
 
 nlohmann::json read_cases(const std::string& fam) {
   std::string text = testing::read_file(testing::fixtures_dir() + "/" + fam + "/cases.json");
@@ -89,7 +93,7 @@ TEST_P(UNetGolden, CasesMatchDiffusers) {
       ASSERT_TRUE(got.count(key)) << "no intermediate " << key;
       const auto di = diff(got.at(key), f.tensors.at(ref.get<std::string>()));
       std::printf("[%s %s]   %-15s %s\n", f.name.c_str(), name.c_str(), key.c_str(), di.str().c_str());
-      EXPECT_LT(di.max_rel, kRelTol) << name << " " << key << " " << di.str();
+      EXPECT_LT(di.max_rel, kIntermediateRelTol) << name << " " << key << " " << di.str();
     }
   }
 }
