@@ -1,0 +1,326 @@
+// Server abuse: malformed and hostile request bodies, oversized bodies, path
+// traversal, clients that vanish mid-job, pathological JSON nesting, and
+// SIGKILL during history writes (the real `diffuse serve` binary, restarted
+// on the same data dir). The soak test lives in test_soak.cpp.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "io/png.h"
+#include "server_harness.h"
+
+namespace diffuse {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::ChildServer;
+using testing::InProcessServer;
+
+// Sends `request` verbatim (no client-side URL normalisation) and returns the
+// raw response, or "" when the server closed without answering.
+std::string raw_http(int port, const std::string& request, int read_timeout_ms = 10000) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  timeval tv{read_timeout_ms / 1000, (read_timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  size_t sent = 0;
+  while (sent < request.size()) {
+    ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  std::string out;
+  char buf[65536];
+  for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+int status_of(const std::string& response) {
+  if (response.rfind("HTTP/1.", 0) != 0 || response.size() < 12) return 0;
+  return std::stoi(response.substr(9, 3));
+}
+
+std::string get_raw(int port, const std::string& path) {
+  return raw_http(port, "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+}
+
+void expect_alive(httplib::Client& c) {
+  auto r = c.Get("/api/models");
+  ASSERT_TRUE(r) << "server did not answer";
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(ServerHardening, MalformedBodiesGet4xxAndServerStaysUp) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  InProcessServer srv;
+  auto c = srv.client();
+  const std::vector<std::string> bodies = {
+      "{",
+      "[]",
+      "null",
+      "\"just a string\"",
+      "12",
+      std::string("\xff\xfe{\"prompt\":1}", 14),
+      "{\"prompt\": \"\\ud800\"}",              // lone surrogate
+      "{\"prompt\": NaN}",                       // not JSON
+      "{\"prompt\": 5}",                         // wrong types
+      "{\"prompt\": \"x\", \"steps\": \"20\"}",
+      "{\"prompt\": \"x\", \"width\": [64]}",
+      "{\"prompt\": \"x\", \"seed\": {\"a\": 1}}",
+      "{\"prompt\": \"x\", \"cfg_scale\": \"high\"}",
+      "{\"prompt\": \"x\", \"width\": 1e300, \"steps\": 1}",    // huge numbers
+      "{\"prompt\": \"x\", \"height\": -1e300, \"steps\": 1}",
+      "{\"prompt\": \"x\", \"steps\": 1e300}",
+      "{\"prompt\": \"x\", \"cfg_scale\": 1e300, \"steps\": 1}",
+      "{\"prompt\": \"x\", \"width\": -9223372036854775809, \"steps\": 1}",
+      "{\"prompt\": \"x\", \"steps\": 18446744073709551616}",
+      "{\"prompt\": \"x\", \"width\": 100, \"steps\": 1}",      // out of range
+      "{\"prompt\": \"x\", \"steps\": 5000}",
+      "{\"prompt\": \"x\", \"images\": 1000, \"steps\": 1}",
+      "{\"prompt\": \"x\", \"sampler\": \"nope\", \"steps\": 1}",
+      "{\"prompt\": \"x\", \"model\": \"../../etc/passwd\", \"steps\": 1}",
+  };
+  for (const std::string& path : {"/api/jobs", "/sdapi/v1/txt2img", "/v1/images/generations"}) {
+    for (const std::string& body : bodies) {
+      auto r = c.Post(path, body, "application/json");
+      ASSERT_TRUE(r) << path << " " << body << ": no answer";
+      EXPECT_GE(r->status, 400) << path << " " << body << " -> " << r->status << " " << r->body;
+      EXPECT_LT(r->status, 500) << path << " " << body << " -> " << r->status << " " << r->body;
+    }
+  }
+  expect_alive(c);
+}
+
+// Integer fields must not wrap: nlohmann's get<int>() truncates 2^32 + 64 to
+// 64 and 2^63 to 0 ("use the default"), so these were accepted as valid jobs.
+// See docs/reliability.md (bug 1) for the fix in src/server.
+TEST(ServerHardening, DISABLED_IntegerFieldsDoNotWrap) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  InProcessServer srv;
+  auto c = srv.client();
+  const std::vector<std::string> bodies = {
+      "{\"prompt\": \"x\", \"width\": 4294967360, \"height\": 64, \"steps\": 1}",
+      "{\"prompt\": \"x\", \"width\": 9223372036854775808, \"height\": 64, \"steps\": 1}",
+      "{\"prompt\": \"x\", \"width\": 64, \"height\": 64, \"steps\": 4294967297}",
+      "{\"prompt\": \"x\", \"width\": 64.5, \"height\": 64, \"steps\": 1}",
+  };
+  for (const std::string& path : {"/api/jobs", "/sdapi/v1/txt2img"}) {
+    for (const std::string& body : bodies) {
+      auto r = c.Post(path, body, "application/json");
+      ASSERT_TRUE(r);
+      EXPECT_GE(r->status, 400) << path << " " << body << " -> " << r->status;
+    }
+  }
+  auto r = c.Post("/v1/images/generations", "{\"prompt\": \"x\", \"n\": 4294967297, \"size\": \"64x64\"}",
+                  "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_GE(r->status, 400) << r->body;
+}
+
+TEST(ServerHardening, BodyOverOneMebibyteIsRefused) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  InProcessServer srv;
+  auto c = srv.client();
+  std::string body = "{\"prompt\": \"" + std::string((1 << 20) + 16, 'a') + "\"}";
+  auto r = c.Post("/api/jobs", body, "application/json");
+  if (r) EXPECT_EQ(r->status, 413) << r->body.substr(0, 200);  // or the connection is closed: both refuse
+  // Just under the limit but over the 64 KiB prompt limit: a 4xx naming the limit.
+  std::string big = "{\"prompt\": \"" + std::string(100 * 1024, 'a') + "\", \"steps\": 1}";
+  r = c.Post("/api/jobs", big, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body;
+  EXPECT_NE(r->body.find("65536"), std::string::npos) << r->body;
+  expect_alive(c);
+}
+
+TEST(ServerHardening, PathTraversalIsRefused) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  InProcessServer srv;
+  auto c = srv.client();
+  // A real image first (positive control; it also creates images/ and history.db).
+  auto r = c.Post("/api/jobs", testing::cheap_job(7), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  json done = testing::wait_job(c, json::parse(r->body)["id"]);
+  ASSERT_EQ(done["state"], "done") << done.dump();
+  const std::string file = done["images"][0]["file"];
+  std::string ok = get_raw(srv.port(), "/images/" + file);
+  EXPECT_EQ(status_of(ok), 200);
+  EXPECT_NE(ok.find("\x89PNG"), std::string::npos);
+  // A secret beside the data dir that no URL may reach.
+  {
+    std::ofstream(srv.data_dir() + "/secret.txt") << "TOPSECRET";
+  }
+  const std::vector<std::string> attacks = {
+      "/images/../history.db",
+      "/images/..%2fhistory.db",
+      "/images/%2e%2e%2fhistory.db",
+      "/images/%2E%2E/secret.txt",
+      "/images/..%5csecret.txt",
+      "/images/....//secret.txt",
+      "/images//etc/passwd",
+      "/images/%2fetc%2fpasswd",
+      "/images/" + file + "%00.txt",
+      "/images/" + file + "/../../secret.txt",
+      "/static/../../../../etc/passwd",
+      "/static/..%2f..%2f..%2fetc%2fpasswd",
+      "/static/%2e%2e",
+      "/static/..",
+      "/static/.",
+      "/../../../../etc/passwd",
+      "/%2e%2e/%2e%2e/etc/passwd",
+  };
+  for (const std::string& path : attacks) {
+    std::string resp = get_raw(srv.port(), path);
+    int st = status_of(resp);
+    EXPECT_TRUE(st == 0 || st >= 400) << path << " -> " << st;
+    EXPECT_EQ(resp.find("TOPSECRET"), std::string::npos) << path;
+    EXPECT_EQ(resp.find("SQLite format 3"), std::string::npos) << path;
+    EXPECT_EQ(resp.find("root:x:0:0"), std::string::npos) << path;
+  }
+  expect_alive(c);
+}
+
+// An A1111 client sends a long txt2img and hangs up. The server must stay up
+// and the queue must drain; the job either completes or is cancelled (the
+// test prints which, docs/reliability.md records it).
+TEST(ServerHardening, ClientDisconnectMidJob) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  InProcessServer srv;
+  auto c = srv.client();
+  const std::string body =
+      json({{"prompt", "disconnect"}, {"width", 64}, {"height", 64}, {"steps", 60}, {"seed", 3}}).dump();
+  std::thread hangup([&] {
+    raw_http(srv.port(),
+             "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body,
+             /*read_timeout_ms=*/300);  // then close the socket
+  });
+  hangup.join();
+  // Find the job and watch it finish.
+  std::string id, state;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+  int step_at_hangup = -1;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = c.Get("/api/jobs");
+    ASSERT_TRUE(r);
+    for (const json& j : json::parse(r->body)) {
+      if (j["prompt"] == "disconnect") {
+        id = j["id"];
+        state = j["state"];
+        if (step_at_hangup < 0) step_at_hangup = j["step"];
+      }
+    }
+    if (state == "done" || state == "failed" || state == "cancelled") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(id.empty()) << "the job never appeared";
+  EXPECT_TRUE(state == "done" || state == "cancelled") << state;
+  std::printf("[ disconnect ] job %s: step %d at hang-up, final state %s\n", id.c_str(), step_at_hangup,
+              state.c_str());
+  // The server still serves a new job.
+  auto r = c.Post("/api/jobs", testing::cheap_job(11), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202);
+  EXPECT_EQ(testing::wait_job(c, json::parse(r->body)["id"])["state"], "done");
+}
+
+// 100k-deep JSON arrays in an otherwise valid body (200 KB, under the body
+// limit): parsing, echoing the body and storing it in history must not
+// overflow the stack. Run against a child process so a crash is observable.
+TEST(ServerHardening, DeeplyNestedJsonDoesNotCrash) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  std::string data = testing::temp_dir();
+  ChildServer srv(data);
+  ASSERT_GT(srv.port(), 0) << srv.log();
+  auto c = srv.client();
+  const int depth = 100000;
+  std::string junk = std::string(depth, '[') + std::string(depth, ']');
+  std::string body = "{\"prompt\": \"deep\", \"width\": 64, \"height\": 64, \"steps\": 1, \"junk\": " + junk + "}";
+  for (const std::string& path : {"/api/jobs", "/sdapi/v1/txt2img", "/v1/images/generations"}) {
+    auto r = c.Post(path, body, "application/json");
+    if (r && r->status == 202) testing::wait_job(c, json::parse(r->body)["id"]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSERT_TRUE(srv.alive()) << path << ": the server died (status " << srv.wait_status() << ")\n" << srv.log();
+  }
+  auto h = c.Get("/api/history");
+  ASSERT_TRUE(h) << srv.log();
+  EXPECT_EQ(h->status, 200);
+}
+
+// SIGKILL while jobs are finishing (PNG write + SQLite commit), then restart
+// on the same data dir: every history image exists and decodes, and no PNG is
+// left without a history row.
+TEST(ServerHardening, KillNineDuringHistoryWritesKeepsHistoryConsistent) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  const std::string data = testing::temp_dir();
+  int committed_before_kill = 0;
+  for (int round = 0; round < 3; ++round) {
+    ChildServer srv(data);
+    ASSERT_GT(srv.port(), 0) << srv.log();
+    auto c = srv.client();
+    for (int i = 0; i < 12; ++i) {
+      auto r = c.Post("/api/jobs", testing::cheap_job(100 * round + i), "application/json");
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 202) << r->body;
+    }
+    // Kill at a different point each round: after 1, 3, 5 newly finished jobs.
+    const int target = committed_before_kill + 1 + 2 * round;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    int total = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto h = c.Get("/api/history?limit=1");
+      if (h && h->status == 200) total = json::parse(h->body)["total"];
+      if (total >= target) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_GE(total, target);
+    srv.kill9();
+    committed_before_kill = total;
+  }
+  ChildServer srv(data);
+  ASSERT_GT(srv.port(), 0) << srv.log();
+  auto c = srv.client();
+  auto h = c.Get("/api/history?limit=500");
+  ASSERT_TRUE(h);
+  json hist = json::parse(h->body);
+  EXPECT_GE(hist["total"].get<int>(), committed_before_kill);  // committed rows survive
+  std::set<std::string> listed;
+  for (const json& item : hist["items"]) {
+    for (const json& im : item["images"]) {
+      const std::string file = im["file"];
+      listed.insert(file);
+      const std::string path = data + "/images/" + file;
+      ASSERT_TRUE(fs::exists(path)) << file;
+      std::string bytes = testing::read_file(path);
+      PngImage img = read_png(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+      EXPECT_EQ(img.width, 64);
+      EXPECT_EQ(img.height, 64);
+      EXPECT_EQ(read_png_text(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()).count("parameters"), 1u);
+    }
+  }
+  for (const auto& e : fs::directory_iterator(data + "/images")) {
+    EXPECT_TRUE(listed.count(e.path().filename().string())) << "orphan file " << e.path();
+  }
+  std::printf("[ kill -9 ] %d history rows after 3 kills, %zu images, all valid\n", hist["total"].get<int>(),
+              listed.size());
+}
+
+}  // namespace
+}  // namespace diffuse
