@@ -12,10 +12,10 @@
 
 #include "core/tensor.h"
 #include "models/family.h"
+#include "sampling/rng.h"  // RngKind
 
 namespace diffuse {
 
-enum class RngKind { kCpu, kCuda };  // torch CPU mt19937 stream / torch CUDA Philox stream (A1111 "GPU")
 enum class Precision { kFp32, kFp16, kBf16 };
 const char* precision_name(Precision p);
 Precision precision_from_name(const std::string& s);  // fp32|fp16|bf16 (throws kInvalidArgument)

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "pipeline/pipeline.h"  // RngKind
 
 namespace diffuse {
 

@@ -40,9 +40,9 @@
 
 namespace diffuse {
 
-// Defined in pipeline/pipeline.h (kCpu, kCuda); declared here so this layer
-// does not depend on the pipeline header.
-enum class RngKind;
+// Which noise stream: torch's CPU mt19937 generator (diffusers' default) or
+// torch's CUDA Philox stream (AUTOMATIC1111's "GPU" seed), computed on the CPU.
+enum class RngKind { kCpu, kCuda };
 
 class Generator {
  public:
