@@ -109,6 +109,7 @@ int run_generate(const GenerateOptions& o) {
   std::unique_ptr<Pipeline> pipe = Pipeline::load(model_path, load);
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   const ModelInfo& info = pipe->info();
+  for (const std::string& w : info.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::fprintf(stderr, "model: %s (%s, %s, [%s]) loaded in %.2fs\n", info.name.c_str(), family_name(info.family),
                prediction_name(info.prediction), info.short_hash.c_str(), load_s);
 

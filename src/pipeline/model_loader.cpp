@@ -11,6 +11,7 @@
 #include "io/checkpoint.h"
 #include "io/hash_cache.h"
 #include "io/json_util.h"
+#include "io/tensor_checks.h"
 #include "models/detect.h"
 #include "models/keymap.h"
 #include "pipeline/pipeline_impl.h"
@@ -227,12 +228,23 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
 
   // 2. Weights. Single files are split into diffusers-named components by the key tables.
   TensorMap unet_w, vae_w, te1_w, te2_w;
+  // NaN/Inf weights load but render black or noise: name them (by the key in the file).
+  auto check_finite = [&](const std::string& where, const TensorMap& weights) {
+    for (const std::string& bad : find_non_finite(weights, 5)) {
+      info.warnings.push_back(where + bad + " holds NaN/Inf values");
+    }
+  };
   if (folder) {
     unet_w = load_component(path / "unet");
     vae_w = load_component(path / "vae");
     te1_w = load_component(path / "text_encoder");
     if (info.family == Family::kSDXL) te2_w = load_component(path / "text_encoder_2");
+    check_finite("unet: ", unet_w);
+    check_finite("vae: ", vae_w);
+    check_finite("text_encoder: ", te1_w);
+    check_finite("text_encoder_2: ", te2_w);
   } else {
+    check_finite("", single);
     std::optional<ClipTextConfig> te2;
     if (te_cfgs.size() > 1) te2 = te_cfgs[1];
     SingleFileParts parts = split_single_file(single, info.family, unet_cfg, te_cfgs[0], te2);

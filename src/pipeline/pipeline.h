@@ -42,6 +42,9 @@ struct ModelInfo {
   float default_cfg = 7.5f;
   std::string default_sampler;  // e.g. "pndm" for SD1 folders
   std::string license;
+  // Problems worth telling the user that do not stop loading, e.g. tensors
+  // holding NaN/Inf ("unet: 'conv_in.weight' (3 non-finite of 11520)").
+  std::vector<std::string> warnings;
 };
 
 struct GenerationParams {

@@ -136,6 +136,23 @@ TEST(Pipeline, ProgressCallbackStopsTheRun) {
   EXPECT_EQ(r.images.size(), 1u);
 }
 
+TEST(Pipeline, WarnsAboutNonFiniteWeights) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  TensorMap all = load_safetensors(fixtures_dir() + "/sd1/single_file.safetensors").tensors;
+  const std::string bad = "model.diffusion_model.input_blocks.0.0.bias";
+  Tensor t = all.at(bad).to(DType::kF32).clone();
+  t.data<float>()[1] = NAN;
+  all[bad] = t;
+  const std::string path = testing::temp_dir() + "/nan.safetensors";
+  save_safetensors(path, all);
+  LoadOptions opts;
+  opts.config_dir = fixtures_dir() + "/sd1/model";
+  auto pipe = Pipeline::load(path, opts);
+  ASSERT_EQ(pipe->info().warnings.size(), 1u);
+  EXPECT_NE(pipe->info().warnings[0].find("input_blocks.0.0.bias"), std::string::npos) << pipe->info().warnings[0];
+  EXPECT_TRUE(pipeline("sd1").info().warnings.empty());
+}
+
 TEST(Pipeline, RejectsBadParams) {
   GenerationParams p;
   p.prompt = "x";
