@@ -1,9 +1,11 @@
 // diffuse serve: the playground web page and the HTTP APIs.
-#include <csignal>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <thread>
 
 #include "cli/cli.h"
+#include "core/thread_pool.h"
 #include "server/server.h"
 
 namespace diffuse::cli {
@@ -13,6 +15,7 @@ Action add_serve(CLI::App& app) {
   auto device = std::make_shared<std::string>("cpu");
   auto precision = std::make_shared<std::string>();
   auto no_hf = std::make_shared<bool>(false);
+  auto threads = std::make_shared<int>(0);
   CLI::App* c = app.add_subcommand("serve", "Serve the web playground and the A1111 / OpenAI compatible APIs");
   c->footer(
       "Open http://127.0.0.1:7860/ in a browser.\n"
@@ -28,7 +31,9 @@ Action add_serve(CLI::App& app) {
   c->add_option("--device", *device, "cpu or cuda");
   c->add_option("--precision", *precision, "fp32, bf16 or fp16");
   c->add_flag("--no-hf-cache", *no_hf, "Do not list models from the Hugging Face cache");
-  return [o, device, precision, no_hf]() {
+  c->add_option("--threads", *threads, "CPU threads (default: all cores)");
+  return [o, device, precision, no_hf, threads]() {
+    if (*threads > 0) set_num_threads(*threads);
     if (*device == "cuda") o->load.device = Device::kCUDA;
     else if (*device != "cpu") throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda");
     if (!precision->empty()) o->load.precision = precision_from_name(*precision);
@@ -38,12 +43,19 @@ Action add_serve(CLI::App& app) {
     int port = srv.bind();
     std::fprintf(stderr, "diffuse serve: http://%s:%d/  (Ctrl-C to stop)\n", o->host.c_str(), port);
     install_signal_handlers();
-    std::thread watcher([&srv] {
-      while (!interrupted()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      srv.stop();
+    // SIGINT/SIGTERM: stop() cancels the queued jobs and the running one at its
+    // next step (a cancelled job commits no history row), closes the streams
+    // and returns from run(); the history database is closed cleanly. Exit 0.
+    std::atomic<bool> finished{false};
+    std::thread watcher([&srv, &finished] {
+      while (!interrupted() && !finished) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (interrupted()) {
+        std::fprintf(stderr, "diffuse serve: stopping (running job cancelled at its next step)\n");
+        srv.stop();
+      }
     });
     srv.run();
-    if (!interrupted()) std::raise(SIGTERM);  // run() returned on its own: end the watcher
+    finished = true;
     watcher.join();
     std::fprintf(stderr, "diffuse serve: stopped\n");
     return kExitOk;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "server/base64.h"
+#include "server/client_watch.h"
 #include "server/server_state.h"
 
 namespace diffuse::server {
@@ -40,16 +41,6 @@ nlohmann::json sd_model_json(const ModelEntry& m) {
           {"sha256", m.sha256.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.sha256)},
           {"filename", m.path},
           {"config", nullptr}};
-}
-
-template <class T>
-T get_or(const nlohmann::json& j, const char* key, T fallback) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw_error(ErrorCode::kInvalidArgument, std::string("field '") + key + "' has the wrong type");
-  }
 }
 
 }  // namespace
@@ -105,7 +96,7 @@ void register_a1111_routes(Server::State& s) {
     nlohmann::json body;
     if (!parse_body(req, res, &body)) return;
     if (body.contains("sd_model_checkpoint")) {
-      std::string want = get_or<std::string>(body, "sd_model_checkpoint", "");
+      std::string want = json_field<std::string>(body, "sd_model_checkpoint", "");
       auto m = s.models->find(want);
       if (!m) return send_error(res, 404, "model '" + want + "' not found");
       s.models->acquire(m->id);  // A1111 loads the checkpoint before answering
@@ -141,36 +132,40 @@ void register_a1111_routes(Server::State& s) {
   http.Post("/sdapi/v1/txt2img", [&s](const httplib::Request& req, httplib::Response& res) {
     nlohmann::json body;
     if (!parse_body(req, res, &body)) return;
-    nlohmann::json overrides = body.value("override_settings", nlohmann::json::object());
+    nlohmann::json overrides = body.contains("override_settings") && !body["override_settings"].is_null()
+                                   ? body["override_settings"]
+                                   : nlohmann::json::object();
     if (!overrides.is_object()) return send_error(res, 422, "override_settings must be an object");
-    std::string model = s.model_or_current(get_or<std::string>(overrides, "sd_model_checkpoint", ""));
+    std::string model = s.model_or_current(json_field<std::string>(overrides, "sd_model_checkpoint", ""));
 
     GenerationParams p;
-    p.prompt = get_or<std::string>(body, "prompt", "");
-    p.negative_prompt = get_or<std::string>(body, "negative_prompt", "");
-    int64_t seed = get_or<int64_t>(body, "seed", -1);
+    p.prompt = json_field<std::string>(body, "prompt", "");
+    p.negative_prompt = json_field<std::string>(body, "negative_prompt", "");
+    int64_t seed = json_field<int64_t>(body, "seed", -1);
     if (seed < 0) seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
-    std::string sampler = get_or<std::string>(body, "sampler_name", "");
-    if (sampler.empty()) sampler = get_or<std::string>(body, "sampler_index", "Euler");
+    std::string sampler = json_field<std::string>(body, "sampler_name", "");
+    if (sampler.empty()) sampler = json_field<std::string>(body, "sampler_index", "Euler");
     p.sampler = canonical_sampler(sampler);
-    std::string sched = get_or<std::string>(body, "scheduler", "");
+    std::string sched = json_field<std::string>(body, "scheduler", "");
     std::string lower;
     for (char c : sched) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (sampler.find("Karras") != std::string::npos || sampler.find("karras") != std::string::npos) lower = "karras";
     p.schedule = lower == "karras" ? "karras" : "default";
-    const int batch_size = get_or<int>(body, "batch_size", 1);
-    const int n_iter = get_or<int>(body, "n_iter", 1);
+    const int batch_size = json_field<int>(body, "batch_size", 1);
+    const int n_iter = json_field<int>(body, "n_iter", 1);
     DIFFUSE_CHECK_ARG(batch_size >= 1 && batch_size <= 8, "batch_size must be between 1 and 8");
     DIFFUSE_CHECK_ARG(n_iter >= 1 && n_iter <= 16, "n_iter must be between 1 and 16");
-    p.steps = get_or<int>(body, "steps", 50);
-    p.cfg_scale = get_or<float>(body, "cfg_scale", 7.0f);
-    p.width = get_or<int>(body, "width", 512);
-    p.height = get_or<int>(body, "height", 512);
-    p.clip_skip = get_or<int>(overrides, "CLIP_stop_at_last_layers", 1);
+    p.steps = json_field<int>(body, "steps", 50);
+    p.cfg_scale = json_field<float>(body, "cfg_scale", 7.0f);
+    p.width = json_field<int>(body, "width", 512);
+    p.height = json_field<int>(body, "height", 512);
+    p.clip_skip = json_field<int>(overrides, "CLIP_stop_at_last_layers", 1);
     p.images = batch_size;
     p.seed_per_image = true;
     p.validate();
 
+    // A client that hangs up stops its job (and the remaining iterations).
+    ClientWatch watch(req, s.port);
     std::vector<std::string> images_b64, infotexts;
     std::vector<int64_t> seeds;
     for (int it = 0; it < n_iter; ++it) {
@@ -180,8 +175,8 @@ void register_a1111_routes(Server::State& s) {
       r.params.seed = seed + static_cast<int64_t>(it) * batch_size;
       r.echo = body;
       std::string id = s.jobs->submit(std::move(r));
-      JobSnapshot done = s.jobs->wait_finished(id);
-      if (done.state == JobState::kCancelled) break;  // /interrupt: return what was made
+      JobSnapshot done = s.jobs->wait_finished(id, [&watch] { return watch.client_gone(); });
+      if (done.state == JobState::kCancelled) break;  // /interrupt or hang-up: return what was made
       if (done.state == JobState::kFailed) {
         return send_error(res, done.error_code == static_cast<int>(ErrorCode::kInvalidArgument) ? 422 : 500,
                           done.error);

@@ -67,16 +67,6 @@ nlohmann::json job_json(const JobSnapshot& j) {
           {"created", j.created}};
 }
 
-template <class T>
-T field(const nlohmann::json& j, const char* name, T fallback) {
-  if (!j.contains(name) || j[name].is_null()) return fallback;
-  try {
-    return j[name].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw_error(ErrorCode::kInvalidArgument, std::string("field '") + name + "' has the wrong type");
-  }
-}
-
 bool finished(JobState s) { return s == JobState::kDone || s == JobState::kFailed || s == JobState::kCancelled; }
 
 }  // namespace
@@ -99,23 +89,23 @@ void register_native_routes(Server::State& s) {
     nlohmann::json body;
     if (!parse_body(req, res, &body)) return;
     JobRequest r;
-    r.model = s.model_or_current(field<std::string>(body, "model", ""));
+    r.model = s.model_or_current(json_field<std::string>(body, "model", ""));
     GenerationParams& p = r.params;
-    p.prompt = field<std::string>(body, "prompt", "");
+    p.prompt = json_field<std::string>(body, "prompt", "");
     if (body.contains("negative_prompt") && !body["negative_prompt"].is_null()) {
-      p.negative_prompt = field<std::string>(body, "negative_prompt", "");
+      p.negative_prompt = json_field<std::string>(body, "negative_prompt", "");
     }
-    p.images = field<int>(body, "images", 1);
+    p.images = json_field<int>(body, "images", 1);
     DIFFUSE_CHECK_ARG(p.images >= 1 && p.images <= 8, "images must be between 1 and 8");
-    p.seed = field<int64_t>(body, "seed", -1);
-    p.steps = field<int>(body, "steps", 0);
-    p.cfg_scale = field<float>(body, "cfg_scale", -1.0f);
-    std::string sampler = field<std::string>(body, "sampler", "");
+    p.seed = json_field<int64_t>(body, "seed", -1);
+    p.steps = json_field<int>(body, "steps", 0);
+    p.cfg_scale = json_field<float>(body, "cfg_scale", -1.0f);
+    std::string sampler = json_field<std::string>(body, "sampler", "");
     p.sampler = sampler.empty() ? "" : canonical_sampler(sampler);
-    p.schedule = field<std::string>(body, "schedule", "default");
-    p.width = field<int>(body, "width", 0);
-    p.height = field<int>(body, "height", 0);
-    p.clip_skip = field<int>(body, "clip_skip", 1);
+    p.schedule = json_field<std::string>(body, "schedule", "default");
+    p.width = json_field<int>(body, "width", 0);
+    p.height = json_field<int>(body, "height", 0);
+    p.clip_skip = json_field<int>(body, "clip_skip", 1);
     p.seed_per_image = true;  // seed + i per image, as A1111 and the gallery show it
     if (p.seed < 0) {
       p.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
@@ -199,7 +189,8 @@ void register_native_routes(Server::State& s) {
       }
       std::string text = ev.str();
       if (!sink.write(text.data(), text.size())) return false;  // client went away
-      if (finished(j->state)) sink.done();
+      // A stopping server ends open streams (the page reconnects or reports the loss).
+      if (finished(j->state) || s.jobs->stopping()) sink.done();
       return true;
     });
   });

@@ -41,18 +41,31 @@ JobQueue::JobQueue(ModelRegistry& models, History& history)
     : models_(models), history_(history), thread_([this] { worker(); }) {}
 
 JobQueue::~JobQueue() {
+  shutdown();
+  if (thread_.joinable()) thread_.join();
+}
+
+void JobQueue::shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     for (auto& j : queue_) {
       j->snap.state = JobState::kCancelled;
+      j->snap.position = 0;
+      j->snap.error = "the server is shutting down";
+      j->snap.error_code = static_cast<int>(ErrorCode::kCancelled);
+      finished_order_.push_back(j->snap.id);
       touch(*j);
     }
     queue_.clear();
     if (current_) current_->cancel_requested = true;
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+}
+
+bool JobQueue::stopping() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopping_;
 }
 
 void JobQueue::touch(Job& job) {
@@ -158,15 +171,25 @@ std::optional<JobSnapshot> JobQueue::wait_update(const std::string& id, uint64_t
   return job->snap;
 }
 
-JobSnapshot JobQueue::wait_finished(const std::string& id) const {
+JobSnapshot JobQueue::wait_finished(const std::string& id, const std::function<bool()>& abandoned) {
   std::unique_lock<std::mutex> lock(mu_);
   auto it = jobs_.find(id);
   if (it == jobs_.end()) throw_error(ErrorCode::kNotFound, "job " + id + " not found");
   std::shared_ptr<Job> job = it->second;
-  cv_.wait(lock, [&] {
+  auto finished = [&] {
     JobState s = job->snap.state;
     return s == JobState::kDone || s == JobState::kFailed || s == JobState::kCancelled;
-  });
+  };
+  // The running job always finishes (cancelled at its next step after
+  // shutdown()), and shutdown() marks queued jobs cancelled, so this ends.
+  while (!cv_.wait_for(lock, std::chrono::milliseconds(250), finished)) {
+    if (abandoned) {
+      lock.unlock();
+      const bool gone = abandoned();
+      if (gone) cancel(id);
+      lock.lock();
+    }
+  }
   return job->snap;
 }
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -69,9 +70,15 @@ class JobQueue {
   std::optional<JobSnapshot> running() const;
   // Blocks until the job's version exceeds `seen` or the timeout passes; returns the latest snapshot.
   std::optional<JobSnapshot> wait_update(const std::string& id, uint64_t seen, std::chrono::milliseconds timeout) const;
-  // Blocks until the job finished (done, failed or cancelled).
-  JobSnapshot wait_finished(const std::string& id) const;
+  // Blocks until the job finished (done, failed or cancelled). `abandoned`,
+  // when given, is polled about every 250 ms: once it returns true (the HTTP
+  // client went away) the job is cancelled, so nobody waits for its images.
+  JobSnapshot wait_finished(const std::string& id, const std::function<bool()>& abandoned = {});
   size_t pending() const;
+  // Server shutdown: refuses new jobs, cancels the queued ones and the running
+  // one (at its next step) and wakes every waiter. Idempotent; the destructor calls it.
+  void shutdown();
+  bool stopping() const;
 
  private:
   struct Job {

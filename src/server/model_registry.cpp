@@ -3,8 +3,15 @@
 #include <algorithm>
 #include <filesystem>
 
+#include <cstring>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
 #include "hub/hub_cache.h"
 #include "hub/hub_options.h"
+#include "io/hash_cache.h"
+#include "pipeline/pipeline_impl.h"
 
 namespace fs = std::filesystem;
 
@@ -29,12 +36,118 @@ uint64_t size_on_disk(const fs::path& p) {
   return total;
 }
 
+nlohmann::json read_json_or_null(const fs::path& p) {
+  std::ifstream f(p);
+  if (!f) return nullptr;
+  nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+  return j.is_discarded() ? nlohmann::json(nullptr) : j;
+}
+
+// The tensor names of a .safetensors file, from its JSON header alone (a few
+// hundred KB at most: the weights are never read).
+std::string safetensors_header(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  unsigned char len_bytes[8] = {};
+  if (!f.read(reinterpret_cast<char*>(len_bytes), 8)) return "";
+  uint64_t len = 0;
+  for (int i = 7; i >= 0; --i) len = (len << 8) | len_bytes[i];
+  if (len == 0 || len > (64u << 20)) return "";
+  std::string header(len, '\0');
+  if (!f.read(header.data(), static_cast<std::streamsize>(len))) return "";
+  return header;
+}
+
+void set_family(ModelEntry& e, Family family, bool v_prediction) {
+  e.family = family_name(family);
+  // The same defaults Pipeline::load reports (model_loader.cpp set_family_defaults).
+  e.default_steps = 50;
+  switch (family) {
+    case Family::kSD1:
+      e.default_width = e.default_height = 512;
+      e.default_cfg = 7.5f;
+      e.license = "CreativeML OpenRAIL-M";
+      break;
+    case Family::kSD2:
+      e.default_width = e.default_height = v_prediction ? 768 : 512;
+      e.default_cfg = 7.5f;
+      e.license = "CreativeML Open RAIL++-M";
+      break;
+    case Family::kSDXL:
+      e.default_width = e.default_height = 1024;
+      e.default_cfg = 5.0f;
+      e.license = "CreativeML Open RAIL++-M";
+      break;
+  }
+}
+
+void set_hash(ModelEntry& e, const fs::path& hashed) {
+  // Only a hash already in the cache: hashing a multi-GB file at scan time
+  // would stall start-up; the first load computes and caches it.
+  if (auto h = lookup_cached_sha256(hashed.string())) {
+    e.sha256 = *h;
+    e.hash = h->substr(0, 10);
+  }
+}
+
+// Family, defaults, licence and (cached) hash from the configs alone, like
+// Pipeline::load decides them: text_encoder_2 => SDXL; an erf-GELU text
+// encoder (OpenCLIP) => SD2; v_prediction => 768 px.
+void describe_cheaply(ModelEntry& e) {
+  const fs::path p(e.path);
+  std::error_code ec;
+  try {
+    if (fs::is_directory(p, ec)) {
+      nlohmann::json sched = read_json_or_null(p / "scheduler" / "scheduler_config.json");
+      const bool v = sched.is_object() && sched.value("prediction_type", std::string()) == "v_prediction";
+      Family family = Family::kSD1;
+      if (fs::exists(p / "text_encoder_2", ec)) {
+        family = Family::kSDXL;
+      } else {
+        nlohmann::json te = read_json_or_null(p / "text_encoder" / "config.json");
+        if (te.is_object() && te.value("hidden_act", std::string("quick_gelu")) == "gelu") family = Family::kSD2;
+      }
+      set_family(e, family, v);
+      e.default_sampler =
+          sampler_for_scheduler_class(sched.is_object() ? sched.value("_class_name", std::string()) : "");
+      for (const char* name : {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                               "diffusion_pytorch_model.bin"}) {
+        if (fs::exists(p / "unet" / name, ec)) {
+          set_hash(e, p / "unet" / name);
+          break;
+        }
+      }
+    } else {
+      set_hash(e, p);
+      std::string ext = p.extension().string();
+      std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+      if (ext != ".safetensors") return;  // a .ckpt's keys are inside a pickle: known after loading
+      const std::string h = safetensors_header(p);
+      if (h.empty()) return;
+      if (h.find("\"conditioner.embedders.1.") != std::string::npos) {
+        set_family(e, Family::kSDXL, false);
+      } else if (h.find("\"cond_stage_model.model.") != std::string::npos) {
+        set_family(e, Family::kSD2, false);  // v or epsilon is probed at load time
+      } else if (h.find("\"model.diffusion_model.") != std::string::npos) {
+        set_family(e, Family::kSD1, false);
+      }
+      if (!e.family.empty()) {
+        e.default_sampler = default_scheduler_config(family_from_name(e.family), Prediction::kEpsilon)
+                                .value("_class_name", std::string());
+        e.default_sampler = sampler_for_scheduler_class(e.default_sampler);
+      }
+    }
+  } catch (const std::exception&) {
+    // Unreadable configs: the first load fills the details in.
+  }
+}
+
 ModelEntry entry_for(const fs::path& p, const std::string& source) {
   ModelEntry e;
   e.path = p.string();
   e.id = fs::is_directory(p) ? p.filename().string() : p.stem().string();
   e.source = source;
   e.size_bytes = size_on_disk(p);
+  describe_cheaply(e);
   return e;
 }
 
@@ -153,6 +266,13 @@ std::shared_ptr<Pipeline> ModelRegistry::acquire(const std::string& id) {
   lock.unlock();
   std::shared_ptr<Pipeline> pipe(Pipeline::load(path, options_.load));
   lock.lock();
+  // Another request may have loaded the same model meanwhile: keep one copy.
+  for (auto it = loaded_.begin(); it != loaded_.end(); ++it) {
+    if (it->first == id) {
+      loaded_.splice(loaded_.begin(), loaded_, it);
+      return loaded_.front().second;
+    }
+  }
   const ModelInfo& info = pipe->info();
   for (ModelEntry& m : entries_) {
     if (m.id == id) {

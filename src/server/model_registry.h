@@ -22,14 +22,16 @@ struct ModelEntry {
   std::string path;      // what Pipeline::load takes
   std::string source;    // "folder", "file", "hf-cache"
   std::string repo;      // HF repo id when known
-  std::string family;    // "sd1"/"sd2"/"sdxl" once known ("" before the first load)
-  std::string hash;      // A1111 short hash once known
+  // Family, licence and defaults come from the configs at scan time (a
+  // .ckpt's only after its first load); the hash only once it is in the hash
+  // cache (io/hash_cache.h) or after the first load: never computed by a scan.
+  std::string family;    // "sd1"/"sd2"/"sdxl"; "" while unknown
+  std::string hash;      // A1111 short hash (sha256[:10]); "" while unknown
   std::string sha256;
   std::string license;
   std::string model_card;  // URL
   uint64_t size_bytes = 0;
   bool loaded = false;
-  // Defaults reported once loaded.
   int default_width = 512, default_height = 512, default_steps = 50;
   float default_cfg = 7.5f;
   std::string default_sampler;

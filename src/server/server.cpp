@@ -1,6 +1,8 @@
 #include "server/server.h"
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "server/server_state.h"
 
@@ -191,10 +193,25 @@ int Server::bind() {
   return s.port;
 }
 
-void Server::run() { state_->http.listen_after_bind(); }
+void Server::run() {
+  State& s = *state_;
+  s.run_phase = 1;
+  if (!s.stop_requested) s.http.listen_after_bind();
+  s.run_phase = 2;
+}
 
 void Server::stop() {
-  if (state_) state_->http.stop();
+  if (!state_) return;
+  // Jobs first: httplib's stop() joins its handler threads, and those may be
+  // waiting on a job (A1111/OpenAI requests, SSE streams). Cancelling wakes
+  // them; the running job stops at its next step and commits nothing.
+  State& s = *state_;
+  s.stop_requested = true;
+  s.jobs->shutdown();
+  // httplib's stop() does nothing until listen has started: a stop() racing a
+  // just-started run() waits for that moment.
+  while (s.run_phase == 1 && !s.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  s.http.stop();
 }
 
 }  // namespace diffuse::server

@@ -3,7 +3,10 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <memory>
+#include <type_traits>
 #include <mutex>
 #include <string>
 
@@ -26,6 +29,8 @@ struct Server::State {
   std::mutex telemetry_mu;
   httplib::Server http;
   int port = 0;
+  std::atomic<bool> stop_requested{false};
+  std::atomic<int> run_phase{0};  // 0 before run(), 1 inside, 2 returned
   std::mutex current_mu;
   std::string current_model;  // A1111 sd_model_checkpoint / OpenAI default
 
@@ -38,6 +43,44 @@ void send_error(httplib::Response& res, int status, const std::string& message);
 int http_status_for(const Error& e);
 // Parses a JSON body or answers 400 and returns false.
 bool parse_body(const httplib::Request& req, httplib::Response& res, nlohmann::json* out);
+// A request field converted with range checks: integers must be JSON integers
+// that fit T (nlohmann's get<int> would silently wrap 1e10), floats finite
+// numbers, strings strings. Absent or null gives `fallback`; anything else
+// throws kInvalidArgument naming the field (answered as 422).
+template <class T>
+T json_field(const nlohmann::json& j, const char* name, T fallback) {
+  if (!j.is_object() || !j.contains(name) || j[name].is_null()) return fallback;
+  const nlohmann::json& v = j[name];
+  auto fail = [&](const char* what) {
+    throw_error(ErrorCode::kInvalidArgument, std::string("field '") + name + "' must be " + what + ", got " +
+                                                 v.dump().substr(0, 64));
+  };
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) fail("true or false");
+    return v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    if (v.is_number_unsigned()) {
+      if (v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max())) fail("a smaller integer");
+      return static_cast<T>(v.get<uint64_t>());
+    }
+    if (!v.is_number_integer()) fail("an integer");
+    const int64_t x = v.get<int64_t>();
+    if (x < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+        x > static_cast<int64_t>(std::numeric_limits<T>::max())) {
+      fail("an integer in range");
+    }
+    return static_cast<T>(x);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) fail("a number");
+    const double x = v.get<double>();
+    if (!std::isfinite(x) || std::abs(x) > static_cast<double>(std::numeric_limits<T>::max())) fail("a finite number");
+    return static_cast<T>(x);
+  } else {
+    if (!v.is_string()) fail("a string");
+    return v.get<std::string>();
+  }
+}
+
 // Sampler name from any common spelling (A1111 "Euler a", "k_euler_a", ComfyUI "euler_ancestral", ours).
 std::string canonical_sampler(const std::string& name);
 
