@@ -14,6 +14,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/onednn.h"
+#include "backends/cpu/profile.h"
 
 namespace diffuse::cpu {
 
@@ -132,7 +133,11 @@ WeightCache& weight_cache() {
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding, const Tensor& residual) {
   DType cd = x.dtype() == DType::kBF16 && onednn::native_bf16() ? DType::kBF16 : DType::kF32;
   auto as_cd = [&](const Tensor& t) { return t.dtype() == cd ? t.contiguous() : cast(t, cd); };
-  Tensor xc = as_cd(x);
+  Tensor xc;
+  {
+    DIFFUSE_CPU_PROFILE("conv2d.cast_in");
+    xc = as_cd(x);
+  }
   Tensor bc = bias.defined() ? as_f32(bias) : Tensor();
   int64_t n = x.dim(0), o = w.dim(0), kh = w.dim(2), kw = w.dim(3);
   int64_t ho = (x.dim(2) + 2 * padding - kh) / stride + 1, wo = (x.dim(3) + 2 * padding - kw) / stride + 1;
@@ -140,7 +145,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   Tensor out = Tensor::empty(ys, cd);
   if (out.numel() == 0) return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
   auto e = get_conv(x.shape(), w.shape(), ys, stride, padding, onednn::dt_of(cd), bc.defined(), residual.defined());
-  memory wm = weight_cache().get(w, *e, cd);
+  memory wm;
+  {
+    DIFFUSE_CPU_PROFILE("conv2d.weights");
+    wm = weight_cache().get(w, *e, cd);
+  }
 
   onednn::sync_threads();
   auto& eng = onednn::engine();
@@ -150,8 +159,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   memory y_user({memory::dims(ys.begin(), ys.end()), dt, memory::format_tag::nchw}, eng, out.raw_data());
   memory xm = x_user, ym = y_user;
   if (e->pd.src_desc() != x_user.get_desc()) {
+    DIFFUSE_CPU_PROFILE("conv2d.reorder_in");
     xm = memory(e->pd.src_desc(), eng);
     dnnl::reorder(x_user, xm).execute(s, x_user, xm);
+    s.wait();
   }
   if (e->pd.dst_desc() != y_user.get_desc()) ym = memory(e->pd.dst_desc(), eng);
   if (residual.defined()) {
@@ -161,9 +172,16 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   }
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
   if (bc.defined()) args[DNNL_ARG_BIAS] = memory(e->pd.bias_desc(), eng, bc.raw_data());
-  e->prim.execute(s, args);
-  if (ym != y_user) dnnl::reorder(ym, y_user).execute(s, ym, y_user);
-  s.wait();
+  {
+    DIFFUSE_CPU_PROFILE("conv2d.exec");
+    e->prim.execute(s, args);
+    s.wait();
+  }
+  if (ym != y_user) {
+    DIFFUSE_CPU_PROFILE("conv2d.reorder_out");
+    dnnl::reorder(ym, y_user).execute(s, ym, y_user);
+    s.wait();
+  }
   return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
 }
 

@@ -1,6 +1,7 @@
 // The CPU Backend: a thin class forwarding to the per-family kernels.
 #include "backends/backend_registry.h"
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/profile.h"
 
 namespace diffuse {
 
@@ -10,38 +11,75 @@ class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act) override {
+    DIFFUSE_CPU_PROFILE("linear");
     return cpu::linear(x, w, bias, act);
   }
-  Tensor matmul(const Tensor& a, const Tensor& b) override { return cpu::matmul(a, b); }
+  Tensor matmul(const Tensor& a, const Tensor& b) override {
+    DIFFUSE_CPU_PROFILE("matmul");
+    return cpu::matmul(a, b);
+  }
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                 const Tensor& residual) override {
+    DIFFUSE_CPU_PROFILE("conv2d");
     return cpu::conv2d(x, w, bias, stride, padding, residual);
   }
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                     bool silu) override {
+    DIFFUSE_CPU_PROFILE("group_norm");
     return cpu::group_norm(x, groups, gamma, beta, eps, silu);
   }
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override {
+    DIFFUSE_CPU_PROFILE("layer_norm");
     return cpu::layer_norm(x, gamma, beta, eps);
   }
-  Tensor softmax(const Tensor& x, int dim) override { return cpu::softmax(x, dim); }
+  Tensor softmax(const Tensor& x, int dim) override {
+    DIFFUSE_CPU_PROFILE("softmax");
+    return cpu::softmax(x, dim);
+  }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
+    DIFFUSE_CPU_PROFILE("attention");
     return cpu::attention(q, k, v, heads, scale, causal);
   }
-  Tensor activation(const Tensor& x, Activation act) override { return cpu::activation(x, act); }
-  Tensor geglu(const Tensor& x) override { return cpu::geglu(x); }
-  Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op) override { return cpu::binary(a, b, op); }
+  Tensor activation(const Tensor& x, Activation act) override {
+    DIFFUSE_CPU_PROFILE("activation");
+    return cpu::activation(x, act);
+  }
+  Tensor geglu(const Tensor& x) override {
+    DIFFUSE_CPU_PROFILE("geglu");
+    return cpu::geglu(x);
+  }
+  Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op) override {
+    DIFFUSE_CPU_PROFILE("binary");
+    return cpu::binary(a, b, op);
+  }
   Tensor axpby(const Tensor& a, float alpha, const Tensor& b, float beta) override {
+    DIFFUSE_CPU_PROFILE("axpby");
     return cpu::axpby(a, alpha, b, beta);
   }
-  Tensor concat(const std::vector<Tensor>& xs, int dim) override { return cpu::concat(xs, dim); }
-  Tensor copy(const Tensor& x) override { return cpu::copy(x); }
-  Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(x); }
-  Tensor embedding(const Tensor& ids, const Tensor& table) override { return cpu::embedding(ids, table); }
+  Tensor concat(const std::vector<Tensor>& xs, int dim) override {
+    DIFFUSE_CPU_PROFILE("concat");
+    return cpu::concat(xs, dim);
+  }
+  Tensor copy(const Tensor& x) override {
+    DIFFUSE_CPU_PROFILE("copy");
+    return cpu::copy(x);
+  }
+  Tensor upsample_nearest2x(const Tensor& x) override {
+    DIFFUSE_CPU_PROFILE("upsample_nearest2x");
+    return cpu::upsample_nearest2x(x);
+  }
+  Tensor embedding(const Tensor& ids, const Tensor& table) override {
+    DIFFUSE_CPU_PROFILE("embedding");
+    return cpu::embedding(ids, table);
+  }
   Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift, float max_period) override {
+    DIFFUSE_CPU_PROFILE("timestep_embedding");
     return cpu::timestep_embedding(t, dim, flip_sin_to_cos, shift, max_period);
   }
-  Tensor cast(const Tensor& x, DType dtype) override { return cpu::cast(x, dtype); }
+  Tensor cast(const Tensor& x, DType dtype) override {
+    DIFFUSE_CPU_PROFILE("cast");
+    return cpu::cast(x, dtype);
+  }
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/onednn.h"
+#include "backends/cpu/profile.h"
 #include "core/thread_pool.h"
 
 namespace diffuse::cpu {
@@ -123,7 +124,12 @@ void run_matmul(const MatmulEntry& e, const Tensor& src, const Tensor& wei, cons
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act) {
   DType cd = compute_dtype(x.dtype());
-  Tensor xc = as_dtype_contig(x, cd), wc = as_dtype_contig(w, cd);
+  Tensor xc, wc;
+  {
+    DIFFUSE_CPU_PROFILE("linear.cast_in");
+    xc = as_dtype_contig(x, cd);
+    wc = as_dtype_contig(w, cd);
+  }
   Tensor bc = bias.defined() ? as_f32(bias) : Tensor();
   int64_t in = w.dim(1), out_f = w.dim(0), m = x.numel() / std::max<int64_t>(in, 1);
   Shape shape = x.shape();
@@ -137,7 +143,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation a
   }
   Tensor out = Tensor::empty(shape, cd);
   auto e = get_matmul({m, in}, {in, out_f}, {m, out_f}, onednn::dt_of(cd), true, bc.defined(), act);
-  run_matmul(*e, xc, wc, bc, out);
+  {
+    DIFFUSE_CPU_PROFILE("linear.exec");
+    run_matmul(*e, xc, wc, bc, out);
+  }
   return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
 }
 
