@@ -15,6 +15,10 @@
 #include "core/thread_pool.h"
 #include "pipeline/pipeline.h"
 
+#ifdef DIFFUSE_HAVE_CUDA
+#include "backends/cuda/cuda_api.h"
+#endif
+
 namespace diffuse::cli {
 namespace {
 
@@ -45,9 +49,32 @@ double peak_rss_gib() {
 struct RunStats {
   double step_ms = 0;  // median step time (after the first step)
   double text_ms = 0, vae_ms = 0, total_s = 0, first_step_s = 0;
+  double peak_reserved_gib = 0, peak_in_use_gib = 0;  // device memory (CUDA allocator), this run
 };
 
-RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time_point t_origin) {
+// Device memory high-water marks of the caching allocator (weights included;
+// the CUDA context and library handles are not counted, as in torch's
+// max_memory_reserved / max_memory_allocated).
+void reset_device_peaks() {
+#ifdef DIFFUSE_HAVE_CUDA
+  cuda_empty_cache();  // cached blocks of earlier runs would count as reserved
+  cuda_reset_peak_stats();
+#endif
+}
+void read_device_peaks(RunStats& st) {
+#ifdef DIFFUSE_HAVE_CUDA
+  CudaAllocatorStats a = cuda_allocator_stats();
+  st.peak_reserved_gib = a.peak_reserved_bytes / double(1ull << 30);
+  st.peak_in_use_gib = a.peak_in_use_bytes / double(1ull << 30);
+#else
+  (void)st;
+#endif
+}
+
+// fresh_memory: start from an empty allocator cache and report this run's
+// peaks (used for the untimed runs, so timed runs keep a warm cache).
+RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time_point t_origin,
+                  bool fresh_memory = false) {
   GenerationParams p;
   p.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
   p.negative_prompt = "blurry, low quality";
@@ -57,6 +84,7 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
   p.seed = 42;
   p.sampler = o.sampler;
   std::vector<double> step_times;
+  if (fresh_memory) reset_device_peaks();
   auto last = Clock::now();
   double first_step_s = 0;
   GenerationResult r = pipe.generate(p, [&](const StepProgress& s) {
@@ -77,6 +105,7 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
   st.vae_ms = r.timings.vae_decode_s * 1e3;
   st.total_s = r.timings.total_s;
   st.first_step_s = first_step_s;
+  if (fresh_memory) read_device_peaks(st);
   return st;
 }
 
@@ -104,9 +133,19 @@ int run_bench(BenchOptions o) {
                info.name.c_str(), o.size, o.size, o.device.c_str(), precision_name(prec), o.sampler.c_str(), o.steps,
                load_s);
 
-  RunStats one = run_once(*pipe, o, 1, t0);
+  // A cold run first (its first step also picks the cuDNN/cuBLASLt plans),
+  // then the timed runs: steady state, as a server sees it.
+  RunStats cold = run_once(*pipe, o, 1, t0, true);
+  RunStats one = cpu ? cold : run_once(*pipe, o, 1, Clock::now());
+  one.peak_reserved_gib = cold.peak_reserved_gib;
+  one.peak_in_use_gib = cold.peak_in_use_gib;
   RunStats four;
-  if (!o.skip_batch) four = run_once(*pipe, o, o.images, Clock::now());
+  if (!o.skip_batch) {
+    RunStats warm = cpu ? RunStats{} : run_once(*pipe, o, o.images, Clock::now(), true);  // batch shapes' warm-up
+    four = run_once(*pipe, o, o.images, Clock::now());
+    four.peak_reserved_gib = warm.peak_reserved_gib;
+    four.peak_in_use_gib = warm.peak_in_use_gib;
+  }
 
   double unet_tflop = 0, vae_tflop = 0;
   for (const FlopRef& f : kFlops) {
@@ -125,17 +164,21 @@ int run_bench(BenchOptions o) {
       {"size", o.size},
       {"steps", o.steps},
       {"load_s", load_s},
-      {"time_to_first_step_s", one.first_step_s},
+      {"time_to_first_step_s", cold.first_step_s},
+      {"cold_whole_image_s", cold.total_s},
       {"one_image", {{"step_ms", one.step_ms}, {"it_per_s", 1e3 / one.step_ms},
                      {"unet_tflops", tflops(unet_tflop, one.step_ms)}, {"text_encode_ms", one.text_ms},
                      {"vae_decode_ms", one.vae_ms}, {"vae_tflops", tflops(vae_tflop, one.vae_ms)},
-                     {"whole_image_s", one.total_s}}},
+                     {"whole_image_s", one.total_s}, {"peak_reserved_gib", one.peak_reserved_gib},
+                     {"peak_in_use_gib", one.peak_in_use_gib}}},
       {"peak_rss_gib", peak_rss_gib()},
   };
   if (!o.skip_batch) {
     j["batch"] = {{"images", o.images},        {"step_ms", four.step_ms},
                   {"it_per_s", 1e3 / four.step_ms}, {"unet_tflops", tflops(unet_tflop * o.images, four.step_ms)},
-                  {"vae_decode_ms", four.vae_ms}, {"whole_s", four.total_s}};
+                  {"vae_decode_ms", four.vae_ms}, {"vae_tflops", tflops(vae_tflop * o.images, four.vae_ms)},
+                  {"whole_s", four.total_s}, {"peak_reserved_gib", four.peak_reserved_gib},
+                  {"peak_in_use_gib", four.peak_in_use_gib}};
   }
   if (o.json) {
     std::cout << j.dump(2) << std::endl;
@@ -154,10 +197,20 @@ int run_bench(BenchOptions o) {
   std::printf("\n%-28s %14.1f", "text encode (ms)", one.text_ms);
   std::printf("\n%-28s %14.1f", "VAE decode (ms)", one.vae_ms);
   if (!o.skip_batch) std::printf(" %14.1f", four.vae_ms);
+  if (vae_tflop > 0) {
+    std::printf("\n%-28s %14.2f", "VAE TFLOP/s", tflops(vae_tflop, one.vae_ms));
+    if (!o.skip_batch) std::printf(" %14.2f", tflops(vae_tflop * o.images, four.vae_ms));
+  }
   std::printf("\n%-28s %14.2f", "whole image(s) (s)", one.total_s);
   if (!o.skip_batch) std::printf(" %14.2f", four.total_s);
-  std::printf("\n%-28s %14.2f\n%-28s %14.2f\n", "time to first step (s)", one.first_step_s, "peak RSS (GiB)",
-              peak_rss_gib());
+  if (!cpu) {
+    std::printf("\n%-28s %14.2f", "peak device reserved (GiB)", one.peak_reserved_gib);
+    if (!o.skip_batch) std::printf(" %14.2f", four.peak_reserved_gib);
+    std::printf("\n%-28s %14.2f", "peak device in use (GiB)", one.peak_in_use_gib);
+    if (!o.skip_batch) std::printf(" %14.2f", four.peak_in_use_gib);
+  }
+  std::printf("\n%-28s %14.2f\n%-28s %14.2f\n%-28s %14.2f\n", "cold first image (s)", cold.total_s,
+              "time to first step (s)", cold.first_step_s, "peak RSS (GiB)", peak_rss_gib());
   return kExitOk;
 }
 

@@ -296,9 +296,16 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
                     "[unet] timesteps " + shape_str(timesteps.shape()) + " must have 1 or " + std::to_string(B) + " entries");
 
   // diffusers broadcasts one timestep to the batch (timesteps.expand(B)).
-  std::vector<float> tv = timesteps.to_f32_vector();
-  if (tv.size() == 1) tv.assign(B, tv[0]);
-  const Tensor t = Tensor::from_vector(tv, {B}).to(device_);            // [B]
+  // Per-image f32 timesteps already on the device are used as they are: no
+  // host round trip, so the whole forward can be captured in a CUDA graph.
+  Tensor t;
+  if (timesteps.device() == device_ && timesteps.dtype() == DType::kF32 && timesteps.numel() == B) {
+    t = timesteps.reshape({B});                                          // [B]
+  } else {
+    std::vector<float> tv = timesteps.to_f32_vector();
+    if (tv.size() == 1) tv.assign(B, tv[0]);
+    t = Tensor::from_vector(tv, {B}).to(device_);                        // [B]
+  }
   const Tensor x = sample.to(device_).to(dtype_);                        // [B, Cin, H, W]
   const Tensor ctx = context.to(device_).to(dtype_);                     // [B, L, D]
 

@@ -14,8 +14,12 @@ struct CudaAllocatorStats {
   uint64_t alloc_calls = 0;   // cuda_allocate() calls
   size_t reserved_bytes = 0;  // held from the driver (in use + cached)
   size_t in_use_bytes = 0;
+  size_t peak_reserved_bytes = 0;  // high-water marks since start or cuda_reset_peak_stats()
+  size_t peak_in_use_bytes = 0;
 };
 CudaAllocatorStats cuda_allocator_stats();
+// Restarts the peak counters at the current reserved / in-use bytes.
+void cuda_reset_peak_stats();
 // Gives cached (unused) blocks back to the driver. Synchronises the device.
 void cuda_empty_cache();
 // Waits for all work the backend has enqueued (host-side timing, tests).

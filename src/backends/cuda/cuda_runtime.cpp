@@ -9,6 +9,7 @@
 // without events: the stream orders the accesses.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -62,6 +63,18 @@ class CachingAllocator {
     size_t size = round(nbytes);
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.alloc_calls;
+    if (capturing_) {  // the capture's own freed blocks first: they are the graph's already
+      auto ct = capture_free_.lower_bound(size);
+      if (ct != capture_free_.end() && ct->first - size <= size / 4) {
+        void* p = ct->second;
+        size_t got = ct->first;
+        capture_free_.erase(ct);
+        parked_.erase(p);
+        in_use_[p] = got;
+        add_in_use(got);
+        return p;
+      }
+    }
     auto it = free_.lower_bound(size);
     // Reuse a cached block unless it is much larger than asked for.
     if (it != free_.end() && it->first - size <= size / 4) {
@@ -69,7 +82,7 @@ class CachingAllocator {
       size_t got = it->first;
       free_.erase(it);
       in_use_[p] = got;
-      stats_.in_use_bytes += got;
+      add_in_use(got);
       if (capturing_) pinned_.insert(p);
       return p;
     }
@@ -89,7 +102,8 @@ class CachingAllocator {
     }
     ++stats_.malloc_calls;
     stats_.reserved_bytes += size;
-    stats_.in_use_bytes += size;
+    stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+    add_in_use(size);
     in_use_[p] = size;
     if (capturing_) pinned_.insert(p);
     return p;
@@ -105,6 +119,9 @@ class CachingAllocator {
     stats_.in_use_bytes -= size;
     if (pinned_.count(p)) {  // a captured graph may still write it: keep it out of the free list
       parked_[p] = size;
+      // During the capture, later ops of the same graph may reuse it: the
+      // graph replays in capture order on one stream, as eager ops would run.
+      if (capturing_) capture_free_.emplace(size, p);
       return;
     }
     free_.emplace(size, p);
@@ -119,6 +136,7 @@ class CachingAllocator {
   std::vector<void*> end_capture() {
     std::lock_guard<std::mutex> lock(mu_);
     capturing_ = false;
+    capture_free_.clear();  // those blocks stay parked until the graph is destroyed
     std::vector<void*> pins(pinned_.begin(), pinned_.end());
     return pins;
   }
@@ -143,8 +161,17 @@ class CachingAllocator {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_;
   }
+  void reset_peaks() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_reserved_bytes = stats_.reserved_bytes;
+    stats_.peak_in_use_bytes = stats_.in_use_bytes;
+  }
 
  private:
+  void add_in_use(size_t n) {
+    stats_.in_use_bytes += n;
+    stats_.peak_in_use_bytes = std::max(stats_.peak_in_use_bytes, stats_.in_use_bytes);
+  }
   static size_t round(size_t n) {
     if (n == 0) n = 1;
     if (n <= kSmallLimit) return (n + kSmallRound - 1) / kSmallRound * kSmallRound;
@@ -164,6 +191,7 @@ class CachingAllocator {
   std::unordered_map<void*, size_t> in_use_;
   std::unordered_set<void*> pinned_;
   std::unordered_map<void*, size_t> parked_;
+  std::multimap<size_t, void*> capture_free_;  // parked blocks the capture in progress may reuse
   bool capturing_ = false;
   CudaAllocatorStats stats_;
 };
@@ -217,6 +245,7 @@ void cuda_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_
 }
 
 CudaAllocatorStats cuda_allocator_stats() { return allocator().stats(); }
+void cuda_reset_peak_stats() { allocator().reset_peaks(); }
 void cuda_empty_cache() { allocator().empty_cache(); }
 void cuda_synchronize() { DIFFUSE_CUDA_CHECK(cudaStreamSynchronize(cuda_context().stream), "cuda_synchronize"); }
 

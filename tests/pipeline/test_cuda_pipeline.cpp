@@ -1,0 +1,208 @@
+// The diffusers pipeline runs of every family (shared/fixtures/<family>/cases.json
+// "pipeline_runs") on the CUDA backend, through Pipeline::generate with the
+// UNet step captured as a CUDA graph:
+//   fp32: final latents within 1e-3 relative and images within 1/255 of diffusers;
+//   fp16 / bf16: images within 3/255 of our fp32 CUDA images, all finite (SD2's
+//   attention in fp16 must not overflow; SDXL's VAE is kept in f32 by the loader);
+//   graph replay vs eager steps (DIFFUSE_CUDA_GRAPH=0): the same latents.
+// Needs a GPU (ctest label "cuda"); skips when no CUDA device is usable.
+#include <cmath>
+#include <cstdlib>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/backend_registry.h"
+#include "backends/cuda/cuda_api.h"
+#include "io/checkpoint.h"
+#include "io/json_util.h"
+#include "pipeline/pipeline.h"
+#include "test_util.h"
+
+namespace diffuse {
+namespace {
+
+using testing::compare;
+using testing::fixtures_dir;
+
+struct Fixture {
+  nlohmann::json cases;
+  TensorMap tensors;
+};
+
+const Fixture& fixture(const std::string& family) {
+  static std::map<std::string, Fixture> cache;
+  auto it = cache.find(family);
+  if (it != cache.end()) return it->second;
+  Fixture f;
+  f.cases = read_python_json_file(fixtures_dir() + "/" + family + "/cases.json");
+  f.tensors = load_safetensors(fixtures_dir() + "/" + family + "/tensors.safetensors").tensors;
+  return cache.emplace(family, std::move(f)).first->second;
+}
+
+Pipeline& cuda_pipeline(const std::string& family, Precision precision) {
+  static std::map<std::pair<std::string, Precision>, std::unique_ptr<Pipeline>> cache;
+  auto& p = cache[{family, precision}];
+  if (!p) {
+    LoadOptions opts;
+    opts.device = Device::kCUDA;
+    opts.precision = precision;
+    p = Pipeline::load(fixtures_dir() + "/" + family + "/model", opts);
+  }
+  return *p;
+}
+
+// Same reading of a run as tests/pipeline/test_pipeline_fixtures.cpp.
+GenerationParams params_for(const nlohmann::json& run, const Fixture& f) {
+  GenerationParams p;
+  if (run["prompt"].is_array()) {
+    for (const auto& s : run["prompt"]) p.prompts.push_back(s.get<std::string>());
+    for (const auto& s : run["negative_prompt"]) p.negative_prompts.push_back(s.get<std::string>());
+  } else {
+    p.prompt = run["prompt"].get<std::string>();
+    if (!run["negative_prompt"].is_null()) p.negative_prompt = run["negative_prompt"].get<std::string>();
+    p.images = 1;
+  }
+  p.cfg_scale = run["guidance_scale"].get<float>();
+  p.steps = run["num_inference_steps"].get<int>();
+  p.width = run["width"].get<int>();
+  p.height = run["height"].get<int>();
+  std::string sched = run["scheduler"].get<std::string>();
+  if (sched.size() > 7 && sched.substr(sched.size() - 7) == "_karras") {
+    p.sampler = sched.substr(0, sched.size() - 7);
+    p.schedule = "karras";
+  } else {
+    p.sampler = sched;
+  }
+  p.initial_latents = f.tensors.at(run["initial_latents"].get<std::string>()).to(DType::kF32);
+  p.seed = run["generator"].is_null() ? 0 : run["generator"]["seed"].get<int64_t>();
+  return p;
+}
+
+#define REQUIRE_CUDA() \
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device"
+
+// fp32 CUDA results per family and run name, the reference of the half-precision runs.
+std::map<std::string, std::map<std::string, Tensor>>& fp32_images() {
+  static std::map<std::string, std::map<std::string, Tensor>> m;
+  return m;
+}
+
+const std::map<std::string, Tensor>& fp32_results(const std::string& family) {
+  auto& all = fp32_images();
+  auto it = all.find(family);
+  if (it != all.end()) return it->second;
+  const Fixture& f = fixture(family);
+  std::map<std::string, Tensor> out;
+  for (const auto& run : f.cases["pipeline_runs"]) {
+    GenerationResult r = cuda_pipeline(family, Precision::kFp32).generate(params_for(run, f));
+    out[run["name"].get<std::string>()] = r.decoded;
+  }
+  return all.emplace(family, std::move(out)).first->second;
+}
+
+bool all_finite(const std::vector<float>& v) {
+  for (float x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+class CudaPipelineRuns : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaPipelineRuns, Fp32MatchesDiffusers) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  REQUIRE_CUDA();
+  const std::string family = GetParam();
+  const Fixture& f = fixture(family);
+  Pipeline& pipe = cuda_pipeline(family, Precision::kFp32);
+  int checked = 0;
+  for (const auto& run : f.cases["pipeline_runs"]) {
+    const std::string name = run["name"].get<std::string>();
+    SCOPED_TRACE(family + "/" + name);
+    GenerationResult r = pipe.generate(params_for(run, f));
+    EXPECT_EQ(r.timings.unet_evals, run["n_unet_evals"].get<int>());
+    auto lat = compare(r.final_latents.to_f32_vector(),
+                       f.tensors.at(run["final_latents"].get<std::string>()).to_f32_vector());
+    EXPECT_LT(lat.max_rel, 1e-3) << "final latents " << lat.str();
+    if (run.contains("image")) {
+      Tensor expected = f.tensors.at(run["image"].get<std::string>()).permute({0, 3, 1, 2}).contiguous();
+      auto img = compare(r.decoded.to_f32_vector(), expected.to_f32_vector());
+      EXPECT_LT(img.max_abs, 1.0 / 255) << "image " << img.str();
+    }
+    fp32_images()[family][name] = r.decoded;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 11);
+}
+
+class CudaHalfRuns : public ::testing::TestWithParam<std::tuple<std::string, Precision>> {};
+
+TEST_P(CudaHalfRuns, MatchFp32Cuda) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  REQUIRE_CUDA();
+  const auto [family, precision] = GetParam();
+  const Fixture& f = fixture(family);
+  const auto& ref = fp32_results(family);
+  Pipeline& pipe = cuda_pipeline(family, precision);
+  int checked = 0;
+  for (const auto& run : f.cases["pipeline_runs"]) {
+    const std::string name = run["name"].get<std::string>();
+    SCOPED_TRACE(family + "/" + name + " " + precision_name(precision));
+    GenerationResult r = pipe.generate(params_for(run, f));
+    std::vector<float> got = r.decoded.to_f32_vector();
+    ASSERT_TRUE(all_finite(got)) << "NaN/Inf in the decoded image";
+    ASSERT_TRUE(all_finite(r.final_latents.to_f32_vector())) << "NaN/Inf in the final latents";
+    auto img = compare(got, ref.at(name).to_f32_vector());
+    EXPECT_LT(img.max_abs, 3.0 / 255) << "image vs fp32 CUDA " << img.str();
+    ++checked;
+  }
+  EXPECT_EQ(checked, 11);
+}
+
+TEST(CudaPipeline, GraphReplayMatchesEagerSteps) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  REQUIRE_CUDA();
+  for (std::string family : {"sd1", "sdxl"}) {
+    SCOPED_TRACE(family);
+    const Fixture& f = fixture(family);
+    GenerationParams p = params_for(f.cases["pipeline_runs"][0], f);
+    Pipeline& pipe = cuda_pipeline(family, Precision::kFp16);
+    GenerationResult graph = pipe.generate(p);
+    setenv("DIFFUSE_CUDA_GRAPH", "0", 1);
+    GenerationResult eager = pipe.generate(p);
+    unsetenv("DIFFUSE_CUDA_GRAPH");
+    auto d = compare(graph.final_latents.to_f32_vector(), eager.final_latents.to_f32_vector());
+    EXPECT_LT(d.max_rel, 1e-5) << d.str();
+    // A second graph run gives the same result again (the graph's memory is not reused by others).
+    GenerationResult again = pipe.generate(p);
+    auto d2 = compare(graph.final_latents.to_f32_vector(), again.final_latents.to_f32_vector());
+    EXPECT_LT(d2.max_rel, 1e-5) << d2.str();
+  }
+}
+
+TEST(CudaPipeline, SteadyStateNeedsNoNewDeviceMemory) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  REQUIRE_CUDA();
+  const Fixture& f = fixture("sd1");
+  GenerationParams p = params_for(f.cases["pipeline_runs"][0], f);
+  Pipeline& pipe = cuda_pipeline("sd1", Precision::kFp16);
+  pipe.generate(p);
+  pipe.generate(p);
+  const CudaAllocatorStats before = cuda_allocator_stats();
+  pipe.generate(p);  // captures and replays a new graph: every block comes from the cache
+  const CudaAllocatorStats after = cuda_allocator_stats();
+  EXPECT_EQ(after.malloc_calls, before.malloc_calls);
+  EXPECT_GE(after.peak_reserved_bytes, after.reserved_bytes);
+  EXPECT_GE(after.peak_in_use_bytes, after.in_use_bytes);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CudaPipelineRuns, ::testing::Values("sd1", "sd2", "sdxl"));
+INSTANTIATE_TEST_SUITE_P(Families, CudaHalfRuns,
+                         ::testing::Combine(::testing::Values("sd1", "sd2", "sdxl"),
+                                            ::testing::Values(Precision::kFp16, Precision::kBf16)),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" + precision_name(std::get<1>(info.param));
+                         });
+
+}  // namespace
+}  // namespace diffuse
