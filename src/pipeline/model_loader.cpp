@@ -42,6 +42,14 @@ fs::path find_weights(const fs::path& dir) {
 
 TensorMap load_component(const fs::path& dir) { return load_checkpoint(find_weights(dir).string()).tensors; }
 
+// diffusers' StableDiffusionXLPipeline decodes in fp32 when an fp16 VAE has
+// force_upcast (the SDXL VAE overflows fp16); StableDiffusionPipeline (SD1/SD2)
+// never upcasts, so their VAEs decode in fp16 like the reference.
+DType vae_dtype_for(Family family, DType compute, const VaeConfig& vae) {
+  const bool pipeline_upcasts = family == Family::kSDXL;
+  return compute == DType::kF16 && vae.force_upcast && pipeline_upcasts ? DType::kF32 : compute;
+}
+
 DType dtype_for(Precision p) {
   switch (p) {
     case Precision::kFp32: return DType::kF32;
@@ -258,9 +266,7 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
   Device dev = options.device;
   impl->unet = std::make_unique<UNet>(unet_cfg, unet_w, impl->dtype, dev);
   unet_w.clear();
-  // The VAE overflows in fp16 (SDXL's in particular: force_upcast); decode it in
-  // fp32, or bf16 when that is the compute precision (same exponent range as fp32).
-  DType vae_dtype = impl->dtype == DType::kF16 && vae_cfg.force_upcast ? DType::kF32 : impl->dtype;
+  const DType vae_dtype = vae_dtype_for(info.family, impl->dtype, vae_cfg);
   impl->vae = std::make_unique<Vae>(vae_cfg, vae_w, vae_dtype, dev);
   vae_w.clear();
 
@@ -334,7 +340,7 @@ std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, co
   const DType wdt = impl->dtype;
   impl->unet = std::make_unique<UNet>(unet_cfg, UNet::random_weights(unet_cfg, seed, wdt), impl->dtype,
                                       options.device);
-  DType vae_dtype = impl->dtype == DType::kF16 && vae_cfg.force_upcast ? DType::kF32 : impl->dtype;
+  const DType vae_dtype = vae_dtype_for(info.family, impl->dtype, vae_cfg);
   impl->vae = std::make_unique<Vae>(vae_cfg, Vae::random_weights(vae_cfg, seed + 1, vae_dtype), vae_dtype,
                                     options.device);
   for (size_t i = 0; i < te_cfgs.size(); ++i) {
