@@ -3,12 +3,11 @@
 // like parse_body), the typed field reads, then GenerationParams::validate.
 //
 // The handlers live inside route lambdas in src/server, so this harness
-// mirrors their field reads rather than calling them. It reads int fields the
-// way docs/reliability.md recommends (integral JSON numbers inside the int
-// range only), because the handlers' plain get<int>() wraps 4294967360 to 64
-// and casts 1e300 to int with undefined behaviour (see that document); the
-// server regression tests in tests/server/test_hardening.cpp cover the real
-// handlers.
+// mirrors their field reads rather than calling them: int fields accept
+// JSON integers inside the type's range only, like json_field in
+// src/server/server_state.h (plain get<int>() wraps 4294967360 to 64 and casts
+// 1e300 to int with undefined behaviour). The server regression tests in
+// tests/server/test_hardening.cpp cover the real handlers.
 #include <cmath>
 #include <cstdint>
 #include <limits>

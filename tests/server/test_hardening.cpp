@@ -143,9 +143,9 @@ TEST(ServerHardening, MalformedBodiesGet4xxAndServerStaysUp) {
 }
 
 // Integer fields must not wrap: nlohmann's get<int>() truncates 2^32 + 64 to
-// 64 and 2^63 to 0 ("use the default"), so these were accepted as valid jobs.
-// See docs/reliability.md (bug 1) for the fix in src/server.
-TEST(ServerHardening, DISABLED_IntegerFieldsDoNotWrap) {
+// 64 and 2^63 to 0 ("use the default"); the handlers now read fields with
+// json_field (src/server/server_state.h), which refuses them.
+TEST(ServerHardening, IntegerFieldsDoNotWrap) {
   DIFFUSE_REQUIRE_FIXTURES();
   InProcessServer srv;
   auto c = srv.client();
