@@ -124,7 +124,7 @@ TensorMap ClipTextModel::random_weights(const ClipTextConfig& config, uint64_t s
 }
 
 ClipTextModel::ClipTextModel(const ClipTextConfig& config, const TensorMap& weights, DType dtype, Device device)
-    : config_(config), dtype_(dtype), device_(device), act_(config.activation()) {
+    : config_(config), dtype_(dtype), act_dtype_(dtype), device_(device), act_(config.activation()) {
   config_.validate();
   DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("[ClipTextModel] dtype must be floating, got ") +
                                             dtype_name(dtype));
@@ -149,7 +149,7 @@ ClipTextModel::Output ClipTextModel::forward(const Tensor& input_ids) const {
 
   Output out;
   // CLIPTextEmbeddings: token + absolute position (position_ids = arange(L)).
-  Tensor x = embedding(ids, w_.token_embedding);                  // [B, L, D]
+  Tensor x = embedding(ids, w_.token_embedding).to(act_dtype_);                  // [B, L, D]
   x = add(x, w_.position_embedding.slice(0, 0, len));             // [B, L, D] + [L, D]
   out.hidden_states.push_back(x);
 
@@ -186,7 +186,7 @@ Tensor ClipTextModel::final_layer_norm(const Tensor& hidden) const {
   DIFFUSE_CHECK_ARG(hidden.ndim() >= 1 && hidden.dim(-1) == config_.hidden_size,
                     "[ClipTextModel::final_layer_norm] last dim must be " + std::to_string(config_.hidden_size) +
                         ", got " + hidden.str());
-  return layer_norm(hidden.to(device_).to(dtype_), w_.final_ln_w, w_.final_ln_b, config_.layer_norm_eps);
+  return layer_norm(hidden.to(device_).to(act_dtype_), w_.final_ln_w, w_.final_ln_b, config_.layer_norm_eps);
 }
 
 }  // namespace diffuse

@@ -67,7 +67,10 @@ class ClipTextModel {
   Tensor final_layer_norm(const Tensor& hidden) const;
 
   const ClipTextConfig& config() const { return config_; }
-  DType dtype() const { return dtype_; }
+  DType dtype() const { return dtype_; }  // weights
+  // Activations default to the weight dtype; see UNet::set_activation_dtype.
+  DType activation_dtype() const { return act_dtype_; }
+  void set_activation_dtype(DType dtype) { act_dtype_ = dtype; }
   Device device() const { return device_; }
 
   // Deterministic pseudo-random weights (benchmarks, tests): LayerNorms 1/0,
@@ -90,6 +93,7 @@ class ClipTextModel {
  private:
   ClipTextConfig config_;
   DType dtype_;
+  DType act_dtype_;
   Device device_;
   Activation act_;
   Weights w_;

@@ -234,7 +234,7 @@ std::vector<std::pair<std::string, Shape>> UNet::expected_tensors(const UNetConf
 }
 
 UNet::UNet(const UNetConfig& config, const TensorMap& weights, DType dtype, Device device)
-    : config_(config), dtype_(dtype), device_(device) {
+    : config_(config), dtype_(dtype), act_dtype_(dtype), device_(device) {
   DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("unet: dtype must be floating, got ") + dtype_name(dtype));
   const Layout l = layout_of(config_);
   const auto expected = expected_tensors(config_);
@@ -306,12 +306,12 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
     if (tv.size() == 1) tv.assign(B, tv[0]);
     t = Tensor::from_vector(tv, {B}).to(device_);                        // [B]
   }
-  const Tensor x = sample.to(device_).to(dtype_);                        // [B, Cin, H, W]
-  const Tensor ctx = context.to(device_).to(dtype_);                     // [B, L, D]
+  const Tensor x = sample.to(device_).to(act_dtype_);                        // [B, Cin, H, W]
+  const Tensor ctx = context.to(device_).to(act_dtype_);                     // [B, L, D]
 
   // Time embedding (Timesteps -> TimestepEmbedding).
   const int c0 = c.block_out_channels[0];
-  Tensor t_emb = timestep_embedding(t, c0, c.flip_sin_to_cos, c.freq_shift).to(dtype_);  // [B, c0]
+  Tensor t_emb = timestep_embedding(t, c0, c.flip_sin_to_cos, c.freq_shift).to(act_dtype_);  // [B, c0]
   Tensor emb = mlp_embedding(t_emb, time_w1_, time_b1_, time_w2_, time_b2_);             // [B, T]
   if (im) im->time_embedding = emb;
   if (add_w1_.defined()) {
@@ -327,9 +327,9 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
                           std::to_string(c.projection_class_embeddings_input_dim));
     Tensor ids = time_ids.to(device_).to(DType::kF32).reshape({-1});                         // [B*n]
     Tensor id_emb = timestep_embedding(ids, c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
-                        .to(dtype_)
+                        .to(act_dtype_)
                         .reshape({B, -1});                                                   // [B, n*dt]
-    Tensor add_in = concat({text_embeds.to(device_).to(dtype_), id_emb}, 1);                 // [B, P + n*dt]
+    Tensor add_in = concat({text_embeds.to(device_).to(act_dtype_), id_emb}, 1);                 // [B, P + n*dt]
     Tensor aug = mlp_embedding(add_in, add_w1_, add_b1_, add_w2_, add_b2_);                  // [B, T]
     if (im) im->add_embedding = aug;
     emb = add(emb, aug);                                                                     // [B, T]

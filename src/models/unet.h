@@ -103,7 +103,12 @@ class UNet {
                  UNetIntermediates* intermediates = nullptr) const;
 
   const UNetConfig& config() const { return config_; }
-  DType dtype() const { return dtype_; }
+  DType dtype() const { return dtype_; }  // weights
+  // Activations default to the weight dtype. A CPU without bf16 arithmetic runs
+  // "bf16" as bf16 weights with f32 activations (set_activation_dtype(kF32)):
+  // half the memory, f32 numerics.
+  DType activation_dtype() const { return act_dtype_; }
+  void set_activation_dtype(DType dtype) { act_dtype_ = dtype; }
   Device device() const { return device_; }
 
   // Random full-size weights for benchmarks (diffusers names, CPU): linear and
@@ -140,6 +145,7 @@ class UNet {
  private:
   UNetConfig config_;
   DType dtype_;
+  DType act_dtype_;
   Device device_;
   Tensor conv_in_w_, conv_in_b_;
   Tensor time_w1_, time_b1_, time_w2_, time_b2_;

@@ -223,7 +223,7 @@ TensorMap Vae::random_weights(const VaeConfig& config, uint64_t seed, DType dtyp
 }
 
 Vae::Vae(const VaeConfig& config, const TensorMap& weights, DType dtype, Device device)
-    : config_(config), dtype_(dtype), device_(device) {
+    : config_(config), dtype_(dtype), act_dtype_(dtype), device_(device) {
   config_.validate();
   DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("[Vae] dtype must be floating, got ") + dtype_name(dtype));
   const TensorMap renamed = rename_legacy_attention(weights);
@@ -267,7 +267,7 @@ Tensor Vae::decode(const Tensor& z) const {
   DIFFUSE_CHECK_ARG(z.ndim() == 4 && z.dim(1) == config_.latent_channels,
                     "[Vae::decode] expects latents [B, " + std::to_string(config_.latent_channels) + ", h, w], got " +
                         z.str());
-  Tensor x = z.to(device_).to(dtype_);                                             // [N, L, h, w]
+  Tensor x = z.to(device_).to(act_dtype_);                                             // [N, L, h, w]
   if (config_.use_post_quant_conv) x = conv2d(x, w_.post_quant_w, w_.post_quant_b);  // [N, L, h, w]
   x = conv2d(x, w_.dec_conv_in_w, w_.dec_conv_in_b, 1, 1);                         // [N, Ctop, h, w]
   x = mid_block(x, w_.dec_mid);                                                    // [N, Ctop, h, w]
@@ -284,7 +284,7 @@ Vae::Encoded Vae::encode(const Tensor& image) const {
   DIFFUSE_CHECK_ARG(image.ndim() == 4 && image.dim(1) == config_.in_channels,
                     "[Vae::encode] expects images [B, " + std::to_string(config_.in_channels) + ", H, W], got " +
                         image.str());
-  Tensor x = image.to(device_).to(dtype_);                                         // [N, 3, H, W]
+  Tensor x = image.to(device_).to(act_dtype_);                                         // [N, 3, H, W]
   x = conv2d(x, w_.enc_conv_in_w, w_.enc_conv_in_b, 1, 1);                         // [N, C0, H, W]
   for (const Block& b : w_.down) {                                                 // DownEncoderBlock2D
     for (const Resnet& r : b.resnets) x = resnet(x, r);                            // [N, Ci, H', W']
@@ -307,8 +307,8 @@ Vae::Encoded Vae::encode(const Tensor& image) const {
     logvar[i] = std::clamp(logvar[i], -30.0f, 20.0f);
     std[i] = std::exp(0.5f * logvar[i]);
   }
-  e.logvar = Tensor::from_vector(logvar, logvar_raw.shape()).to(dtype_).to(device_);
-  e.std = Tensor::from_vector(std, logvar_raw.shape()).to(dtype_).to(device_);
+  e.logvar = Tensor::from_vector(logvar, logvar_raw.shape()).to(act_dtype_).to(device_);
+  e.std = Tensor::from_vector(std, logvar_raw.shape()).to(act_dtype_).to(device_);
   return e;
 }
 

@@ -61,7 +61,10 @@ class Vae {
   Encoded encode(const Tensor& x) const;
 
   const VaeConfig& config() const { return config_; }
-  DType dtype() const { return dtype_; }
+  DType dtype() const { return dtype_; }  // weights
+  // Activations default to the weight dtype; see UNet::set_activation_dtype.
+  DType activation_dtype() const { return act_dtype_; }
+  void set_activation_dtype(DType dtype) { act_dtype_ = dtype; }
   Device device() const { return device_; }
 
   static TensorMap random_weights(const VaeConfig& config, uint64_t seed, DType dtype = DType::kF32);
@@ -102,6 +105,7 @@ class Vae {
 
   VaeConfig config_;
   DType dtype_;
+  DType act_dtype_;
   Device device_;
   Weights w_;
 };

@@ -50,6 +50,19 @@ DType vae_dtype_for(Family family, DType compute, const VaeConfig& vae) {
   return compute == DType::kF16 && vae.force_upcast && pipeline_upcasts ? DType::kF32 : compute;
 }
 
+// Activations run in the weight dtype, except bf16 on the CPU: without bf16
+// arithmetic it is weight-only bf16 (half the memory) with f32 activations.
+DType activation_dtype_for(Device device, DType weights) {
+  return device == Device::kCPU && weights == DType::kBF16 ? DType::kF32 : weights;
+}
+
+void apply_activation_dtype(Pipeline::Impl& impl) {
+  impl.act_dtype = activation_dtype_for(impl.device, impl.dtype);
+  impl.unet->set_activation_dtype(impl.act_dtype);
+  impl.vae->set_activation_dtype(activation_dtype_for(impl.device, impl.vae->dtype()));
+  for (TextEncoderSlot& slot : impl.encoders) slot.model->set_activation_dtype(impl.act_dtype);
+}
+
 DType dtype_for(Precision p) {
   switch (p) {
     case Precision::kFp32: return DType::kF32;
@@ -287,6 +300,8 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
     impl->encoders.push_back(std::move(slot));
   }
 
+  apply_activation_dtype(*impl);
+
   // 4. Prediction type and defaults.
   if (impl->scheduler_config.is_null()) {
     Prediction pred = options.prediction.value_or(Prediction::kEpsilon);
@@ -353,6 +368,7 @@ std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, co
     slot.provides_pooled = te_cfgs[i].with_projection;
     impl->encoders.push_back(std::move(slot));
   }
+  apply_activation_dtype(*impl);
   Prediction pred = info.family == Family::kSD2 ? Prediction::kVPrediction : Prediction::kEpsilon;
   impl->scheduler_config = default_scheduler_config(info.family, pred);
   impl->scheduler_config["_class_name"] = "EulerDiscreteScheduler";  // the baselines' sampler

@@ -68,7 +68,7 @@ class UNetStepper {
     const int64_t batch = model_in.dim(0);
     if (!use_graph_) {
       Tensor t = Tensor::full({batch}, timestep).to(m_.device);
-      Tensor out = m_.unet->forward(model_in.to(m_.dtype).to(m_.device), t, context_, pooled_, time_ids_);
+      Tensor out = m_.unet->forward(model_in.to(m_.act_dtype).to(m_.device), t, context_, pooled_, time_ids_);
       return out.to(Device::kCPU).to(DType::kF32);
     }
 #ifdef DIFFUSE_HAVE_CUDA
@@ -77,7 +77,7 @@ class UNetStepper {
       t_ = Tensor::empty({batch}, DType::kF32, Device::kCUDA);
     }
     DIFFUSE_CHECK(model_in.shape() == x_.shape(), ErrorCode::kInvalidArgument, "[pipeline] UNet input shape changed mid-run");
-    const Tensor host_x = model_in.to(m_.dtype).contiguous();
+    const Tensor host_x = model_in.to(m_.act_dtype).contiguous();
     const std::vector<float> host_t(static_cast<size_t>(batch), timestep);
     cuda_copy(x_.raw_data(), Device::kCUDA, host_x.raw_data(), Device::kCPU, host_x.nbytes());
     cuda_copy(t_.raw_data(), Device::kCUDA, host_t.data(), Device::kCPU, host_t.size() * sizeof(float));
@@ -234,7 +234,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
         ids.push_back(static_cast<float>(v));
       }
     }
-    time_ids = Tensor::from_vector(ids, {unet_batch, 6}).to(m.dtype).to(m.device);
+    time_ids = Tensor::from_vector(ids, {unet_batch, 6}).to(m.act_dtype).to(m.device);
   }
   result.timings.text_encode_s = seconds_since(t0);
 

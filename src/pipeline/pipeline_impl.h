@@ -30,7 +30,8 @@ struct Pipeline::Impl {
   ModelInfo info;
   Device device = Device::kCPU;
   Precision precision = Precision::kFp32;
-  DType dtype = DType::kF32;  // UNet / text encoder compute dtype
+  DType dtype = DType::kF32;      // UNet / text encoder weight dtype
+  DType act_dtype = DType::kF32;  // activation dtype (f32 for bf16 on the CPU: weight-only bf16)
   std::vector<TextEncoderSlot> encoders;
   std::unique_ptr<UNet> unet;
   std::unique_ptr<Vae> vae;
