@@ -25,6 +25,9 @@ void openai_error(httplib::Response& res, int status, const std::string& message
 
 // POST /v1/images/generations.
 void generate(Server::State& s, const httplib::Request& req, httplib::Response& res) {
+  if (json_nesting_depth(req.body, kMaxJsonDepth) > kMaxJsonDepth) {
+    return openai_error(res, 400, "the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  }
   const nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object()) return openai_error(res, 400, "the request body must be a JSON object");
   auto has = [&](const char* key) { return body.contains(key) && !body[key].is_null(); };

@@ -69,10 +69,32 @@ void send_error(httplib::Response& res, int status, const std::string& message) 
   res.set_content(j.dump(), "application/json");
 }
 
+int json_nesting_depth(const std::string& text, int limit) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') max_depth = std::max(max_depth, ++depth);
+    else if (c == ']' || c == '}') --depth;
+    if (max_depth > limit) break;
+  }
+  return max_depth;
+}
+
 bool parse_body(const httplib::Request& req, httplib::Response& res, nlohmann::json* out) {
   if (req.body.empty()) {
     *out = nlohmann::json::object();
     return true;
+  }
+  if (json_nesting_depth(req.body, kMaxJsonDepth) > kMaxJsonDepth) {
+    send_error(res, 400, "the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    return false;
   }
   *out = nlohmann::json::parse(req.body, nullptr, false);
   if (out->is_discarded() || !out->is_object()) {

@@ -43,6 +43,11 @@ void send_error(httplib::Response& res, int status, const std::string& message);
 int http_status_for(const Error& e);
 // Parses a JSON body or answers 400 and returns false.
 bool parse_body(const httplib::Request& req, httplib::Response& res, nlohmann::json* out);
+// Request bodies nested deeper than this are refused before parsing: nlohmann's
+// recursive parse/dump/destroy would otherwise overflow the stack (a remote crash).
+constexpr int kMaxJsonDepth = 64;
+// The nesting depth of JSON text ([ and { outside strings), stopping early past `limit`.
+int json_nesting_depth(const std::string& text, int limit);
 // A request field converted with range checks: integers must be JSON integers
 // that fit T (nlohmann's get<int> would silently wrap 1e10), floats finite
 // numbers, strings strings. Absent or null gives `fallback`; anything else
