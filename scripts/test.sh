@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install_deps.sh
 ./scripts/configure.sh -DDIFFUSE_TESTS=ON -DDIFFUSE_BENCH=ON
 cmake --build build -j"$(nproc)"
+# Tests run in parallel processes: oneDNN's OpenMP threads must sleep, not spin,
+# while they wait, or two processes on 2 cores slow each other down ~25x.
+export OMP_WAIT_POLICY=PASSIVE
 ctest --test-dir build -LE cuda --output-on-failure -j"$(nproc)" --timeout 900
