@@ -72,6 +72,37 @@ DType dtype_for(Precision p) {
   return DType::kF32;
 }
 
+// The configs of each family's published model (SD1.5, SD2.1 768-v, SDXL base
+// 1.0), used for single files without --config and for benchmarks.
+struct PublishedConfigs {
+  UNetConfig unet;
+  VaeConfig vae;
+  std::vector<ClipTextConfig> text_encoders;
+  bool force_zeros_for_empty_prompt = false;
+};
+
+PublishedConfigs published_configs(Family family) {
+  PublishedConfigs c;
+  c.vae = VaeConfig::sd();
+  switch (family) {
+    case Family::kSD1:
+      c.unet = UNetConfig::sd15();
+      c.text_encoders = {ClipTextConfig::sd15()};
+      break;
+    case Family::kSD2:
+      c.unet = UNetConfig::sd21();
+      c.text_encoders = {ClipTextConfig::sd21()};
+      break;
+    case Family::kSDXL:
+      c.unet = UNetConfig::sdxl_base();
+      c.text_encoders = {ClipTextConfig::sdxl_te1(), ClipTextConfig::sdxl_te2()};
+      c.vae = VaeConfig::sdxl();
+      c.force_zeros_for_empty_prompt = true;
+      break;
+  }
+  return c;
+}
+
 void set_family_defaults(ModelInfo& info) {
   info.default_steps = 50;
   switch (info.family) {
@@ -228,23 +259,11 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
     impl->scheduler_config = read_json(config_dir / "scheduler" / "scheduler_config.json");
     impl->force_zeros_for_empty_prompt = model_index.value("force_zeros_for_empty_prompt", false);
   } else {
-    switch (info.family) {
-      case Family::kSD1:
-        unet_cfg = UNetConfig::sd15();
-        te_cfgs = {ClipTextConfig::sd15()};
-        break;
-      case Family::kSD2:
-        unet_cfg = UNetConfig::sd21();
-        te_cfgs = {ClipTextConfig::sd21()};
-        break;
-      case Family::kSDXL:
-        unet_cfg = UNetConfig::sdxl_base();
-        te_cfgs = {ClipTextConfig::sdxl_te1(), ClipTextConfig::sdxl_te2()};
-        impl->force_zeros_for_empty_prompt = true;
-        break;
-    }
-    vae_cfg = VaeConfig::sd();
-    if (info.family == Family::kSDXL) vae_cfg.scaling_factor = 0.13025f;
+    PublishedConfigs pc = published_configs(info.family);
+    unet_cfg = pc.unet;
+    vae_cfg = pc.vae;
+    te_cfgs = pc.text_encoders;
+    impl->force_zeros_for_empty_prompt = pc.force_zeros_for_empty_prompt;
   }
 
   // 2. Weights. Single files are split into diffusers-named components by the key tables.
@@ -332,25 +351,11 @@ std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, co
   impl->device = options.device;
   impl->precision = options.precision.value_or(options.device == Device::kCPU ? Precision::kFp32 : Precision::kFp16);
   impl->dtype = dtype_for(impl->precision);
-  UNetConfig unet_cfg;
-  std::vector<ClipTextConfig> te_cfgs;
-  switch (info.family) {
-    case Family::kSD1:
-      unet_cfg = UNetConfig::sd15();
-      te_cfgs = {ClipTextConfig::sd15()};
-      break;
-    case Family::kSD2:
-      unet_cfg = UNetConfig::sd21();
-      te_cfgs = {ClipTextConfig::sd21()};
-      break;
-    case Family::kSDXL:
-      unet_cfg = UNetConfig::sdxl_base();
-      te_cfgs = {ClipTextConfig::sdxl_te1(), ClipTextConfig::sdxl_te2()};
-      impl->force_zeros_for_empty_prompt = true;
-      break;
-  }
-  VaeConfig vae_cfg = VaeConfig::sd();
-  if (info.family == Family::kSDXL) vae_cfg.scaling_factor = 0.13025f;
+  const PublishedConfigs pc = published_configs(info.family);
+  const UNetConfig& unet_cfg = pc.unet;
+  const VaeConfig& vae_cfg = pc.vae;
+  const std::vector<ClipTextConfig>& te_cfgs = pc.text_encoders;
+  impl->force_zeros_for_empty_prompt = pc.force_zeros_for_empty_prompt;
   // Weights are generated directly in the compute dtype to halve peak memory.
   const DType wdt = impl->dtype;
   impl->unet = std::make_unique<UNet>(unet_cfg, UNet::random_weights(unet_cfg, seed, wdt), impl->dtype,

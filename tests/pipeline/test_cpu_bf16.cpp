@@ -18,6 +18,7 @@
 #include "io/checkpoint.h"
 #include "io/json_util.h"
 #include "pipeline/pipeline.h"
+#include "fixture_runs.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -26,31 +27,6 @@ namespace {
 using testing::compare;
 using testing::fixtures_dir;
 
-GenerationParams params_for(const nlohmann::json& run, const TensorMap& tensors) {
-  GenerationParams p;
-  if (run["prompt"].is_array()) {
-    for (const auto& s : run["prompt"]) p.prompts.push_back(s.get<std::string>());
-    for (const auto& s : run["negative_prompt"]) p.negative_prompts.push_back(s.get<std::string>());
-  } else {
-    p.prompt = run["prompt"].get<std::string>();
-    if (!run["negative_prompt"].is_null()) p.negative_prompt = run["negative_prompt"].get<std::string>();
-    p.images = 1;
-  }
-  p.cfg_scale = run["guidance_scale"].get<float>();
-  p.steps = run["num_inference_steps"].get<int>();
-  p.width = run["width"].get<int>();
-  p.height = run["height"].get<int>();
-  std::string sched = run["scheduler"].get<std::string>();
-  if (sched.size() > 7 && sched.substr(sched.size() - 7) == "_karras") {
-    p.sampler = sched.substr(0, sched.size() - 7);
-    p.schedule = "karras";
-  } else {
-    p.sampler = sched;
-  }
-  p.initial_latents = tensors.at(run["initial_latents"].get<std::string>()).to(DType::kF32);
-  p.seed = run["generator"].is_null() ? 0 : run["generator"]["seed"].get<int64_t>();
-  return p;
-}
 
 double mean_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double sum = 0;
@@ -75,7 +51,7 @@ TEST_P(CpuBf16, ImageCloseToFp32) {
   ASSERT_NE(run, nullptr) << family << ": no ddim_no_cfg pipeline run";
   ASSERT_NE(cfg_run, nullptr) << family << ": no ddim pipeline run";
   SCOPED_TRACE(family + "/" + (*run)["name"].get<std::string>());
-  GenerationParams p = params_for(*run, tensors);
+  GenerationParams p = testing::params_for_run(*run, tensors);
 
   LoadOptions fp32, bf16;
   fp32.precision = Precision::kFp32;
@@ -101,7 +77,7 @@ TEST_P(CpuBf16, ImageCloseToFp32) {
   EXPECT_LT(ref.max_rel, 1e-3) << "fp32 vs diffusers final latents " << ref.str();
 
   // Reported: the same comparison on the CFG 7.5 run.
-  GenerationParams pc = params_for(*cfg_run, tensors);
+  GenerationParams pc = testing::params_for_run(*cfg_run, tensors);
   GenerationResult ca = pipe32->generate(pc);
   GenerationResult cb = pipe16->generate(pc);
   auto dc = compare(cb.decoded.to_f32_vector(), ca.decoded.to_f32_vector());

@@ -17,6 +17,7 @@
 #include "io/checkpoint.h"
 #include "io/json_util.h"
 #include "pipeline/pipeline.h"
+#include "fixture_runs.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -52,32 +53,6 @@ Pipeline& cuda_pipeline(const std::string& family, Precision precision) {
   return *p;
 }
 
-// Same reading of a run as tests/pipeline/test_pipeline_fixtures.cpp.
-GenerationParams params_for(const nlohmann::json& run, const Fixture& f) {
-  GenerationParams p;
-  if (run["prompt"].is_array()) {
-    for (const auto& s : run["prompt"]) p.prompts.push_back(s.get<std::string>());
-    for (const auto& s : run["negative_prompt"]) p.negative_prompts.push_back(s.get<std::string>());
-  } else {
-    p.prompt = run["prompt"].get<std::string>();
-    if (!run["negative_prompt"].is_null()) p.negative_prompt = run["negative_prompt"].get<std::string>();
-    p.images = 1;
-  }
-  p.cfg_scale = run["guidance_scale"].get<float>();
-  p.steps = run["num_inference_steps"].get<int>();
-  p.width = run["width"].get<int>();
-  p.height = run["height"].get<int>();
-  std::string sched = run["scheduler"].get<std::string>();
-  if (sched.size() > 7 && sched.substr(sched.size() - 7) == "_karras") {
-    p.sampler = sched.substr(0, sched.size() - 7);
-    p.schedule = "karras";
-  } else {
-    p.sampler = sched;
-  }
-  p.initial_latents = f.tensors.at(run["initial_latents"].get<std::string>()).to(DType::kF32);
-  p.seed = run["generator"].is_null() ? 0 : run["generator"]["seed"].get<int64_t>();
-  return p;
-}
 
 #define REQUIRE_CUDA() \
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device"
@@ -95,7 +70,7 @@ const std::map<std::string, Tensor>& fp32_results(const std::string& family) {
   const Fixture& f = fixture(family);
   std::map<std::string, Tensor> out;
   for (const auto& run : f.cases["pipeline_runs"]) {
-    GenerationResult r = cuda_pipeline(family, Precision::kFp32).generate(params_for(run, f));
+    GenerationResult r = cuda_pipeline(family, Precision::kFp32).generate(testing::params_for_run(run, f.tensors));
     out[run["name"].get<std::string>()] = r.decoded;
   }
   return all.emplace(family, std::move(out)).first->second;
@@ -119,7 +94,7 @@ TEST_P(CudaPipelineRuns, Fp32MatchesDiffusers) {
   for (const auto& run : f.cases["pipeline_runs"]) {
     const std::string name = run["name"].get<std::string>();
     SCOPED_TRACE(family + "/" + name);
-    GenerationResult r = pipe.generate(params_for(run, f));
+    GenerationResult r = pipe.generate(testing::params_for_run(run, f.tensors));
     EXPECT_EQ(r.timings.unet_evals, run["n_unet_evals"].get<int>());
     auto lat = compare(r.final_latents.to_f32_vector(),
                        f.tensors.at(run["final_latents"].get<std::string>()).to_f32_vector());
@@ -148,7 +123,7 @@ TEST_P(CudaHalfRuns, MatchFp32Cuda) {
   for (const auto& run : f.cases["pipeline_runs"]) {
     const std::string name = run["name"].get<std::string>();
     SCOPED_TRACE(family + "/" + name + " " + precision_name(precision));
-    GenerationResult r = pipe.generate(params_for(run, f));
+    GenerationResult r = pipe.generate(testing::params_for_run(run, f.tensors));
     std::vector<float> got = r.decoded.to_f32_vector();
     ASSERT_TRUE(all_finite(got)) << "NaN/Inf in the decoded image";
     ASSERT_TRUE(all_finite(r.final_latents.to_f32_vector())) << "NaN/Inf in the final latents";
@@ -165,7 +140,7 @@ TEST(CudaPipeline, GraphReplayMatchesEagerSteps) {
   for (std::string family : {"sd1", "sdxl"}) {
     SCOPED_TRACE(family);
     const Fixture& f = fixture(family);
-    GenerationParams p = params_for(f.cases["pipeline_runs"][0], f);
+    GenerationParams p = testing::params_for_run(f.cases["pipeline_runs"][0], f.tensors);
     Pipeline& pipe = cuda_pipeline(family, Precision::kFp16);
     GenerationResult graph = pipe.generate(p);
     setenv("DIFFUSE_CUDA_GRAPH", "0", 1);
@@ -184,7 +159,7 @@ TEST(CudaPipeline, SteadyStateNeedsNoNewDeviceMemory) {
   DIFFUSE_REQUIRE_FIXTURES();
   REQUIRE_CUDA();
   const Fixture& f = fixture("sd1");
-  GenerationParams p = params_for(f.cases["pipeline_runs"][0], f);
+  GenerationParams p = testing::params_for_run(f.cases["pipeline_runs"][0], f.tensors);
   Pipeline& pipe = cuda_pipeline("sd1", Precision::kFp16);
   pipe.generate(p);
   pipe.generate(p);

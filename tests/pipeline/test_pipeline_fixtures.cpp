@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "io/json_util.h"
 #include "pipeline/pipeline.h"
+#include "fixture_runs.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -40,31 +41,6 @@ Pipeline& pipeline(const std::string& family) {
   return *p;
 }
 
-GenerationParams params_for(const nlohmann::json& run, const Fixture& f) {
-  GenerationParams p;
-  if (run["prompt"].is_array()) {
-    for (const auto& s : run["prompt"]) p.prompts.push_back(s.get<std::string>());
-    for (const auto& s : run["negative_prompt"]) p.negative_prompts.push_back(s.get<std::string>());
-  } else {
-    p.prompt = run["prompt"].get<std::string>();
-    if (!run["negative_prompt"].is_null()) p.negative_prompt = run["negative_prompt"].get<std::string>();
-    p.images = 1;
-  }
-  p.cfg_scale = run["guidance_scale"].get<float>();
-  p.steps = run["num_inference_steps"].get<int>();
-  p.width = run["width"].get<int>();
-  p.height = run["height"].get<int>();
-  std::string sched = run["scheduler"].get<std::string>();
-  if (sched.size() > 7 && sched.substr(sched.size() - 7) == "_karras") {
-    p.sampler = sched.substr(0, sched.size() - 7);
-    p.schedule = "karras";
-  } else {
-    p.sampler = sched;
-  }
-  p.initial_latents = f.tensors.at(run["initial_latents"].get<std::string>()).to(DType::kF32);
-  p.seed = run["generator"].is_null() ? 0 : run["generator"]["seed"].get<int64_t>();
-  return p;
-}
 
 class PipelineRuns : public ::testing::TestWithParam<std::string> {};
 
@@ -77,7 +53,7 @@ TEST_P(PipelineRuns, MatchDiffusers) {
   for (const auto& run : f.cases["pipeline_runs"]) {
     const std::string name = run["name"].get<std::string>();
     SCOPED_TRACE(family + "/" + name);
-    GenerationParams p = params_for(run, f);
+    GenerationParams p = testing::params_for_run(run, f.tensors);
     GenerationResult r = pipe.generate(p);
     EXPECT_EQ(r.timings.unet_evals, run["n_unet_evals"].get<int>());
     auto lat = compare(r.final_latents.to_f32_vector(), f.tensors.at(run["final_latents"].get<std::string>()).to_f32_vector());
@@ -106,7 +82,7 @@ TEST(Pipeline, SingleFileMatchesFolder) {
     EXPECT_TRUE(single->info().single_file);
     EXPECT_EQ(single->info().family, pipeline(family).info().family);
     const auto& run = f.cases["pipeline_runs"][0];
-    GenerationParams p = params_for(run, f);
+    GenerationParams p = testing::params_for_run(run, f.tensors);
     GenerationResult a = single->generate(p);
     GenerationResult b = pipeline(family).generate(p);
     auto d = compare(a.final_latents.to_f32_vector(), b.final_latents.to_f32_vector());
@@ -117,7 +93,7 @@ TEST(Pipeline, SingleFileMatchesFolder) {
 TEST(Pipeline, ProgressCallbackStopsTheRun) {
   DIFFUSE_REQUIRE_FIXTURES();
   const Fixture& f = fixture("sd1");
-  GenerationParams p = params_for(f.cases["pipeline_runs"][0], f);
+  GenerationParams p = testing::params_for_run(f.cases["pipeline_runs"][0], f.tensors);
   int calls = 0;
   try {
     pipeline("sd1").generate(p, [&](const StepProgress& s) {
