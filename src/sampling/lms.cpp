@@ -41,22 +41,13 @@ class LmsScheduler final : public Scheduler {
     sigmas_.push_back(0.0f);
     timesteps_.clear();
     for (double t : ts) timesteps_.push_back(static_cast<float>(t));
-    const float max_sigma = *std::max_element(sigmas_.begin(), sigmas_.end());
-    init_noise_sigma_ =
-        (spacing_ == "linspace" || spacing_ == "trailing") ? max_sigma : std::sqrt(max_sigma * max_sigma + 1.0f);
+    init_noise_sigma_ = sigma_init_noise(sigmas_, spacing_);
     derivatives_.clear();
   }
 
   Tensor scale_model_input(const Tensor& sample, int k) override {
     DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(), "[lms] step_index out of range");
-    const float sigma = sigmas_[static_cast<size_t>(k)];
-    const float denom = std::sqrt(sigma * sigma + 1.0f);
-    const Tensor x_c = sample.contiguous();
-    const float* x = x_c.data<float>();
-    Tensor out = empty_like(sample);
-    float* y = out.data<float>();
-    for (int64_t i = 0, n = sample.numel(); i < n; ++i) y[i] = x[i] / denom;
-    return out;
+    return scale_by_sigma(sample, sigmas_[static_cast<size_t>(k)]);
   }
 
   Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {

@@ -205,4 +205,19 @@ void check_step_args(const char* who, int step_index, size_t num_steps, const Te
 
 Tensor empty_like(const Tensor& like) { return Tensor::empty(like.shape(), DType::kF32); }
 
+Tensor scale_by_sigma(const Tensor& sample, float sigma) {
+  const float denom = std::sqrt(sigma * sigma + 1.0f);
+  const Tensor x_c = sample.contiguous();
+  const float* x = x_c.data<float>();
+  Tensor out = empty_like(sample);
+  float* y = out.data<float>();
+  for (int64_t i = 0, n = sample.numel(); i < n; ++i) y[i] = x[i] / denom;
+  return out;
+}
+
+float sigma_init_noise(const std::vector<float>& sigmas, const std::string& spacing) {
+  const float max_sigma = *std::max_element(sigmas.begin(), sigmas.end());
+  return (spacing == "linspace" || spacing == "trailing") ? max_sigma : std::sqrt(max_sigma * max_sigma + 1.0f);
+}
+
 }  // namespace diffuse::sched

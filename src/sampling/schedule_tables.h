@@ -63,4 +63,10 @@ void check_step_args(const char* who, int step_index, size_t num_steps, const Te
 // Fresh f32 tensor of `like`'s shape.
 Tensor empty_like(const Tensor& like);
 
+// The k-diffusion style samplers (Euler, Euler-a, LMS) share these:
+// scale_model_input = sample / sqrt(sigma^2 + 1) (f32, as torch);
+Tensor scale_by_sigma(const Tensor& sample, float sigma);
+// init_noise_sigma = max sigma for linspace/trailing spacing, sqrt(max^2 + 1) otherwise.
+float sigma_init_noise(const std::vector<float>& sigmas, const std::string& spacing);
+
 }  // namespace diffuse::sched
