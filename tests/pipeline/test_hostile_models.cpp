@@ -7,7 +7,9 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "io/checkpoint.h"
@@ -145,7 +147,16 @@ TEST(TensorChecks, NanWeightsInFixtureCheckpoint) {
   EXPECT_EQ(bad[0], key + " (1 non-finite of 32)");
   const std::string path = testing::temp_dir() + "/inf.safetensors";
   save_safetensors(path, ck.tensors);
-  EXPECT_NO_THROW(Pipeline::load(path, sd1_options()));
+  // The loader loads it and reports a warning naming the tensor (the CLI
+  // prints info().warnings as "warning: ...").
+  std::unique_ptr<Pipeline> p;
+  ASSERT_NO_THROW(p = Pipeline::load(path, sd1_options()));
+  const std::vector<std::string>& warnings = p->info().warnings;
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find(key), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("NaN/Inf"), std::string::npos) << warnings[0];
+  // The clean fixture loads without warnings.
+  EXPECT_TRUE(Pipeline::load(single_file(), sd1_options())->info().warnings.empty());
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Server abuse: malformed and hostile request bodies, oversized bodies, path
-// traversal, clients that vanish mid-job, pathological JSON nesting, and
-// SIGKILL during history writes (the real `diffuse serve` binary, restarted
-// on the same data dir). The soak test lives in test_soak.cpp.
+// traversal, clients that vanish mid-job, pathological JSON nesting, the bind
+// policy (loopback by default, --api-key required elsewhere), and SIGKILL
+// during history writes (the real `diffuse serve` binary, restarted on the
+// same data dir). The soak test lives in test_soak.cpp.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -9,11 +10,15 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "io/png.h"
+#include "server/server.h"
 #include "server_harness.h"
 
 namespace diffuse {
@@ -155,7 +160,7 @@ TEST(ServerHardening, IntegerFieldsDoNotWrap) {
       "{\"prompt\": \"x\", \"width\": 64, \"height\": 64, \"steps\": 4294967297}",
       "{\"prompt\": \"x\", \"width\": 64.5, \"height\": 64, \"steps\": 1}",
   };
-  for (const std::string& path : {"/api/jobs", "/sdapi/v1/txt2img"}) {
+  for (const char* path : {"/api/jobs", "/sdapi/v1/txt2img"}) {
     for (const std::string& body : bodies) {
       auto r = c.Post(path, body, "application/json");
       ASSERT_TRUE(r);
@@ -174,7 +179,9 @@ TEST(ServerHardening, BodyOverOneMebibyteIsRefused) {
   auto c = srv.client();
   std::string body = "{\"prompt\": \"" + std::string((1 << 20) + 16, 'a') + "\"}";
   auto r = c.Post("/api/jobs", body, "application/json");
-  if (r) EXPECT_EQ(r->status, 413) << r->body.substr(0, 200);  // or the connection is closed: both refuse
+  if (r) {  // or the connection is closed: both refuse
+    EXPECT_EQ(r->status, 413) << r->body.substr(0, 200);
+  }
   // Just under the limit but over the 64 KiB prompt limit: a 4xx naming the limit.
   std::string big = "{\"prompt\": \"" + std::string(100 * 1024, 'a') + "\", \"steps\": 1}";
   r = c.Post("/api/jobs", big, "application/json");
@@ -279,8 +286,8 @@ TEST(ServerHardening, ClientDisconnectMidJob) {
 // 100k-deep JSON arrays in an otherwise valid body (200 KB, under the body
 // limit): parsing, echoing the body and storing it in history must not
 // overflow the stack. Run against a child process so a crash is observable.
-// DISABLED until bug 2 of docs/reliability.md is fixed in src/server: today
-// the server dies with SIGSEGV (stack overflow in recursive JSON handling).
+// Regression test of bug 2 in docs/reliability.md (the server died with
+// SIGSEGV before bodies nested deeper than kMaxJsonDepth were refused).
 TEST(ServerHardening, DeeplyNestedJsonDoesNotCrash) {
   DIFFUSE_REQUIRE_FIXTURES();
   std::string data = testing::temp_dir();
@@ -290,7 +297,7 @@ TEST(ServerHardening, DeeplyNestedJsonDoesNotCrash) {
   const int depth = 100000;
   std::string junk = std::string(depth, '[') + std::string(depth, ']');
   std::string body = "{\"prompt\": \"deep\", \"width\": 64, \"height\": 64, \"steps\": 1, \"junk\": " + junk + "}";
-  for (const std::string& path : {"/api/jobs", "/sdapi/v1/txt2img", "/v1/images/generations"}) {
+  for (const char* path : {"/api/jobs", "/sdapi/v1/txt2img", "/v1/images/generations"}) {
     auto r = c.Post(path, body, "application/json");
     if (r && r->status == 202) testing::wait_job(c, json::parse(r->body)["id"]);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -357,6 +364,120 @@ TEST(ServerHardening, KillNineDuringHistoryWritesKeepsHistoryConsistent) {
   }
   std::printf("[ kill -9 ] %d history rows after 3 kills, %zu images, all valid\n", hist["total"].get<int>(),
               listed.size());
+}
+
+// `diffuse serve ARGS...` with stderr in a log file; the bound address and
+// port are read from its "diffuse serve: http://HOST:PORT/" line.
+class ServeWithArgs {
+ public:
+  explicit ServeWithArgs(std::vector<std::string> args) : log_(testing::temp_dir() + "/serve_args.log") {
+    args.insert(args.begin(), {DIFFUSE_BINARY, "serve", "--port", "0", "--no-hf-cache", "--data-dir",
+                               testing::temp_dir(), "--model", testing::sd1_model_dir()});
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* f = std::freopen(log_.c_str(), "w", stderr);
+      (void)f;
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(DIFFUSE_BINARY, argv.data());
+      _exit(127);
+    }
+    static const std::regex kUrl(R"(diffuse serve: http://([^ ]+):(\d+)/)");
+    for (int i = 0; i < 600 && port_ == 0 && !exited(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::smatch m;
+      std::string text = log();
+      if (std::regex_search(text, m, kUrl)) {
+        host_ = m[1];
+        port_ = std::stoi(m[2]);
+      }
+    }
+  }
+  ~ServeWithArgs() {
+    if (!exited()) {
+      ::kill(pid_, SIGKILL);
+      waitpid(pid_, &status_, 0);
+    }
+  }
+  int port() const { return port_; }
+  const std::string& host() const { return host_; }
+  std::string log() const {
+    std::ifstream f(log_);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  bool exited() {
+    if (!exited_ && waitpid(pid_, &status_, WNOHANG) == pid_) exited_ = true;
+    return exited_;
+  }
+  int status() const { return status_; }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+  std::string host_;
+  int port_ = 0;
+  bool exited_ = false;
+  int status_ = 0;
+};
+
+// The local IPv4 address (as /proc/net/tcp writes it: hex, host byte order)
+// of the socket listening on `port`, or "" when none listens.
+std::string listening_address(int port) {
+  std::ifstream f("/proc/net/tcp");
+  std::string line;
+  std::getline(f, line);  // header
+  char want[8];
+  std::snprintf(want, sizeof want, "%04X", port);
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string slot, local, remote, state;
+    in >> slot >> local >> remote >> state;
+    if (state == "0A" && local.size() == 13 && local.substr(9) == want) return local.substr(0, 8);
+  }
+  return "";
+}
+
+TEST(ServerHardening, BindsLoopbackByDefaultAndNeedsApiKeyElsewhere) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  EXPECT_EQ(server::ServerOptions{}.host, "127.0.0.1");
+  {
+    // No --host: the listening socket is 127.0.0.1 (0100007F), not 0.0.0.0.
+    ServeWithArgs srv({});
+    ASSERT_GT(srv.port(), 0) << srv.log();
+    EXPECT_EQ(srv.host(), "127.0.0.1");
+    EXPECT_EQ(listening_address(srv.port()), "0100007F") << "port " << srv.port();
+  }
+  {
+    // Any other address without --api-key: refused before binding, exit != 0.
+    ServeWithArgs srv({"--host", "0.0.0.0"});
+    for (int i = 0; i < 300 && !srv.exited(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(srv.exited()) << "diffuse serve --host 0.0.0.0 without --api-key kept running\n" << srv.log();
+    EXPECT_EQ(srv.port(), 0) << srv.log();
+    ASSERT_TRUE(WIFEXITED(srv.status())) << srv.log();
+    EXPECT_NE(WEXITSTATUS(srv.status()), 0) << srv.log();
+    EXPECT_NE(srv.log().find("--api-key"), std::string::npos) << srv.log();
+  }
+  {
+    // With --api-key it binds every interface and every route wants the key.
+    ServeWithArgs srv({"--host", "0.0.0.0", "--api-key", "k3y"});
+    ASSERT_GT(srv.port(), 0) << srv.log();
+    EXPECT_EQ(listening_address(srv.port()), "00000000");
+    httplib::Client c("127.0.0.1", srv.port());
+    c.set_read_timeout(30, 0);
+    for (const char* path : {"/api/models", "/api/history", "/sdapi/v1/sd-models"}) {
+      auto r = c.Get(path);
+      ASSERT_TRUE(r) << path;
+      EXPECT_EQ(r->status, 401) << path;
+    }
+    auto post = c.Post("/api/jobs", testing::cheap_job(1), "application/json");
+    ASSERT_TRUE(post);
+    EXPECT_EQ(post->status, 401);
+    EXPECT_EQ(c.Get("/api/models", {{"Authorization", "Bearer wrong"}})->status, 401);
+    EXPECT_EQ(c.Get("/api/models", {{"Authorization", "Bearer k3y"}})->status, 200);
+  }
 }
 
 }  // namespace
