@@ -1,5 +1,6 @@
 // DDIM (Song et al. 2020), port of diffusers' DDIMScheduler with eta = 0
 // (what StableDiffusionPipeline uses): deterministic.
+#include <algorithm>
 #include <cmath>
 
 #include "sampling/schedule_tables.h"
@@ -38,6 +39,14 @@ class DdimScheduler final : public Scheduler {
     } else {
       throw_error(ErrorCode::kUnsupported, "[ddim] timestep_spacing '" + spacing_ + "' is not supported");
     }
+    // "leading" spacing plus steps_offset reaches timestep N at n = N (SD's
+    // steps_offset 1), past the end of alphas_cumprod; diffusers fails there
+    // with an IndexError. Refuse it with the limit instead.
+    const float t_max = *std::max_element(timesteps_.begin(), timesteps_.end());
+    DIFFUSE_CHECK_ARG(t_max <= static_cast<float>(N - 1),
+                      "[ddim] " + std::to_string(n) + " steps with steps_offset " + std::to_string(steps_offset_) +
+                          " reach timestep " + std::to_string(static_cast<int>(t_max)) + ", beyond the " +
+                          std::to_string(N) + " training timesteps; use fewer steps");
   }
 
   Tensor scale_model_input(const Tensor& sample, int) override { return sample; }

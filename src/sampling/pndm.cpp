@@ -2,6 +2,7 @@
 // skip_prk_steps = true (the Stable Diffusion configs): a linear multistep
 // method on the noise prediction that needs n + 1 model evaluations for n
 // steps (the second timestep is visited twice).
+#include <algorithm>
 #include <cmath>
 #include <deque>
 
@@ -46,6 +47,14 @@ class PndmScheduler final : public Scheduler {
     if (base.size() >= 2) plms.push_back(base[base.size() - 2]);
     plms.push_back(base.back());
     timesteps_.assign(plms.rbegin(), plms.rend());
+    // "leading" spacing plus steps_offset reaches timestep N at n = N (SD's
+    // steps_offset 1), past the end of alphas_cumprod; diffusers fails there
+    // with an IndexError. Refuse it with the limit instead.
+    const float t_max = *std::max_element(timesteps_.begin(), timesteps_.end());
+    DIFFUSE_CHECK_ARG(t_max <= static_cast<float>(N - 1),
+                      "[pndm] " + std::to_string(n) + " steps with steps_offset " + std::to_string(steps_offset_) +
+                          " reach timestep " + std::to_string(static_cast<int>(t_max)) + ", beyond the " +
+                          std::to_string(N) + " training timesteps; use fewer steps");
     ets_.clear();
     counter_ = 0;
     cur_sample_ = Tensor();
