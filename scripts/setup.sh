@@ -8,3 +8,7 @@ cd "$(dirname "$0")/.."
 cmake --build build --target diffuse -j"$(nproc)"
 echo
 ./build/diffuse devices
+echo
+# The main job: an image from a prompt, offline, with the built-in demo model
+# (models/demo). The path of the PNG is printed on the last line.
+./build/diffuse generate "a red circle on the left, on a blue background" --seed 7 -o diffuse-demo.png

@@ -17,6 +17,7 @@ Action add_models(CLI::App& app);
 Action add_serve(CLI::App& app);
 Action add_bench(CLI::App& app);
 Action add_make_checkpoint(CLI::App& app);
+Action add_demo_eval(CLI::App& app);
 
 // Exit codes (README): 0 ok, 1 runtime error, 2 usage error, 130 interrupted.
 constexpr int kExitOk = 0, kExitRuntime = 1, kExitUsage = 2, kExitInterrupted = 130;
@@ -25,7 +26,8 @@ constexpr int kExitOk = 0, kExitRuntime = 1, kExitUsage = 2, kExitInterrupted = 
 bool interrupted();
 void install_signal_handlers();
 
-// Resolves --model: a path, a repo id in the Hugging Face cache, or an alias.
+// Resolves --model: a path, a repo id in the Hugging Face cache, an alias, or
+// "demo" (the built-in demo model, models/demo).
 std::string resolve_model(const std::string& spec);
 
 }  // namespace diffuse::cli

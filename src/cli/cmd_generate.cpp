@@ -11,6 +11,7 @@
 #include "cli/progress_bar.h"
 #include "core/thread_pool.h"
 #include "io/png.h"
+#include "pipeline/demo_model.h"
 #include "pipeline/pipeline.h"
 
 namespace fs = std::filesystem;
@@ -158,6 +159,7 @@ Action add_generate(CLI::App& app) {
   CLI::App* c = app.add_subcommand("generate", "Make images from a text prompt");
   c->footer(
       "Examples:\n"
+      "  diffuse generate \"a red circle on the left, on a blue background\"   (built-in demo model)\n"
       "  diffuse generate --model ~/models/v1-5-pruned-emaonly.safetensors --prompt \"a red fox in snow\"\n"
       "  diffuse generate --model sd15 --prompt \"a castle\" --images 4 --sampler dpmpp_2m --schedule karras\n"
       "Samplers: ddim, pndm (PLMS), lms, euler, euler_a, dpmpp_2m, unipc, lcm.\n"
@@ -166,14 +168,14 @@ Action add_generate(CLI::App& app) {
   c->add_option("prompt_text", o->prompt_positional, "The prompt (same as --prompt)");
   c->add_option("-m,--model", o->model,
                 "Model: a diffusers folder, a .safetensors/.ckpt file, a repo id in the Hugging Face cache, "
-                "or an alias (sd14, sd15, sd21, sdxl)");
+                "an alias (sd14, sd15, sd21, sdxl), or demo (default: demo, the built-in demo model)");
   c->add_option("-p,--prompt", o->prompt, "The prompt; A1111 syntax: (word:1.3), [word], BREAK; >75 tokens ok");
   c->add_option("-n,--negative-prompt", o->negative_prompt, "What the image should not show");
-  c->add_option("--steps", o->steps, "Denoising steps (default: 50)")->check(CLI::Range(1, 1000));
+  c->add_option("--steps", o->steps, "Denoising steps (default: 50; the demo model: 20)")->check(CLI::Range(1, 1000));
   c->add_option("--cfg-scale", o->cfg_scale, "Classifier-free guidance scale (default: 7.5; SDXL 5.0; <=1: off)");
   c->add_option("--sampler", o->sampler, "Sampler (default: the model's scheduler)");
   c->add_option("--schedule", o->schedule, "Sigma schedule: default or karras");
-  c->add_option("-W,--width", o->width, "Image width, a multiple of 8 (default: 512 SD1, 768 SD2-v, 1024 SDXL)");
+  c->add_option("-W,--width", o->width, "Image width, a multiple of 8 (default: the model's native size: 512 SD1, 768 SD2-v, 1024 SDXL, 128 demo)");
   c->add_option("-H,--height", o->height, "Image height, a multiple of 8");
   c->add_option("-s,--seed", o->seed, "Seed; -1 picks a random one and prints it (default: -1)");
   c->add_option("--rng", o->rng, "Noise source: cpu (torch CPU generator) or cuda (torch CUDA Philox, A1111 'GPU')");
@@ -196,9 +198,15 @@ Action add_generate(CLI::App& app) {
       throw_error(ErrorCode::kInvalidArgument, "generate needs a prompt (--prompt TEXT)");
     }
     if (o->model.empty()) {
-      throw_error(ErrorCode::kInvalidArgument,
-                  "generate needs --model (a diffusers folder, a .safetensors/.ckpt file, a cached repo id or an "
-                  "alias such as sd15; `diffuse models` lists what is available)");
+      if (!demo_model_path()) {
+        throw_error(ErrorCode::kInvalidArgument,
+                    "generate needs --model (a diffusers folder, a .safetensors/.ckpt file, a cached repo id or an "
+                    "alias such as sd15; `diffuse models` lists what is available)");
+      }
+      o->model = "demo";
+      std::fprintf(stderr,
+                   "no --model given: using the built-in demo model (a tiny SD 1.x trained by this project on "
+                   "shapes and colours; pass --model for a Stable Diffusion checkpoint)\n");
     }
     return run_generate(*o);
   };

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "pipeline/demo_model.h"
 #include "cli/progress_bar.h"
 #include "hub/hub.h"
 #include "io/checkpoint.h"
@@ -75,6 +76,10 @@ std::string resolve_model(const std::string& spec) {
   if (spec.empty()) return spec;
   std::error_code ec;
   if (fs::exists(spec, ec)) return spec;
+  if (spec == "demo") {
+    if (auto demo = demo_model_path()) return *demo;
+    throw_error(ErrorCode::kNotFound, "the built-in demo model (models/demo of the source tree) was not found");
+  }
   hub::HubOptions hub = hub::HubOptions::from_env();
   const hub::ModelAlias* alias = hub::find_alias(spec);
   std::string repo = alias ? alias->repo : spec;

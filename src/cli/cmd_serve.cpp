@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "core/thread_pool.h"
+#include "pipeline/demo_model.h"
 #include "server/server.h"
 
 namespace diffuse::cli {
@@ -16,6 +17,7 @@ Action add_serve(CLI::App& app) {
   auto precision = std::make_shared<std::string>();
   auto no_hf = std::make_shared<bool>(false);
   auto threads = std::make_shared<int>(0);
+  auto no_demo = std::make_shared<bool>(false);
   CLI::App* c = app.add_subcommand("serve", "Serve the web playground and the A1111 / OpenAI compatible APIs");
   c->footer(
       "Open http://127.0.0.1:7860/ in a browser.\n"
@@ -32,13 +34,17 @@ Action add_serve(CLI::App& app) {
   c->add_option("--precision", *precision, "fp32, bf16 or fp16");
   c->add_flag("--no-hf-cache", *no_hf, "Do not list models from the Hugging Face cache");
   c->add_option("--threads", *threads, "CPU threads (default: all cores)");
-  return [o, device, precision, no_hf, threads]() {
+  c->add_flag("--no-demo", *no_demo, "Do not list the built-in demo model (listed first otherwise)");
+  return [o, device, precision, no_hf, threads, no_demo]() {
     if (*threads > 0) set_num_threads(*threads);
     if (*device == "cuda") o->load.device = Device::kCUDA;
     else if (*device != "cpu") throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda");
     if (!precision->empty()) o->load.precision = precision_from_name(*precision);
     o->scan_hf_cache = !*no_hf;
     for (std::string& m : o->model_files) m = resolve_model(m);
+    if (!*no_demo) {
+      if (auto demo = demo_model_path()) o->model_files.insert(o->model_files.begin(), *demo);
+    }
     server::Server srv(*o);
     int port = srv.bind();
     std::fprintf(stderr, "diffuse serve: http://%s:%d/  (Ctrl-C to stop)\n", o->host.c_str(), port);

@@ -333,6 +333,21 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
                                                                                     : Prediction::kEpsilon;
   set_family_defaults(info);
   info.default_sampler = sampler_for_scheduler_class(impl->scheduler_config.value("_class_name", ""));
+  if (folder) {
+    // diffusers' default size: unet.config.sample_size * vae_scale_factor.
+    const int side = impl->unet->config().sample_size * 8;
+    info.default_width = info.default_height = side;
+    // Optional Diffuse defaults a model folder may carry in model_index.json
+    // ("_" keys are ignored by diffusers), e.g. the demo model's 20 steps.
+    const nlohmann::json defaults = model_index.value("_diffuse_defaults", nlohmann::json::object());
+    if (!defaults.is_object()) throw_error(ErrorCode::kIo, path_str + ": _diffuse_defaults must be an object");
+    info.default_steps = defaults.value("steps", info.default_steps);
+    info.default_cfg = defaults.value("cfg_scale", info.default_cfg);
+    info.default_sampler = defaults.value("sampler", info.default_sampler);
+    info.license = defaults.value("license", info.license);
+    DIFFUSE_CHECK(info.default_steps >= 1 && info.default_steps <= 1000, ErrorCode::kIo,
+                  path_str + ": _diffuse_defaults.steps must be 1..1000");
+  }
 
   // 5. Hash (A1111 "Model hash" = sha256[:10] of the checkpoint file).
   fs::path hashed = folder ? find_weights(path / "unet") : path;

@@ -109,6 +109,20 @@ void describe_cheaply(ModelEntry& e) {
       set_family(e, family, v);
       e.default_sampler =
           sampler_for_scheduler_class(sched.is_object() ? sched.value("_class_name", std::string()) : "");
+      // As Pipeline::load: native size from unet sample_size, then the folder's _diffuse_defaults.
+      nlohmann::json unet = read_json_or_null(p / "unet" / "config.json");
+      if (unet.is_object() && unet.contains("sample_size") && unet["sample_size"].is_number_integer()) {
+        e.default_width = e.default_height = unet["sample_size"].get<int>() * 8;
+      }
+      nlohmann::json index = read_json_or_null(p / "model_index.json");
+      if (index.is_object() && index.contains("_diffuse_defaults") && index["_diffuse_defaults"].is_object()) {
+        const nlohmann::json& d = index["_diffuse_defaults"];
+        e.default_steps = d.value("steps", e.default_steps);
+        e.default_cfg = d.value("cfg_scale", e.default_cfg);
+        e.default_sampler = d.value("sampler", e.default_sampler);
+        e.license = d.value("license", e.license);
+        e.model_card = d.value("model_card", e.model_card);
+      }
       for (const char* name : {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                                "diffusion_pytorch_model.bin"}) {
         if (fs::exists(p / "unet" / name, ec)) {

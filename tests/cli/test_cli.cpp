@@ -11,6 +11,7 @@
 #include "io/checkpoint.h"
 #include "io/json_util.h"
 #include "io/png.h"
+#include "pipeline/demo_model.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -48,13 +49,36 @@ TEST(Cli, HelpAndUsageErrors) {
   }
   EXPECT_EQ(run("").code, 2);
   EXPECT_EQ(run("frobnicate").code, 2);
-  EXPECT_EQ(run("generate --prompt x").code, 2);  // no model
+  EXPECT_EQ(run("generate").code, 2);  // no prompt
   RunResult bad = run("generate --model /nonexistent --prompt x --width 100");
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.out.find("multiple of 8"), std::string::npos) << bad.out;
   RunResult missing = run("generate --model /nonexistent/model.safetensors --prompt x");
   EXPECT_EQ(missing.code, 1) << missing.out;
   EXPECT_NE(missing.out.find("/nonexistent/model.safetensors"), std::string::npos) << missing.out;
+}
+
+// The README's first command: no --model means the built-in demo model, and
+// the image it writes shows what the prompt asks for (read back by the
+// demo scorer: background and shape colour).
+TEST(Cli, ReadmeFirstCommandUsesTheDemoModel) {
+  const std::string out = testing::temp_dir() + "/first.png";
+  RunResult r = run("generate \"a red circle on a blue background\" --seed 7 -o " + quote(out));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("built-in demo model"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(out), std::string::npos) << "the path is printed: " << r.out;
+  std::ifstream f(out, std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  PngImage im = read_png(bytes.data(), bytes.size());
+  EXPECT_EQ(im.width, 128);
+  EXPECT_EQ(im.height, 128);
+  const std::optional<std::string> demo = demo_model_path();
+  ASSERT_TRUE(demo);
+  DemoEvalSet set = load_demo_eval_set(*demo + "/eval_captions.json");
+  SceneReading got = read_scene(im.rgb.data(), im.width, im.height, set.palette);
+  EXPECT_EQ(got.background, "blue");
+  EXPECT_EQ(got.colour, "red");
+  EXPECT_NE(read_png_text(out).at("parameters").find("Model: demo"), std::string::npos);
 }
 
 TEST(Cli, Devices) {

@@ -84,13 +84,14 @@ TEST_F(ServerApiTest, ModelsListedWithFamilyLicenceAndDefaultsBeforeLoading) {
   EXPECT_EQ(models[0]["id"], "tiny-sd1");
   EXPECT_EQ(models[0]["family"], "sd1");
   EXPECT_EQ(models[0]["license"], "CreativeML OpenRAIL-M");
-  EXPECT_EQ(models[0]["defaults"]["width"], 512);
+  // diffusers' default size: unet sample_size (16 in the tiny fixtures) x 8.
+  EXPECT_EQ(models[0]["defaults"]["width"], 128);
   EXPECT_EQ(models[0]["defaults"]["sampler"], "pndm");
   EXPECT_EQ(models[0]["loaded"], false);
   EXPECT_EQ(models[1]["id"], "tiny-sd2");
   EXPECT_EQ(models[1]["family"], "sd2");
   EXPECT_EQ(models[1]["license"], "CreativeML Open RAIL++-M");
-  EXPECT_EQ(models[1]["defaults"]["width"], 768);  // v_prediction scheduler config
+  EXPECT_EQ(models[1]["defaults"]["width"], 128);
   EXPECT_EQ(models[1]["defaults"]["sampler"], "ddim");
   for (const Json& m : models) {
     const std::string hash = m["hash"];
