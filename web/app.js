@@ -137,11 +137,20 @@
     return `${m.name || m.id}${hash}${fam}`;
   }
 
-  function presetsFor(m) {
+  function familyPresets(m) {
     if (!m) return kPresets.sd1;
     if (m.family === 'sdxl') return kPresets.sdxl;
     if (m.family === 'sd2') return (m.defaults && m.defaults.width >= 768) ? kPresets.sd2_768 : kPresets.sd2_512;
     return kPresets.sd1;
+  }
+
+  // The family's list, led by the model's own native size when that is not in it
+  // (the built-in demo model draws at 128 x 128).
+  function presetsFor(m) {
+    const list = familyPresets(m);
+    const d = (m && m.defaults) || {};
+    if (!d.width || !d.height || list.some(([w, h]) => w === d.width && h === d.height)) return list;
+    return [[d.width, d.height], [d.width * 2, d.height * 2]].concat(list);
   }
 
   function renderModelInfo(m) {
