@@ -6,7 +6,9 @@
 # fuzz.sh passes, so it works without the include). Either way the targets are
 # declared at the end of the top-level directory, once the diffuse_* libraries
 # exist. The libraries themselves get coverage instrumentation from the
-# -fsanitize=fuzzer-no-link,... flags fuzz.sh puts in CMAKE_CXX_FLAGS.
+# -fsanitize=fuzzer-no-link,... flags fuzz.sh / sanitize.sh put in
+# CMAKE_CXX_FLAGS. With DIFFUSE_TESTS=ON (sanitize.sh's build) each target also
+# replays its checked-in corpus as the ctest test <target>_corpus.
 include_guard(GLOBAL)
 option(DIFFUSE_FUZZ "Build the libFuzzer targets in tests/fuzz (clang only)" OFF)
 
@@ -32,6 +34,17 @@ function(diffuse_add_fuzzers)
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
   endforeach()
+  # Replay of each checked-in corpus (seeds and regress_* crash inputs) as a
+  # ctest regression test, label "fuzz": -runs=0 executes the inputs once, no
+  # mutation, and fails on any sanitizer report.
+  if(DIFFUSE_TESTS)
+    foreach(pair ${fuzz_libs})
+      string(REPLACE "=" ";" pair ${pair})
+      list(GET pair 0 name)
+      add_test(NAME ${name}_corpus COMMAND ${name} -runs=0 ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/${name})
+      set_tests_properties(${name}_corpus PROPERTIES LABELS "fuzz" TIMEOUT 300)
+    endforeach()
+  endif()
   add_custom_target(fuzzers DEPENDS fuzz_safetensors fuzz_torch_checkpoint fuzz_png fuzz_infotext fuzz_tokenizer
                                     fuzz_prompt_weights fuzz_request_json)
 endfunction()
