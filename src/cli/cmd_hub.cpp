@@ -21,7 +21,12 @@ namespace fs = std::filesystem;
 namespace diffuse::cli {
 namespace {
 
-std::string human_size(uint64_t bytes) { return sys::format_gib(bytes); }
+std::string human_size(uint64_t bytes) {
+  if (bytes >= (1ull << 30)) return sys::format_gib(bytes);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
 
 // Family and stored precision of a model without loading its weights: single
 // files are read through their (mmap'd, lazily paged) header; folders by config.
@@ -172,6 +177,12 @@ Action add_models(CLI::App& app) {
       }
       rows.push_back({name, source, path.string(), pk.family, pk.precision, human_size(size), hash});
     };
+    if (auto demo = demo_model_path()) {
+      std::error_code ec;
+      uint64_t size = 0;
+      for (const auto& f : fs::recursive_directory_iterator(*demo, ec)) size += f.is_regular_file() ? f.file_size() : 0;
+      add("demo", "built-in", *demo, size);  // `--model demo`, and generate's default
+    }
     for (const hub::CachedModel& m : hub::scan_hf_cache(hub.cache_dir)) {
       if (m.is_diffusers && !m.snapshot.empty()) add(m.repo_id, "hf-cache", m.snapshot, m.size_on_disk);
       for (const std::string& f : m.single_files) {

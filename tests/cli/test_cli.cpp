@@ -79,6 +79,13 @@ TEST(Cli, ReadmeFirstCommandUsesTheDemoModel) {
   EXPECT_EQ(got.background, "blue");
   EXPECT_EQ(got.colour, "red");
   EXPECT_NE(read_png_text(out).at("parameters").find("Model: demo"), std::string::npos);
+  RunResult models = run("models --json");
+  ASSERT_EQ(models.code, 0) << models.out;
+  nlohmann::json listed = nlohmann::json::parse(models.out);
+  ASSERT_FALSE(listed.empty());
+  EXPECT_EQ(listed[0]["name"], "demo");
+  EXPECT_EQ(listed[0]["source"], "built-in");
+  EXPECT_EQ(listed[0]["family"], "sd1");
 }
 
 TEST(Cli, Devices) {
