@@ -126,8 +126,10 @@ test('playground: model picker, generate, progress, preview, gallery, history, r
   const page = await newPage();
 
   // Model picker: name, family, hash, licence, model card; disclaimer is present.
+  // The built-in demo model is listed first (and so selected), then the --model given.
   const models = await getJson('/api/models');
-  assert.equal(models.length, 1);
+  assert.equal(models.length, 2);
+  assert.equal(models[0].id, 'demo');
   const option = await page.textContent('#model option');
   assert.ok(option.includes(models[0].name), `option "${option}" names the model`);
   await page.waitForSelector('#model-info .chip.family');
