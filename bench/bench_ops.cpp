@@ -70,6 +70,31 @@ BENCHMARK(BM_Conv3x3)
     ->MeasureProcessCPUTime()
     ->UseRealTime();
 
+// conv2d 3x3 with f32 activations and weights stored as w_dt (0 f32: blocked
+// copy cached at first use; 1 bf16: widened and blocked per call into a
+// scratch buffer, the CPU bf16 mode). The gap between the two is the per-call
+// packing cost. Args: N, C, H(=W), O, w_dt. SD1.5 UNet shapes at 512x512, CFG.
+void BM_ConvWeightDtype(benchmark::State& state) {
+  int64_t n = state.range(0), c = state.range(1), h = state.range(2), o = state.range(3);
+  DType wdt = dtype_arg(state.range(4));
+  Tensor x = random_tensor({n, c, h, h}, DType::kF32), w = random_tensor({o, c, 3, 3}, wdt, -0.05f, 0.05f);
+  Tensor b = random_tensor({o}, DType::kF32);
+  for (auto _ : state) benchmark::DoNotOptimize(conv2d(x, w, b, 1, 1).raw_data());
+  set_flops(state, 2.0 * n * o * h * h * c * 9);
+  state.SetLabel(std::string("weights ") + dtype_name(wdt));
+}
+BENCHMARK(BM_ConvWeightDtype)
+    ->ArgNames({"N", "C", "HW", "O", "wdt"})
+    ->Args({2, 320, 64, 320, 0})
+    ->Args({2, 320, 64, 320, 1})
+    ->Args({2, 1280, 8, 1280, 0})
+    ->Args({2, 1280, 8, 1280, 1})
+    ->Args({2, 2560, 16, 1280, 0})
+    ->Args({2, 2560, 16, 1280, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->MeasureProcessCPUTime()
+    ->UseRealTime();
+
 // attention with heads packed in the last dim. Args: B, Lq, Lk, heads, head_dim, dtype.
 void BM_Attention(benchmark::State& state) {
   int64_t b = state.range(0), lq = state.range(1), lk = state.range(2), h = state.range(3), d = state.range(4);

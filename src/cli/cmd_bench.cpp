@@ -2,12 +2,16 @@
 // random weights (speed does not depend on the values; the weights are never
 // all zeros), or on a real checkpoint with --model.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -46,8 +50,60 @@ double peak_rss_gib() {
   return ru.ru_maxrss / (1024.0 * 1024.0);  // ru_maxrss is in KiB on Linux
 }
 
+// Resident set size now, in bytes (/proc/self/statm: pages).
+size_t current_rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  size_t total_pages = 0, resident_pages = 0;
+  f >> total_pages >> resident_pages;
+  return resident_pages * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Samples the RSS every few milliseconds and keeps the peak of each phase, so
+// the report says whether loading, denoising or the VAE decode sets the
+// process peak (getrusage only gives the peak of the whole process).
+class RssMonitor {
+ public:
+  enum Phase { kLoad, kDenoise, kVae, kPhases };
+  RssMonitor() : thread_([this] { loop(); }) {}
+  ~RssMonitor() {
+    stop_ = true;
+    thread_.join();
+  }
+  void set_phase(Phase p) {
+    sample();
+    phase_ = p;
+  }
+  double peak_gib(Phase p) const { return peak_[p].load() / double(1ull << 30); }
+
+ private:
+  void sample() {
+    size_t rss = current_rss_bytes();
+    std::atomic<size_t>& peak = peak_[phase_.load()];
+    size_t prev = peak.load();
+    while (rss > prev && !peak.compare_exchange_weak(prev, rss)) {
+    }
+  }
+  void loop() {
+    while (!stop_) {
+      sample();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  std::atomic<bool> stop_{false};
+  std::atomic<int> phase_{kLoad};
+  std::atomic<size_t> peak_[kPhases] = {};
+  std::thread thread_;
+};
+
+long minor_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
 struct RunStats {
   double step_ms = 0;  // median step time (after the first step)
+  double faults_per_step = -1;  // minor page faults per step after the first (new memory touched), -1: one step
   double text_ms = 0, vae_ms = 0, total_s = 0, first_step_s = 0;
   double peak_reserved_gib = 0, peak_in_use_gib = 0;  // device memory (CUDA allocator), this run
 };
@@ -74,7 +130,7 @@ void read_device_peaks(RunStats& st) {
 // fresh_memory: start from an empty allocator cache and report this run's
 // peaks (used for the untimed runs, so timed runs keep a warm cache).
 RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time_point t_origin,
-                  bool fresh_memory = false) {
+                  RssMonitor& rss, bool fresh_memory = false) {
   GenerationParams p;
   p.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
   p.negative_prompt = "blurry, low quality";
@@ -85,13 +141,20 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
   p.sampler = o.sampler;
   std::vector<double> step_times;
   if (fresh_memory) reset_device_peaks();
+  rss.set_phase(RssMonitor::kDenoise);
   auto last = Clock::now();
   double first_step_s = 0;
+  long faults_after_first = 0, faults_at_last = 0;
   GenerationResult r = pipe.generate(p, [&](const StepProgress& s) {
     auto now = Clock::now();
     step_times.push_back(std::chrono::duration<double, std::milli>(now - last).count());
-    if (s.step == 1) first_step_s = std::chrono::duration<double>(now - t_origin).count();
+    if (s.step == 1) {
+      first_step_s = std::chrono::duration<double>(now - t_origin).count();
+      faults_after_first = minor_faults();
+    }
+    if (s.step == s.total_steps) faults_at_last = minor_faults();
     last = now;
+    if (s.step == s.total_steps) rss.set_phase(RssMonitor::kVae);  // what follows is the decode
     std::fprintf(stderr, "\r  %d images: step %d/%d  %.1f ms   ", images, s.step, s.total_steps, step_times.back());
     return interrupted();
   });
@@ -105,6 +168,8 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
   st.vae_ms = r.timings.vae_decode_s * 1e3;
   st.total_s = r.timings.total_s;
   st.first_step_s = first_step_s;
+  if (step_times.size() > 1)
+    st.faults_per_step = static_cast<double>(faults_at_last - faults_after_first) / (step_times.size() - 1);
   if (fresh_memory) read_device_peaks(st);
   return st;
 }
@@ -122,9 +187,11 @@ int run_bench(BenchOptions o) {
   const bool cpu = load.device == Device::kCPU;
   if (o.steps == 0) o.steps = cpu ? 3 : 30;
 
+  RssMonitor rss;
   auto t0 = Clock::now();
   std::unique_ptr<Pipeline> pipe = o.model.empty() ? Pipeline::random(o.arch, load) : Pipeline::load(resolve_model(o.model), load);
   double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double rss_loaded_gib = current_rss_bytes() / double(1ull << 30);  // weights (+ what loading kept)
   const ModelInfo& info = pipe->info();
   if (o.size == 0) o.size = info.default_width;
   std::string arch = o.model.empty() ? o.arch : std::string(family_name(info.family));
@@ -135,14 +202,14 @@ int run_bench(BenchOptions o) {
 
   // A cold run first (its first step also picks the cuDNN/cuBLASLt plans),
   // then the timed runs: steady state, as a server sees it.
-  RunStats cold = run_once(*pipe, o, 1, t0, true);
-  RunStats one = cpu ? cold : run_once(*pipe, o, 1, Clock::now());
+  RunStats cold = run_once(*pipe, o, 1, t0, rss, true);
+  RunStats one = cpu ? cold : run_once(*pipe, o, 1, Clock::now(), rss);
   one.peak_reserved_gib = cold.peak_reserved_gib;
   one.peak_in_use_gib = cold.peak_in_use_gib;
   RunStats four;
   if (!o.skip_batch) {
-    RunStats warm = cpu ? RunStats{} : run_once(*pipe, o, o.images, Clock::now(), true);  // batch shapes' warm-up
-    four = run_once(*pipe, o, o.images, Clock::now());
+    RunStats warm = cpu ? RunStats{} : run_once(*pipe, o, o.images, Clock::now(), rss, true);  // batch shapes' warm-up
+    four = run_once(*pipe, o, o.images, Clock::now(), rss);
     four.peak_reserved_gib = warm.peak_reserved_gib;
     four.peak_in_use_gib = warm.peak_in_use_gib;
   }
@@ -170,8 +237,12 @@ int run_bench(BenchOptions o) {
                      {"unet_tflops", tflops(unet_tflop, one.step_ms)}, {"text_encode_ms", one.text_ms},
                      {"vae_decode_ms", one.vae_ms}, {"vae_tflops", tflops(vae_tflop, one.vae_ms)},
                      {"whole_image_s", one.total_s}, {"peak_reserved_gib", one.peak_reserved_gib},
-                     {"peak_in_use_gib", one.peak_in_use_gib}}},
+                     {"peak_in_use_gib", one.peak_in_use_gib}, {"page_faults_per_step", one.faults_per_step}}},
       {"peak_rss_gib", peak_rss_gib()},
+      {"peak_rss_load_gib", rss.peak_gib(RssMonitor::kLoad)},
+      {"rss_after_load_gib", rss_loaded_gib},
+      {"peak_rss_denoise_gib", rss.peak_gib(RssMonitor::kDenoise)},
+      {"peak_rss_vae_gib", rss.peak_gib(RssMonitor::kVae)},
   };
   if (!o.skip_batch) {
     j["batch"] = {{"images", o.images},        {"step_ms", four.step_ms},
@@ -201,6 +272,7 @@ int run_bench(BenchOptions o) {
     std::printf("\n%-28s %14.2f", "VAE TFLOP/s", tflops(vae_tflop, one.vae_ms));
     if (!o.skip_batch) std::printf(" %14.2f", tflops(vae_tflop * o.images, four.vae_ms));
   }
+  if (one.faults_per_step >= 0) std::printf("\n%-28s %14.0f", "page faults per step", one.faults_per_step);
   std::printf("\n%-28s %14.2f", "whole image(s) (s)", one.total_s);
   if (!o.skip_batch) std::printf(" %14.2f", four.total_s);
   if (!cpu) {
@@ -211,6 +283,11 @@ int run_bench(BenchOptions o) {
   }
   std::printf("\n%-28s %14.2f\n%-28s %14.2f\n%-28s %14.2f\n", "cold first image (s)", cold.total_s,
               "time to first step (s)", cold.first_step_s, "peak RSS (GiB)", peak_rss_gib());
+  std::printf("%-28s %14.2f\n", "RSS after load (GiB)", rss_loaded_gib);
+  std::printf("%-28s %14s\n", "peak RSS of each phase", "");
+  std::printf("%-28s %14.2f\n%-28s %14.2f\n%-28s %14.2f\n", "  load (GiB)", rss.peak_gib(RssMonitor::kLoad),
+              "  text + denoising (GiB)", rss.peak_gib(RssMonitor::kDenoise), "  VAE decode (GiB)",
+              rss.peak_gib(RssMonitor::kVae));
   return kExitOk;
 }
 

@@ -466,7 +466,11 @@ TensorMap random_tensors(const std::vector<std::pair<std::string, Shape>>& specs
         if (i + 1 < n) v[i + 1] = static_cast<float>(stdev * r * std::sin(th));
       }
     }
-    out.emplace(name, Tensor::from_vector(v, shape).to(dtype));
+    // Straight into the target dtype: an f32 Tensor in between would leave its
+    // block in the host allocator's size-keyed cache (RSS) after load.
+    Tensor t = Tensor::empty(shape, dtype);
+    convert(v.data(), DType::kF32, t.raw_data(), dtype, v.size());
+    out.emplace(name, t);
   }
   return out;
 }

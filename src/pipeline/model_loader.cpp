@@ -3,6 +3,9 @@
 // original LDM/SGM key layout). Single files carry no configs, so the family's
 // published configs are used unless LoadOptions::config_dir names a diffusers
 // folder to take them from (like diffusers' from_single_file(config=...)).
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -61,6 +64,37 @@ void apply_activation_dtype(Pipeline::Impl& impl) {
   impl.unet->set_activation_dtype(impl.act_dtype);
   impl.vae->set_activation_dtype(activation_dtype_for(impl.device, impl.vae->dtype()));
   for (TextEncoderSlot& slot : impl.encoders) slot.model->set_activation_dtype(impl.act_dtype);
+}
+
+// Hands the memory pages wholly inside t's bytes back to the kernel. For a
+// tensor read from an mmap'd checkpoint they are clean file pages: the kernel
+// drops them, and a later read would fetch them from the file again, so the
+// data never changes. MADV_PAGEOUT (not DONTNEED) so that heap memory is never
+// zeroed: without swap the kernel just leaves such pages alone.
+void release_pages(const Tensor& t) {
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.raw_data());
+  const uintptr_t lo = (begin + page - 1) / page * page, hi = (begin + t.nbytes()) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT);
+#else
+  (void)t;
+#endif
+}
+
+// Converts a component's weights to the dtype its model computes with, once,
+// at load (the models' own .to(dtype) then has nothing left to do). Each
+// source tensor's pages are released as soon as it is converted, so a 16-bit
+// checkpoint does not stay resident next to its converted copy (SD1.5 f16 ->
+// bf16 or f32: the peak while loading was file + copy, 2 + 2 GiB). The
+// conversion of each tensor runs on the thread pool (cpu::cast).
+void convert_weights_for_cpu(TensorMap& weights, DType dtype) {
+  for (auto& [name, t] : weights) {
+    if (t.dtype() == dtype || !is_floating(t.dtype()) || t.device() != Device::kCPU) continue;
+    Tensor converted = t.to(dtype);
+    release_pages(t);
+    t = converted;
+  }
 }
 
 DType dtype_for(Precision p) {
@@ -296,9 +330,15 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
   }
 
   Device dev = options.device;
+  const DType vae_dtype = vae_dtype_for(info.family, impl->dtype, vae_cfg);
+  if (dev == Device::kCPU) {
+    convert_weights_for_cpu(unet_w, impl->dtype);
+    convert_weights_for_cpu(vae_w, vae_dtype);
+    convert_weights_for_cpu(te1_w, impl->dtype);
+    convert_weights_for_cpu(te2_w, impl->dtype);
+  }
   impl->unet = std::make_unique<UNet>(unet_cfg, unet_w, impl->dtype, dev);
   unet_w.clear();
-  const DType vae_dtype = vae_dtype_for(info.family, impl->dtype, vae_cfg);
   impl->vae = std::make_unique<Vae>(vae_cfg, vae_w, vae_dtype, dev);
   vae_w.clear();
 

@@ -32,6 +32,10 @@ void apply_activation(float* x, int64_t n, Activation act);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act);
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding, const Tensor& residual);
+// conv2d splits its output rows into bands when src or dst holds more than
+// `bytes` (default 48 MiB), so no full-size blocked copy of either is made.
+// Process-wide tuning knob, for tests and measurements.
+void set_conv_band_bytes(size_t bytes);
 Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu);
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 Tensor softmax(const Tensor& x, int dim);

@@ -6,6 +6,7 @@
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/profile.h"
+#include "backends/cpu/scratch.h"
 #include "core/thread_pool.h"
 
 namespace diffuse::cpu {
@@ -108,12 +109,12 @@ DType compute_dtype(DType t) { return t == DType::kBF16 && onednn::native_bf16()
 
 Tensor as_dtype_contig(const Tensor& t, DType d) { return t.dtype() == d ? t.contiguous() : cast(t, d); }
 
-void run_matmul(const MatmulEntry& e, const Tensor& src, const Tensor& wei, const Tensor& bias, const Tensor& dst) {
+void run_matmul(const MatmulEntry& e, const Tensor& src, const void* wei, const Tensor& bias, const Tensor& dst) {
   onednn::sync_threads();
   auto& eng = onednn::engine();
   std::unordered_map<int, memory> args;
   args[DNNL_ARG_SRC] = memory(e.pd.src_desc(), eng, src.raw_data());
-  args[DNNL_ARG_WEIGHTS] = memory(e.pd.weights_desc(), eng, wei.raw_data());
+  args[DNNL_ARG_WEIGHTS] = memory(e.pd.weights_desc(), eng, const_cast<void*>(wei));
   args[DNNL_ARG_DST] = memory(e.pd.dst_desc(), eng, dst.raw_data());
   if (bias.defined()) args[DNNL_ARG_BIAS] = memory(e.pd.bias_desc(), eng, bias.raw_data());
   e.prim.execute(onednn::stream(), args);
@@ -125,10 +126,20 @@ void run_matmul(const MatmulEntry& e, const Tensor& src, const Tensor& wei, cons
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act) {
   DType cd = compute_dtype(x.dtype());
   Tensor xc, wc;
+  const void* wp = nullptr;
   {
     DIFFUSE_CPU_PROFILE("linear.cast_in");
     xc = as_dtype_contig(x, cd);
-    wc = as_dtype_contig(w, cd);
+    if (w.dtype() != cd && cd == DType::kF32 && w.is_contiguous()) {
+      // bf16/f16 weights without native kernels: widened per call into a
+      // reused buffer (no f32 copy of the weights is kept, no allocation).
+      float* buf = static_cast<float*>(scratch(ScratchSlot::kLinearWeights, w.numel() * sizeof(float)));
+      widen_to_f32(w.raw_data(), w.dtype(), buf, w.numel());
+      wp = buf;
+    } else {
+      wc = as_dtype_contig(w, cd);
+      wp = wc.raw_data();
+    }
   }
   Tensor bc = bias.defined() ? as_f32(bias) : Tensor();
   int64_t in = w.dim(1), out_f = w.dim(0), m = x.numel() / std::max<int64_t>(in, 1);
@@ -145,7 +156,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation a
   auto e = get_matmul({m, in}, {in, out_f}, {m, out_f}, onednn::dt_of(cd), true, bc.defined(), act);
   {
     DIFFUSE_CPU_PROFILE("linear.exec");
-    run_matmul(*e, xc, wc, bc, out);
+    run_matmul(*e, xc, wp, bc, out);
   }
   return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
 }
@@ -167,7 +178,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (out.numel() == 0) return out.to(a.dtype());
   if (k == 0) return Tensor::zeros(so, a.dtype());
   auto e = get_matmul(to_dims(sa), to_dims(sb), to_dims(so), onednn::dt_of(cd), false, false, Activation::kNone);
-  run_matmul(*e, ac, bc, Tensor(), out);
+  run_matmul(*e, ac, bc.raw_data(), Tensor(), out);
   return out.dtype() == a.dtype() ? out : cast(out, a.dtype());
 }
 
