@@ -50,6 +50,27 @@ BENCHMARK(BM_Gemm)
     ->MeasureProcessCPUTime()
     ->UseRealTime();
 
+// linear with f32 activations and weights stored as w_dt (0 f32; 1 bf16,
+// widened per call into a reused buffer: the CPU bf16 mode on CPUs without
+// bf16 instructions). Args: M, N, K, w_dt. M = 8192 is batch 2 x 64x64 tokens.
+void BM_LinearWeightDtype(benchmark::State& state) {
+  int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  DType wdt = dtype_arg(state.range(3));
+  Tensor x = random_tensor({m, k}, DType::kF32), w = random_tensor({n, k}, wdt, -0.05f, 0.05f);
+  for (auto _ : state) benchmark::DoNotOptimize(linear(x, w).raw_data());
+  set_flops(state, 2.0 * m * n * k);
+  state.SetLabel(std::string("weights ") + dtype_name(wdt));
+}
+BENCHMARK(BM_LinearWeightDtype)
+    ->ArgNames({"M", "N", "K", "wdt"})
+    ->Args({8192, 1280, 1280, 0})
+    ->Args({8192, 1280, 1280, 1})
+    ->Args({8192, 2560, 320, 0})
+    ->Args({8192, 2560, 320, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->MeasureProcessCPUTime()
+    ->UseRealTime();
+
 // conv2d 3x3 pad 1. Args: N, C, H(=W), O, dtype.
 void BM_Conv3x3(benchmark::State& state) {
   int64_t n = state.range(0), c = state.range(1), h = state.range(2), o = state.range(3);

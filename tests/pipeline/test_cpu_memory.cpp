@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 
+#include "backends/cpu/activation_pool.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/scratch.h"
 #include "core/ops.h"
@@ -168,6 +169,35 @@ TEST(CpuScratch, ReusesItsBuffer) {
   EXPECT_EQ(a, b);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 64, 0u);
   EXPECT_GE(cpu::scratch_bytes(), size_t{1} << 20);
+}
+
+// Op outputs of 1 MiB and more come from the pool: a freed block serves the
+// next request of about its size, and the free blocks it keeps stay bounded
+// whatever sizes went through it (unlike a cache keyed by exact size).
+TEST(CpuActivationPool, ReusesBlocksAndBoundsWhatItKeeps) {
+  void* first = nullptr;
+  {
+    Tensor a = cpu::new_tensor({4, 1024, 1024}, DType::kF32);  // 16 MiB
+    first = a.raw_data();
+    a.data<float>()[0] = 1.0f;
+  }
+  {
+    Tensor b = cpu::new_tensor({4, 1000, 1024}, DType::kF32);  // 2.3% smaller: served by the same block
+    EXPECT_EQ(b.raw_data(), first);
+  }
+  {
+    Tensor c = cpu::new_tensor({2, 1024, 1024}, DType::kF32);  // half the size: not worth the waste
+    EXPECT_NE(c.raw_data(), first);
+  }
+  // Many distinct large sizes, each freed at once: the pool keeps a bounded amount.
+  for (int64_t mib = 40; mib < 40 + 16 * 9; mib += 9) {  // 16 sizes, 1.4 GiB in all
+    Tensor t = cpu::new_tensor({mib, 256, 1024}, DType::kF32);
+    t.data<float>()[t.numel() - 1] = 0.0f;
+  }
+  EXPECT_LE(cpu::pool_cached_bytes(), size_t{384} << 20);
+  // Small tensors are not pooled.
+  Tensor small = cpu::new_tensor({100}, DType::kF32);
+  EXPECT_EQ(small.numel(), 100);
 }
 
 }  // namespace

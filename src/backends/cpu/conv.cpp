@@ -26,6 +26,7 @@
 #include <cstring>
 #include <list>
 
+#include "backends/cpu/activation_pool.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/profile.h"
@@ -315,7 +316,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   const int64_t o = w.dim(0), kh = w.dim(2), kw = w.dim(3);
   const int64_t ho = (h + 2 * padding - kh) / stride + 1, wo = (wi + 2 * padding - kw) / stride + 1;
   Shape ys{n, o, ho, wo};
-  Tensor out = Tensor::empty(ys, cd);
+  Tensor out = new_tensor(ys, cd);
   if (out.numel() == 0) return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
 
   // Output rows per band: all of them unless src or dst is large (the VAE at
