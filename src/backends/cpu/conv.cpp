@@ -261,21 +261,29 @@ void pack_weights(const Tensor& w, memory dst, DType cd) {
   onednn::stream().wait();
 }
 
-// The weights in the layout `layout` wants. Weights stored in the compute
-// dtype are cached, unless DIFFUSE_CONV_CACHE=0 (then f32 weights are packed
-// per call too: fp32 then keeps one copy of its conv weights instead of two,
-// for the per-call packing cost measured in docs/performance.md). Wider ones
-// (bf16/f16 computed in f32) are always packed per call into scratch.
-bool cache_f32_weights() {
-  static const bool on = [] {
+// The weights in the layout `layout` wants. DIFFUSE_CONV_CACHE chooses which
+// are cached (blocked, in f32) and which are packed per call into scratch:
+//   unset / "f32": weights already in the compute dtype are cached; bf16/f16
+//                  weights computed in f32 are packed per call (the memory-lean
+//                  bf16 mode: one bf16 copy of the weights, see docs/performance.md);
+//   "0":           nothing cached (fp32 then keeps one copy of its conv weights);
+//   "all":         widened bf16/f16 copies are cached too (bf16 then computes
+//                  as fast as before this change, at fp32's conv weight memory).
+enum class CachePolicy { kNone, kF32, kAll };
+
+CachePolicy cache_policy() {
+  static const CachePolicy p = [] {
     const char* v = std::getenv("DIFFUSE_CONV_CACHE");
-    return !(v && v[0] == '0');
+    if (!v) return CachePolicy::kF32;
+    const std::string s(v);
+    return s == "0" ? CachePolicy::kNone : s == "all" ? CachePolicy::kAll : CachePolicy::kF32;
   }();
-  return on;
+  return p;
 }
 
 memory conv_weights(const Tensor& w, const memory::desc& layout, DType cd) {
-  if (w.dtype() == cd && cache_f32_weights()) {
+  const CachePolicy policy = cache_policy();
+  if (policy == CachePolicy::kAll || (policy == CachePolicy::kF32 && w.dtype() == cd)) {
     return weight_cache().get(w, layout, [&](memory& dst) { pack_weights(w, dst, cd); });
   }
   memory dst(layout, onednn::engine(), scratch(ScratchSlot::kConvWeights, layout.get_size()));
