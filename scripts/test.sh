@@ -2,6 +2,12 @@
 # Command 2 of the README (and CI's .ci/run): installs, builds everything, then
 # runs the whole test suite except the tests that need a GPU (ctest label "cuda").
 # On a GPU machine, `ctest --test-dir build -L cuda` runs those.
+#
+# Then the sanitizer stage (scripts/sanitize.sh --ci): a clang ASan + UBSan
+# build (build-asan) of the CI subset of the unit tests, which it runs, and of
+# the libFuzzer targets, each run for FUZZ_SECONDS (10). Set
+# DIFFUSE_NO_SANITIZE=1 to skip that stage locally (it builds the sources a
+# second time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install_deps.sh
@@ -11,3 +17,6 @@ cmake --build build -j"$(nproc)"
 # while they wait, or two processes on 2 cores slow each other down ~25x.
 export OMP_WAIT_POLICY=PASSIVE
 ctest --test-dir build -LE cuda --output-on-failure -j"$(nproc)" --timeout 900
+if [ "${DIFFUSE_NO_SANITIZE:-0}" != "1" ]; then
+  ./scripts/sanitize.sh --ci
+fi
