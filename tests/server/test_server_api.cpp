@@ -701,7 +701,10 @@ TEST_F(ServerApiTest, BinaryServesAndExitsCleanlyOnSigterm) {
   c.set_read_timeout(60, 0);
   auto r = c.Get("/api/models");
   ASSERT_TRUE(r);
-  EXPECT_EQ(parse_json(r).size(), 2u);
+  // The built-in demo model first, then the two fixture models of --models.
+  const Json listed = parse_json(r);
+  ASSERT_EQ(listed.size(), 3u) << r->body;
+  EXPECT_EQ(listed[0]["id"], "demo");
   const std::string done = submit(c, small_job("tiny-sd1", 2, 11));
   EXPECT_EQ(wait_state(c, done, std::chrono::seconds(60)), "done");
   const std::string id = submit(c, small_job("tiny-sd1", kLongSteps, 12));
