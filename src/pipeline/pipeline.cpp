@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <random>
 
 #include "core/ops.h"
@@ -30,6 +31,18 @@ double seconds_since(Clock::time_point t0) {
 constexpr int kMaxSide = 4096;
 constexpr int kMaxSteps = 1000;
 constexpr int kMaxImages = 64;
+
+// MemAvailable of /proc/meminfo in bytes; 0 when it cannot be read.
+uint64_t host_available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (f >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
 
 // A1111 sampler display names (the "Sampler:" infotext field).
 std::string a1111_sampler_name(const std::string& s) {
@@ -125,6 +138,29 @@ const char* precision_name(Precision p) {
   return "?";
 }
 
+uint64_t vae_decode_peak_bytes(const VaeConfig& vae, DType activation_dtype, int width, int height) {
+  // At full resolution: the last up block's input (upsampled from the previous
+  // block's channels), a resnet's two temporaries and its output.
+  const std::vector<int>& ch = vae.block_out_channels;
+  const uint64_t c0 = static_cast<uint64_t>(ch.front());
+  const uint64_t c1 = static_cast<uint64_t>(ch.size() > 1 ? ch[1] : ch.front());
+  return static_cast<uint64_t>(width) * static_cast<uint64_t>(height) * (c1 + 3 * c0) * dtype_size(activation_dtype);
+}
+
+void check_fits_in_memory(uint64_t needed, uint64_t available, int width, int height, const char* where) {
+  if (available == 0 || needed <= available) return;
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  // Pixels scale the need linearly: the largest square that fits now.
+  const double scale = std::sqrt(static_cast<double>(available) / static_cast<double>(needed));
+  const int side = static_cast<int>(std::sqrt(static_cast<double>(width) * height) * scale) / 8 * 8;
+  char msg[320];
+  std::snprintf(msg, sizeof msg,
+                "%dx%d needs about %.1f GiB for the VAE decode, but %s has %.1f GiB available: the largest square "
+                "that fits now is about %dx%d",
+                width, height, needed / gib, where, available / gib, side, side);
+  throw_error(ErrorCode::kInvalidArgument, msg);
+}
+
 Precision precision_from_name(const std::string& s) {
   if (s == "fp32" || s == "f32" || s == "float32") return Precision::kFp32;
   if (s == "fp16" || s == "f16" || s == "float16" || s == "half") return Precision::kFp16;
@@ -196,6 +232,10 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   if (p.steps == 0) p.steps = info.default_steps;
   if (p.cfg_scale < 0) p.cfg_scale = info.default_cfg;
   if (p.sampler.empty()) p.sampler = info.default_sampler;
+  if (m.vae->device() == Device::kCPU) {  // CUDA: the allocator reports a precise out-of-memory error
+    check_fits_in_memory(vae_decode_peak_bytes(m.vae->config(), m.vae->activation_dtype(), p.width, p.height),
+                         host_available_bytes(), p.width, p.height, "this machine");
+  }
   if (p.seed < 0) {
     std::random_device rd;
     p.seed = static_cast<int64_t>((static_cast<uint64_t>(rd()) << 32 | rd()) & 0xffffffffULL);

@@ -12,6 +12,7 @@
 
 #include "core/tensor.h"
 #include "models/family.h"
+#include "models/vae.h"  // VaeConfig
 #include "sampling/rng.h"  // RngKind
 
 namespace diffuse {
@@ -97,6 +98,15 @@ struct Timings {
   double load_s = 0, text_encode_s = 0, denoise_s = 0, vae_decode_s = 0, total_s = 0;
   int unet_evals = 0;
 };
+
+// The largest image is set by memory, not by a constant: the VAE decode of one
+// width x height image holds about this many bytes of activations at its peak
+// (its last up block runs at full resolution), an estimate used to refuse a size
+// before any denoising is spent on it.
+uint64_t vae_decode_peak_bytes(const VaeConfig& vae, DType activation_dtype, int width, int height);
+// Throws kInvalidArgument ("... needs about X GiB ..., Y GiB available ...") when
+// `needed` exceeds `available`; available == 0 means unknown (no check).
+void check_fits_in_memory(uint64_t needed, uint64_t available, int width, int height, const char* where);
 
 struct GenerationResult {
   std::vector<Image> images;

@@ -84,6 +84,33 @@ TEST(Limits, WidthAndHeight) {
   }
 }
 
+// The largest image comes from memory: the VAE decode's estimated peak against
+// what the machine has.
+TEST(Limits, ImageSizeIsBoundByMemory) {
+  const VaeConfig sd = VaeConfig::sd();
+  const uint64_t at512 = vae_decode_peak_bytes(sd, DType::kF32, 512, 512);
+  EXPECT_EQ(vae_decode_peak_bytes(sd, DType::kF32, 1024, 1024), 4 * at512);  // linear in pixels
+  EXPECT_EQ(vae_decode_peak_bytes(sd, DType::kF16, 512, 512) * 2, at512);
+  EXPECT_EQ(vae_decode_peak_bytes(sd, DType::kF32, 512, 1024), 2 * at512);
+  // SD's VAE at 512 in f32 holds hundreds of MiB, not KiB or tens of GiB.
+  EXPECT_GT(at512, 256ull << 20);
+  EXPECT_LT(at512, 2ull << 30);
+
+  const uint64_t need = vae_decode_peak_bytes(sd, DType::kF32, 4096, 4096);
+  EXPECT_NO_THROW(check_fits_in_memory(need, need, 4096, 4096, "the test"));
+  EXPECT_NO_THROW(check_fits_in_memory(need, 0, 4096, 4096, "the test"));  // unknown: no check
+  try {
+    check_fits_in_memory(need, need / 16, 4096, 4096, "the test");
+    FAIL() << "4096x4096 with 1/16 of the memory it needs was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("4096x4096 needs about"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("GiB"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("about 1024x1024"), std::string::npos) << msg;  // 1/16 of the pixels fit
+  }
+}
+
 TEST(Limits, Steps) {
   for (int v : {-1, 1001, 1 << 30, std::numeric_limits<int>::min()}) {
     GenerationParams p = ok_params();
