@@ -137,27 +137,6 @@ PublishedConfigs published_configs(Family family) {
   return c;
 }
 
-void set_family_defaults(ModelInfo& info) {
-  info.default_steps = 50;
-  switch (info.family) {
-    case Family::kSD1:
-      info.default_width = info.default_height = 512;
-      info.default_cfg = 7.5f;
-      info.license = "CreativeML OpenRAIL-M";
-      break;
-    case Family::kSD2:
-      info.default_width = info.default_height = info.prediction == Prediction::kVPrediction ? 768 : 512;
-      info.default_cfg = 7.5f;
-      info.license = "CreativeML Open RAIL++-M";
-      break;
-    case Family::kSDXL:
-      info.default_width = info.default_height = 1024;
-      info.default_cfg = 5.0f;
-      info.license = "CreativeML Open RAIL++-M";
-      break;
-  }
-}
-
 // SD2 single files do not say whether they predict v or epsilon. AUTOMATIC1111
 // runs the UNet once on a constant input and looks at the sign of the output's
 // offset (modules/sd_models_config.py is_using_v_parameterization_for_sd2).
@@ -191,6 +170,43 @@ fs::path bundled_tokenizer_dir() {
 }
 
 }  // namespace
+
+void set_family_defaults(ModelInfo& info) {
+  info.default_steps = 50;
+  switch (info.family) {
+    case Family::kSD1:
+      info.default_width = info.default_height = 512;
+      info.default_cfg = 7.5f;
+      info.license = "CreativeML OpenRAIL-M";
+      break;
+    case Family::kSD2:
+      info.default_width = info.default_height = info.prediction == Prediction::kVPrediction ? 768 : 512;
+      info.default_cfg = 7.5f;
+      info.license = "CreativeML Open RAIL++-M";
+      break;
+    case Family::kSDXL:
+      info.default_width = info.default_height = 1024;
+      info.default_cfg = 5.0f;
+      info.license = "CreativeML Open RAIL++-M";
+      break;
+  }
+}
+
+void apply_folder_defaults(ModelInfo& info, int unet_sample_size, const nlohmann::json& model_index,
+                           const std::string& where) {
+  // diffusers' default size: unet.config.sample_size * vae_scale_factor.
+  if (unet_sample_size > 0) info.default_width = info.default_height = unet_sample_size * 8;
+  // Optional Diffuse defaults a model folder may carry in model_index.json
+  // ("_" keys are ignored by diffusers), e.g. the demo model's 20 steps.
+  const nlohmann::json defaults = model_index.value("_diffuse_defaults", nlohmann::json::object());
+  if (!defaults.is_object()) throw_error(ErrorCode::kIo, where + ": _diffuse_defaults must be an object");
+  info.default_steps = defaults.value("steps", info.default_steps);
+  info.default_cfg = defaults.value("cfg_scale", info.default_cfg);
+  info.default_sampler = defaults.value("sampler", info.default_sampler);
+  info.license = defaults.value("license", info.license);
+  DIFFUSE_CHECK(info.default_steps >= 1 && info.default_steps <= 1000, ErrorCode::kIo,
+                where + ": _diffuse_defaults.steps must be 1..1000");
+}
 
 nlohmann::json default_scheduler_config(Family family, Prediction prediction) {
   // The scheduler_config.json of the published repos (SD1.5, SD2.1, SDXL base).
@@ -373,21 +389,8 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
                                                                                     : Prediction::kEpsilon;
   set_family_defaults(info);
   info.default_sampler = sampler_for_scheduler_class(impl->scheduler_config.value("_class_name", ""));
-  if (folder) {
-    // diffusers' default size: unet.config.sample_size * vae_scale_factor.
-    const int side = impl->unet->config().sample_size * 8;
-    info.default_width = info.default_height = side;
-    // Optional Diffuse defaults a model folder may carry in model_index.json
-    // ("_" keys are ignored by diffusers), e.g. the demo model's 20 steps.
-    const nlohmann::json defaults = model_index.value("_diffuse_defaults", nlohmann::json::object());
-    if (!defaults.is_object()) throw_error(ErrorCode::kIo, path_str + ": _diffuse_defaults must be an object");
-    info.default_steps = defaults.value("steps", info.default_steps);
-    info.default_cfg = defaults.value("cfg_scale", info.default_cfg);
-    info.default_sampler = defaults.value("sampler", info.default_sampler);
-    info.license = defaults.value("license", info.license);
-    DIFFUSE_CHECK(info.default_steps >= 1 && info.default_steps <= 1000, ErrorCode::kIo,
-                  path_str + ": _diffuse_defaults.steps must be 1..1000");
-  }
+  if (folder) apply_folder_defaults(info, impl->unet->config().sample_size, model_index, path_str);
+
 
   // 5. Hash (A1111 "Model hash" = sha256[:10] of the checkpoint file).
   fs::path hashed = folder ? find_weights(path / "unet") : path;

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -57,27 +58,23 @@ std::string safetensors_header(const fs::path& p) {
   return header;
 }
 
-void set_family(ModelEntry& e, Family family, bool v_prediction) {
-  e.family = family_name(family);
-  // The same defaults Pipeline::load reports (model_loader.cpp set_family_defaults).
-  e.default_steps = 50;
-  switch (family) {
-    case Family::kSD1:
-      e.default_width = e.default_height = 512;
-      e.default_cfg = 7.5f;
-      e.license = "CreativeML OpenRAIL-M";
-      break;
-    case Family::kSD2:
-      e.default_width = e.default_height = v_prediction ? 768 : 512;
-      e.default_cfg = 7.5f;
-      e.license = "CreativeML Open RAIL++-M";
-      break;
-    case Family::kSDXL:
-      e.default_width = e.default_height = 1024;
-      e.default_cfg = 5.0f;
-      e.license = "CreativeML Open RAIL++-M";
-      break;
-  }
+// Copies the defaults Pipeline::load would report (model_loader.cpp) into the entry.
+void copy_defaults(ModelEntry& e, const ModelInfo& info) {
+  e.family = family_name(info.family);
+  e.default_width = info.default_width;
+  e.default_height = info.default_height;
+  e.default_steps = info.default_steps;
+  e.default_cfg = info.default_cfg;
+  e.default_sampler = info.default_sampler;
+  e.license = info.license;
+}
+
+ModelInfo family_info(Family family, bool v_prediction) {
+  ModelInfo info;
+  info.family = family;
+  info.prediction = v_prediction ? Prediction::kVPrediction : Prediction::kEpsilon;
+  set_family_defaults(info);
+  return info;
 }
 
 void set_hash(ModelEntry& e, const fs::path& hashed) {
@@ -106,22 +103,19 @@ void describe_cheaply(ModelEntry& e) {
         nlohmann::json te = read_json_or_null(p / "text_encoder" / "config.json");
         if (te.is_object() && te.value("hidden_act", std::string("quick_gelu")) == "gelu") family = Family::kSD2;
       }
-      set_family(e, family, v);
-      e.default_sampler =
+      ModelInfo info = family_info(family, v);
+      info.default_sampler =
           sampler_for_scheduler_class(sched.is_object() ? sched.value("_class_name", std::string()) : "");
       // As Pipeline::load: native size from unet sample_size, then the folder's _diffuse_defaults.
-      nlohmann::json unet = read_json_or_null(p / "unet" / "config.json");
-      if (unet.is_object() && unet.contains("sample_size") && unet["sample_size"].is_number_integer()) {
-        e.default_width = e.default_height = unet["sample_size"].get<int>() * 8;
-      }
+      const nlohmann::json unet = read_json_or_null(p / "unet" / "config.json");
+      const bool has_size =
+          unet.is_object() && unet.contains("sample_size") && unet["sample_size"].is_number_integer();
       nlohmann::json index = read_json_or_null(p / "model_index.json");
-      if (index.is_object() && index.contains("_diffuse_defaults") && index["_diffuse_defaults"].is_object()) {
-        const nlohmann::json& d = index["_diffuse_defaults"];
-        e.default_steps = d.value("steps", e.default_steps);
-        e.default_cfg = d.value("cfg_scale", e.default_cfg);
-        e.default_sampler = d.value("sampler", e.default_sampler);
-        e.license = d.value("license", e.license);
-        e.model_card = d.value("model_card", e.model_card);
+      if (!index.is_object()) index = nlohmann::json::object();
+      apply_folder_defaults(info, has_size ? unet["sample_size"].get<int>() : 0, index, e.path);
+      copy_defaults(e, info);
+      if (index.contains("_diffuse_defaults")) {
+        e.model_card = index["_diffuse_defaults"].value("model_card", e.model_card);
       }
       for (const char* name : {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                                "diffusion_pytorch_model.bin"}) {
@@ -137,17 +131,19 @@ void describe_cheaply(ModelEntry& e) {
       if (ext != ".safetensors") return;  // a .ckpt's keys are inside a pickle: known after loading
       const std::string h = safetensors_header(p);
       if (h.empty()) return;
+      std::optional<Family> family;
       if (h.find("\"conditioner.embedders.1.") != std::string::npos) {
-        set_family(e, Family::kSDXL, false);
+        family = Family::kSDXL;
       } else if (h.find("\"cond_stage_model.model.") != std::string::npos) {
-        set_family(e, Family::kSD2, false);  // v or epsilon is probed at load time
+        family = Family::kSD2;  // v or epsilon is probed at load time
       } else if (h.find("\"model.diffusion_model.") != std::string::npos) {
-        set_family(e, Family::kSD1, false);
+        family = Family::kSD1;
       }
-      if (!e.family.empty()) {
-        e.default_sampler = default_scheduler_config(family_from_name(e.family), Prediction::kEpsilon)
-                                .value("_class_name", std::string());
-        e.default_sampler = sampler_for_scheduler_class(e.default_sampler);
+      if (family) {
+        ModelInfo info = family_info(*family, false);
+        info.default_sampler = sampler_for_scheduler_class(
+            default_scheduler_config(*family, Prediction::kEpsilon).value("_class_name", std::string()));
+        copy_defaults(e, info);
       }
     }
   } catch (const std::exception&) {
