@@ -67,16 +67,9 @@ int run_demo_eval(const DemoEvalOptions& o) {
   }
   std::unique_ptr<Pipeline> pipe = Pipeline::load(model_path, load);
 
-  GenerationParams p;
-  for (const DemoCase& c : set.cases) p.prompts.push_back(c.caption);
-  p.images = static_cast<int>(p.prompts.size());
-  p.negative_prompt = "";
-  p.width = p.height = set.image_size;
-  p.steps = o.steps;
+  GenerationParams p = demo_eval_params(set, o.steps, o.seed);
   p.cfg_scale = o.cfg_scale;
   p.sampler = o.sampler;
-  p.seed = o.seed;
-  p.seed_per_image = true;  // image i is what `generate --seed SEED+i` makes of caption i
   p.validate();
   ProgressBar bar("demo-eval");
   GenerationResult r = pipe->generate(p, [&](const StepProgress& s) {
@@ -91,11 +84,7 @@ int run_demo_eval(const DemoEvalOptions& o) {
     const DemoCase& c = set.cases[i];
     const Image& im = r.images.at(i);
     SceneReading got = read_scene(im.rgb.data(), im.width, im.height, set.palette);
-    ++score.images;
-    score.background += got.background == c.background;
-    score.colour += got.colour == c.colour;
-    score.position += got.position == c.position;
-    score.shape += got.shape == c.shape;
+    score.add(c, got);
     rows.push_back({{"caption", c.caption}, {"seed", im.seed},
                     {"expected", {{"background", c.background}, {"colour", c.colour},
                                   {"position", c.position}, {"shape", c.shape}}},

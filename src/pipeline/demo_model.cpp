@@ -86,6 +86,26 @@ DemoEvalSet load_demo_eval_set(const std::string& path) {
   return set;
 }
 
+GenerationParams demo_eval_params(const DemoEvalSet& set, int steps, int64_t seed) {
+  GenerationParams p;
+  for (const DemoCase& c : set.cases) p.prompts.push_back(c.caption);
+  p.images = static_cast<int>(p.prompts.size());
+  p.negative_prompt = "";
+  p.width = p.height = set.image_size;
+  p.steps = steps;
+  p.seed = seed;
+  p.seed_per_image = true;
+  return p;
+}
+
+void AdherenceScore::add(const DemoCase& expected, const SceneReading& got) {
+  ++images;
+  background += got.background == expected.background;
+  colour += got.colour == expected.colour;
+  position += got.position == expected.position;
+  shape += got.shape == expected.shape;
+}
+
 SceneReading read_scene(const uint8_t* rgb, int width, int height,
                         const std::map<std::string, std::array<int, 3>>& palette) {
   DIFFUSE_CHECK(width > 2 * kBorder && height > 2 * kBorder, ErrorCode::kInvalidArgument,

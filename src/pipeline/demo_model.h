@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "pipeline/pipeline.h"
+
 namespace diffuse {
 
 // The demo model's folder: models/demo of the source tree, else
@@ -45,9 +47,15 @@ struct SceneReading {
 SceneReading read_scene(const uint8_t* rgb, int width, int height,
                         const std::map<std::string, std::array<int, 3>>& palette);
 
+// The generation the adherence check scores: one image per case at the set's
+// size, empty negative prompt, caption i with seed `seed` + i (what
+// `diffuse generate --seed SEED+i` makes of it).
+GenerationParams demo_eval_params(const DemoEvalSet& set, int steps, int64_t seed);
+
 struct AdherenceScore {
   int images = 0;
   int background = 0, colour = 0, position = 0, shape = 0;  // matching images
+  void add(const DemoCase& expected, const SceneReading& got);
   double percent(int hits) const { return images ? 100.0 * hits / images : 0.0; }
 };
 

@@ -138,25 +138,14 @@ TEST(DemoModel, LoadsWithItsOwnDefaults) {
 TEST(DemoModel, FollowsHeldOutCaptions) {
   const DemoEvalSet& set = eval_set();
   std::unique_ptr<Pipeline> pipe = Pipeline::load(*demo_model_path());
-  GenerationParams p;
-  for (const DemoCase& c : set.cases) p.prompts.push_back(c.caption);
-  p.images = static_cast<int>(p.prompts.size());
-  p.negative_prompt = "";
-  p.steps = 20;
-  p.seed = 1234;
-  p.seed_per_image = true;
-  GenerationResult r = pipe->generate(p);
+  GenerationResult r = pipe->generate(demo_eval_params(set, 20, 1234));
   ASSERT_EQ(r.images.size(), set.cases.size());
   AdherenceScore s;
   for (size_t i = 0; i < set.cases.size(); ++i) {
     const Image& im = r.images[i];
     ASSERT_EQ(im.width, 128);
     SceneReading got = read_scene(im.rgb.data(), im.width, im.height, set.palette);
-    ++s.images;
-    s.background += got.background == set.cases[i].background;
-    s.colour += got.colour == set.cases[i].colour;
-    s.position += got.position == set.cases[i].position;
-    s.shape += got.shape == set.cases[i].shape;
+    s.add(set.cases[i], got);
   }
   std::printf("demo adherence (30 held-out captions, 20 steps): background %.1f%% colour %.1f%% position %.1f%% "
               "shape %.1f%%\n", s.percent(s.background), s.percent(s.colour), s.percent(s.position),
