@@ -28,6 +28,14 @@ std::string human_size(uint64_t bytes) {
   return buf;
 }
 
+// Bytes of the regular files under a model folder.
+uint64_t folder_bytes(const fs::path& dir) {
+  std::error_code ec;
+  uint64_t size = 0;
+  for (const auto& f : fs::recursive_directory_iterator(dir, ec)) size += f.is_regular_file() ? f.file_size() : 0;
+  return size;
+}
+
 // Family and stored precision of a model without loading its weights: single
 // files are read through their (mmap'd, lazily paged) header; folders by config.
 struct Peek {
@@ -178,10 +186,7 @@ Action add_models(CLI::App& app) {
       rows.push_back({name, source, path.string(), pk.family, pk.precision, human_size(size), hash});
     };
     if (auto demo = demo_model_path()) {
-      std::error_code ec;
-      uint64_t size = 0;
-      for (const auto& f : fs::recursive_directory_iterator(*demo, ec)) size += f.is_regular_file() ? f.file_size() : 0;
-      add("demo", "built-in", *demo, size);  // `--model demo`, and generate's default
+      add("demo", "built-in", *demo, folder_bytes(*demo));  // `--model demo`, and generate's default
     }
     for (const hub::CachedModel& m : hub::scan_hf_cache(hub.cache_dir)) {
       if (m.is_diffusers && !m.snapshot.empty()) add(m.repo_id, "hf-cache", m.snapshot, m.size_on_disk);
@@ -196,9 +201,7 @@ Action add_models(CLI::App& app) {
         const fs::path p = e.path();
         std::string ext = p.extension().string();
         if (e.is_directory() && fs::exists(p / "model_index.json")) {
-          uint64_t size = 0;
-          for (const auto& f : fs::recursive_directory_iterator(p, ec)) size += f.is_regular_file() ? f.file_size() : 0;
-          add(p.filename().string(), "folder", p, size);
+          add(p.filename().string(), "folder", p, folder_bytes(p));
         } else if (e.is_regular_file() && (ext == ".safetensors" || ext == ".ckpt")) {
           add(p.stem().string(), "file", p, e.file_size());
         }
