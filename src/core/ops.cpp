@@ -105,7 +105,7 @@ bool device_available(Device device) {
 #endif
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act, const Tensor& residual) {
   need_float(x, "linear", "x");
   need_float(w, "linear", "w");
   DIFFUSE_CHECK_ARG(x.ndim() >= 1, "[linear] x must have rank >= 1, got " + shape_str(x.shape()));
@@ -113,8 +113,15 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation a
   DIFFUSE_CHECK_ARG(x.dim(-1) == w.dim(1), "[linear] last dim of x " + shape_str(x.shape()) + " must match w " +
                                                shape_str(w.shape()));
   need_vector(bias, w.dim(0), "linear", "bias", x);
-  Device dev = same_device("linear", {&x, &w, &bias});
-  return backend_for(dev).linear(x, w, bias, act);
+  if (residual.defined()) {
+    need_float(residual, "linear", "residual");
+    Shape out = x.shape();
+    out.back() = w.dim(0);
+    DIFFUSE_CHECK_ARG(residual.shape() == out, "[linear] residual " + shape_str(residual.shape()) +
+                                                   " must have the output's shape " + shape_str(out));
+  }
+  Device dev = same_device("linear", {&x, &w, &bias, &residual});
+  return backend_for(dev).linear(x, w, bias, act, residual);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -147,8 +154,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   if (residual.defined()) {
     need_float(residual, "conv2d", "residual");
     Shape out{x.dim(0), w.dim(0), ho, wo};
-    DIFFUSE_CHECK_ARG(residual.shape() == out, "[conv2d] residual " + shape_str(residual.shape()) +
-                                                   " must have the output shape " + shape_str(out));
+    Shape per_image{x.dim(0), w.dim(0), 1, 1};
+    DIFFUSE_CHECK_ARG(residual.shape() == out || residual.shape() == per_image,
+                      "[conv2d] residual " + shape_str(residual.shape()) + " must have the output shape " +
+                          shape_str(out) + " or " + shape_str(per_image));
   }
   Device dev = same_device("conv2d", {&x, &w, &bias, &residual});
   return backend_for(dev).conv2d(x, w, bias, stride, padding, residual);
@@ -252,6 +261,26 @@ Tensor concat(const std::vector<Tensor>& xs, int dim) {
 Tensor copy(const Tensor& x) {
   need_defined(x, "copy", "x");
   return backend_for(x.device()).copy(x);
+}
+
+namespace {
+thread_local bool tf32_convs = false;
+}  // namespace
+
+AllowTf32::AllowTf32(bool on) : prev_(tf32_convs) { tf32_convs = on; }
+AllowTf32::~AllowTf32() { tf32_convs = prev_; }
+bool AllowTf32::active() { return tf32_convs; }
+
+Tensor to_channels_last(const Tensor& x) {
+  need_defined(x, "to_channels_last", "x");
+  need_rank(x, 4, "to_channels_last", "x");
+  if (x.is_channels_last()) return x;
+  return backend_for(x.device()).copy(x.permute({0, 2, 3, 1})).permute({0, 3, 1, 2});  // NHWC memory, NCHW shape
+}
+
+Tensor to_preferred_layout(const Tensor& x) {
+  if (!x.defined() || x.ndim() != 4 || !backend_for(x.device()).prefers_channels_last(x.dtype())) return x;
+  return to_channels_last(x);
 }
 
 Tensor upsample_nearest2x(const Tensor& x) {

@@ -7,7 +7,9 @@
 // (src/backends/<device>/). Backends may assume validated inputs.
 //
 // Conventions:
-//  - Inputs may be strided (views); outputs are always new contiguous tensors.
+//  - Inputs may be strided (views); outputs are new dense tensors: contiguous,
+//    or channels-last when a channels-last input meets a backend that keeps
+//    that layout (see "Memory format" below).
 //  - All tensor inputs of an op live on the same device.
 //  - Floating dtype: the output has the dtype of the activation input `x`
 //    (or `a`). Weights (w, gamma, beta, bias, table) may have another floating
@@ -24,13 +26,16 @@ namespace diffuse {
 enum class Activation { kNone, kGelu /*erf*/, kQuickGelu /*x*sigmoid(1.702x)*/, kSilu };
 
 // x [..., in] @ w[out, in]^T + bias[out] -> [..., out]; then optional activation.
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {}, Activation act = Activation::kNone);
+// `residual` (optional, the output's shape) is added last: a fused skip connection.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {}, Activation act = Activation::kNone,
+              const Tensor& residual = {});
 
 // Batched matmul: a [..., M, K] @ b [..., K, N] -> [..., M, N]; batch dims broadcast.
 Tensor matmul(const Tensor& a, const Tensor& b);
 
 // 2-D convolution, NCHW. x [N, C, H, W], w [O, C, kh, kw], bias [O].
-// `residual` (optional, shape of the output) is added after the bias: a fused skip connection.
+// `residual` (optional) is added after the bias: the output's shape (a fused skip
+// connection) or [N, O, 1, 1] (a per-image, per-channel shift such as a resnet's time embedding).
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias = {}, int stride = 1, int padding = 0,
               const Tensor& residual = {});
 
@@ -81,12 +86,42 @@ Tensor embedding(const Tensor& ids, const Tensor& table);
 Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float downscale_freq_shift,
                           float max_period = 10000.0f);
 
+// Memory format. A backend may prefer 4-D activations stored channels-last
+// (Tensor::is_channels_last: the shape stays [N, C, H, W], memory is NHWC), as
+// cuDNN's tensor-core convolutions are. Its ops then keep that layout from
+// input to output, and the transformer blocks' [B, HW, C] views cost no copy.
+// Every op accepts either layout on every backend; this is only about speed.
+Tensor to_channels_last(const Tensor& x);  // x itself when it already is channels-last
+// to_channels_last(x) where x's backend prefers it for x's dtype (4-D x only), else x.
+Tensor to_preferred_layout(const Tensor& x);
+
+// TF32 for f32 convolutions, on this thread while an AllowTf32 with on=true
+// lives: f32 convs may then run on TF32 tensor cores (10-bit mantissa products,
+// f32 accumulation) where the backend has them. It is PyTorch's default for
+// cuDNN convolutions (torch.backends.cudnn.allow_tf32), so diffusers' f32 VAE
+// inside an fp16 pipeline (SDXL's force_upcast) decodes this way; everywhere
+// else f32 stays exact. Scopes nest; the CUDA backend honours it.
+class AllowTf32 {
+ public:
+  explicit AllowTf32(bool on);
+  ~AllowTf32();
+  AllowTf32(const AllowTf32&) = delete;
+  AllowTf32& operator=(const AllowTf32&) = delete;
+  static bool active();
+
+ private:
+  bool prev_;
+};
+
 // Backend interface: one implementation per device. ops.cpp validates, then calls these.
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
-  virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act) = 0;
+  // Whether 4-D activations of this dtype run faster stored channels-last.
+  virtual bool prefers_channels_last(DType) const { return false; }
+  virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act,
+                        const Tensor& residual) = 0;
   virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
   virtual Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                         const Tensor& residual) = 0;
@@ -107,7 +142,8 @@ class Backend {
   virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
   virtual Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift,
                                     float max_period) = 0;
-  // dtype conversion of a contiguous tensor on this device.
+  // dtype conversion on this device: any strides in; a contiguous result, or the
+  // same layout where the backend keeps it (CUDA keeps channels-last).
   virtual Tensor cast(const Tensor& x, DType dtype) = 0;
 };
 

@@ -225,6 +225,17 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
+bool Tensor::is_channels_last() const {
+  if (shape_.size() != 4) return false;
+  int64_t expected = 1;
+  for (int d : {1, 3, 2, 0}) {  // physical order from the innermost: C, W, H, N
+    if (shape_[d] == 1) continue;
+    if (strides_[d] != expected) return false;
+    expected *= shape_[d];
+  }
+  return true;
+}
+
 void* Tensor::raw_data() const {
   if (!storage_) return nullptr;
   return static_cast<char*>(storage_->data) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
@@ -242,7 +253,7 @@ Tensor Tensor::contiguous() const {
 
 Tensor Tensor::to(DType dtype) const {
   if (!defined() || dtype == dtype_) return *this;
-  return backend_for(device()).cast(contiguous(), dtype);
+  return backend_for(device()).cast(*this, dtype);  // backends take any strides (and may keep a dense layout)
 }
 
 Tensor Tensor::to(Device dev) const {

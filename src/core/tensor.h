@@ -65,6 +65,9 @@ class Tensor {
   DType dtype() const { return dtype_; }
   Device device() const { return storage_ ? storage_->device : Device::kCPU; }
   bool is_contiguous() const;
+  // 4-D [N, C, H, W] stored channels-last: NHWC in memory, strides (H*W*C, 1, W*C, C)
+  // (size-1 dims may have any stride). A tensor can be both this and contiguous.
+  bool is_channels_last() const;
   int64_t offset() const { return offset_; }  // in elements
   const std::shared_ptr<Storage>& storage() const { return storage_; }
 

@@ -162,22 +162,22 @@ class Binder {
 // temb_act is SiLU(emb), computed once per forward (every resnet applies the same SiLU).
 Tensor resnet_forward(const Tensor& x, const Tensor& temb_act, const UNet::Resnet& r, int groups, float eps) {
   Tensor h = group_norm(x, groups, r.norm1_w, r.norm1_b, eps, /*silu=*/true);  // [B, Cin, H, W]
-  h = conv2d(h, r.conv1_w, r.conv1_b, 1, 1);                                   // [B, C, H, W]
   Tensor t = linear(temb_act, r.temb_w, r.temb_b);                             // [B, C]
-  h = add(h, t.reshape({t.dim(0), t.dim(1), 1, 1}));                           // [B, C, H, W]
+  h = conv2d(h, r.conv1_w, r.conv1_b, 1, 1, t.reshape({t.dim(0), t.dim(1), 1, 1}));  // [B, C, H, W] + time shift
   h = group_norm(h, groups, r.norm2_w, r.norm2_b, eps, /*silu=*/true);         // [B, C, H, W] (dropout = identity)
   Tensor skip = r.shortcut_w.defined() ? conv2d(x, r.shortcut_w, r.shortcut_b) : x;  // [B, C, H, W]
   return conv2d(h, r.conv2_w, r.conv2_b, 1, 1, skip);                          // [B, C, H, W]
 }
 
-// Attention (attention_processor.py): to_q/k/v without bias, scale dim_head^-0.5, to_out.0.
-Tensor attention_forward(const Tensor& x, const Tensor& ctx, const UNet::Attention& a, int heads) {
-  Tensor q = linear(x, a.q_w);    // [B, L, C]
+// Attention (attention_processor.py): to_q/k/v without bias, scale dim_head^-0.5, to_out.0;
+// returns x + attention(n, ctx), the residual riding in the output projection.
+Tensor attention_residual(const Tensor& x, const Tensor& n, const Tensor& ctx, const UNet::Attention& a, int heads) {
+  Tensor q = linear(n, a.q_w);    // [B, L, C]
   Tensor k = linear(ctx, a.k_w);  // [B, Lk, C]
   Tensor v = linear(ctx, a.v_w);  // [B, Lk, C]
   const float scale = 1.0f / std::sqrt(static_cast<float>(q.dim(-1) / heads));
-  Tensor o = attention(q, k, v, heads, scale);  // [B, L, C]
-  return linear(o, a.out_w, a.out_b);           // [B, L, C]
+  Tensor o = attention(q, k, v, heads, scale);                 // [B, L, C]
+  return linear(o, a.out_w, a.out_b, Activation::kNone, x);    // [B, L, C]
 }
 
 // Transformer2DModel (continuous input): GroupNorm(eps 1e-6), proj_in,
@@ -185,19 +185,23 @@ Tensor attention_forward(const Tensor& x, const Tensor& ctx, const UNet::Attenti
 Tensor transformer_forward(const Tensor& x, const Tensor& ctx, const UNet::Transformer& t, int groups) {
   const int64_t B = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   Tensor h = group_norm(x, groups, t.norm_w, t.norm_b, 1e-6f);  // [B, C, H, W]
-  h = h.permute({0, 2, 3, 1}).reshape({B, H * W, C});            // [B, HW, C]
+  h = h.permute({0, 2, 3, 1}).reshape({B, H * W, C});            // [B, HW, C] (a view when channels-last)
   h = linear(h, t.proj_in_w, t.proj_in_b);                       // [B, HW, C]
   for (const auto& blk : t.blocks) {
-    Tensor n = layer_norm(h, blk.norm1_w, blk.norm1_b, 1e-5f);          // [B, HW, C]
-    h = add(h, attention_forward(n, n, blk.attn1, t.heads));             // self-attention
+    Tensor n = layer_norm(h, blk.norm1_w, blk.norm1_b, 1e-5f);               // [B, HW, C]
+    h = attention_residual(h, n, n, blk.attn1, t.heads);                      // self-attention
     n = layer_norm(h, blk.norm2_w, blk.norm2_b, 1e-5f);
-    h = add(h, attention_forward(n, ctx, blk.attn2, t.heads));           // cross-attention on [B, L, D]
+    h = attention_residual(h, n, ctx, blk.attn2, t.heads);                    // cross-attention on [B, L, D]
     n = layer_norm(h, blk.norm3_w, blk.norm3_b, 1e-5f);
-    Tensor f = geglu(linear(n, blk.ff_in_w, blk.ff_in_b));               // [B, HW, 4C]
-    h = add(h, linear(f, blk.ff_out_w, blk.ff_out_b));                   // [B, HW, C]
+    Tensor f = geglu(linear(n, blk.ff_in_w, blk.ff_in_b));                    // [B, HW, 4C]
+    h = linear(f, blk.ff_out_w, blk.ff_out_b, Activation::kNone, h);          // [B, HW, C]
   }
-  h = linear(h, t.proj_out_w, t.proj_out_b);                      // [B, HW, C]
-  return add(h.reshape({B, H, W, C}).permute({0, 3, 1, 2}), x);   // [B, C, H, W]
+  if (x.is_channels_last()) {  // x as [B, HW, C] is a view: the residual rides in proj_out's epilogue
+    const Tensor xs = x.permute({0, 2, 3, 1}).reshape({B, H * W, C});
+    return linear(h, t.proj_out_w, t.proj_out_b, Activation::kNone, xs).reshape({B, H, W, C}).permute({0, 3, 1, 2});
+  }
+  h = linear(h, t.proj_out_w, t.proj_out_b);                       // [B, HW, C]
+  return add(x, h.reshape({B, H, W, C}).permute({0, 3, 1, 2}));    // [B, C, H, W], in x's layout
 }
 
 // Timesteps + TimestepEmbedding (embeddings.py): linear_1, SiLU, linear_2.
@@ -263,7 +267,7 @@ UNet::UNet(const UNetConfig& config, const TensorMap& weights, DType dtype, Devi
     const Tensor& t = weights.at(name);
     DIFFUSE_CHECK(is_floating(t.dtype()), ErrorCode::kIo,
                   "unet: '" + name + "' has dtype " + dtype_name(t.dtype()) + ", expected a floating type");
-    converted[name] = t.to(device_).to(dtype_);
+    converted[name] = to_preferred_layout(t.to(device_).to(dtype_));  // conv weights channels-last where preferred
   }
   Binder b(converted);
   conv_in_w_ = b.get("conv_in.weight"), conv_in_b_ = b.get("conv_in.bias");
@@ -306,7 +310,7 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
     if (tv.size() == 1) tv.assign(B, tv[0]);
     t = Tensor::from_vector(tv, {B}).to(device_);                        // [B]
   }
-  const Tensor x = sample.to(device_).to(act_dtype_);                        // [B, Cin, H, W]
+  const Tensor x = to_preferred_layout(sample.to(device_).to(act_dtype_));   // [B, Cin, H, W]
   const Tensor ctx = context.to(device_).to(act_dtype_);                     // [B, L, D]
 
   // Time embedding (Timesteps -> TimestepEmbedding).
@@ -382,7 +386,7 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
     h = group_norm(h, groups, norm_out_w_, norm_out_b_, c.norm_eps, /*silu=*/true);     // [B, c0, H, W]
   }
   h = conv2d(h, conv_out_w_, conv_out_b_, 1, c.conv_out_kernel / 2);                     // [B, Cout, H, W]
-  return h.to(sample.dtype()).to(sample.device());
+  return h.contiguous().to(sample.dtype()).to(sample.device());
 }
 
 TensorMap UNet::random_weights(const UNetConfig& config, uint64_t seed, DType dtype) {

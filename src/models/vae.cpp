@@ -229,8 +229,14 @@ Vae::Vae(const VaeConfig& config, const TensorMap& weights, DType dtype, Device 
   const TensorMap renamed = rename_legacy_attention(weights);
   check_weights(renamed, expected_tensors(config_), "Vae");
   visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) {
-    slot = renamed.at(name).to(dtype).to(device);
+    slot = to_preferred_layout(renamed.at(name).to(dtype).to(device));  // conv weights channels-last where preferred
   });
+}
+
+void Vae::set_allow_tf32(bool on) {
+  tf32_ = on;
+  AllowTf32 scope(on);
+  visit_tensors(config_, w_, [&](const std::string&, const Shape&, Tensor& slot) { slot = to_preferred_layout(slot); });
 }
 
 // ---- forward ---------------------------------------------------------------
@@ -252,13 +258,13 @@ Tensor Vae::mid_block(const Tensor& x, const MidBlock& m) const {
   if (config_.mid_block_add_attention) {
     const int64_t n = h.dim(0), c = h.dim(1), hh = h.dim(2), ww = h.dim(3);
     Tensor t = group_norm(h, config_.norm_num_groups, m.attn.norm_w, m.attn.norm_b, kNormEps);  // [N, C, H, W]
-    t = t.reshape({n, c, hh * ww}).transpose(1, 2);                                              // [N, HW, C]
+    t = t.permute({0, 2, 3, 1}).reshape({n, hh * ww, c});                                        // [N, HW, C]
     Tensor q = linear(t, m.attn.q_w, m.attn.q_b);                                                // [N, HW, C]
     Tensor k = linear(t, m.attn.k_w, m.attn.k_b);                                                // [N, HW, C]
     Tensor v = linear(t, m.attn.v_w, m.attn.v_b);                                                // [N, HW, C]
     t = attention(q, k, v, /*heads=*/1, 1.0f / std::sqrt(static_cast<float>(c)));                 // [N, HW, C]
     t = linear(t, m.attn.out_w, m.attn.out_b);                                                   // [N, HW, C]
-    h = add(t.transpose(1, 2).reshape({n, c, hh, ww}), h);                                       // [N, C, H, W]
+    h = add(h, t.reshape({n, hh, ww, c}).permute({0, 3, 1, 2}));                                 // [N, C, H, W]
   }
   return resnet(h, m.resnet1);  // [N, C, H, W]
 }
@@ -267,7 +273,8 @@ Tensor Vae::decode(const Tensor& z) const {
   DIFFUSE_CHECK_ARG(z.ndim() == 4 && z.dim(1) == config_.latent_channels,
                     "[Vae::decode] expects latents [B, " + std::to_string(config_.latent_channels) + ", h, w], got " +
                         z.str());
-  Tensor x = z.to(device_).to(act_dtype_);                                             // [N, L, h, w]
+  AllowTf32 scope(tf32_);
+  Tensor x = to_preferred_layout(z.to(device_).to(act_dtype_));                        // [N, L, h, w]
   if (config_.use_post_quant_conv) x = conv2d(x, w_.post_quant_w, w_.post_quant_b);  // [N, L, h, w]
   x = conv2d(x, w_.dec_conv_in_w, w_.dec_conv_in_b, 1, 1);                         // [N, Ctop, h, w]
   x = mid_block(x, w_.dec_mid);                                                    // [N, Ctop, h, w]
@@ -277,14 +284,15 @@ Tensor Vae::decode(const Tensor& z) const {
       x = conv2d(upsample_nearest2x(x), b.sample_w, b.sample_b, 1, 1);             // [N, Ci, 2h', 2w']
   }
   x = group_norm(x, config_.norm_num_groups, w_.dec_norm_out_w, w_.dec_norm_out_b, kNormEps, /*silu=*/true);
-  return conv2d(x, w_.dec_conv_out_w, w_.dec_conv_out_b, 1, 1);                    // [N, out, 8h, 8w]
+  return conv2d(x, w_.dec_conv_out_w, w_.dec_conv_out_b, 1, 1).contiguous();       // [N, out, 8h, 8w]
 }
 
 Vae::Encoded Vae::encode(const Tensor& image) const {
   DIFFUSE_CHECK_ARG(image.ndim() == 4 && image.dim(1) == config_.in_channels,
                     "[Vae::encode] expects images [B, " + std::to_string(config_.in_channels) + ", H, W], got " +
                         image.str());
-  Tensor x = image.to(device_).to(act_dtype_);                                         // [N, 3, H, W]
+  AllowTf32 scope(tf32_);
+  Tensor x = to_preferred_layout(image.to(device_).to(act_dtype_));                    // [N, 3, H, W]
   x = conv2d(x, w_.enc_conv_in_w, w_.enc_conv_in_b, 1, 1);                         // [N, C0, H, W]
   for (const Block& b : w_.down) {                                                 // DownEncoderBlock2D
     for (const Resnet& r : b.resnets) x = resnet(x, r);                            // [N, Ci, H', W']

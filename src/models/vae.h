@@ -66,6 +66,11 @@ class Vae {
   DType activation_dtype() const { return act_dtype_; }
   void set_activation_dtype(DType dtype) { act_dtype_ = dtype; }
   Device device() const { return device_; }
+  // An f32 VAE inside a half-precision pipeline (SDXL's force_upcast) may run its
+  // convolutions in TF32, as diffusers does under PyTorch's defaults (ops.h AllowTf32).
+  // Re-lays its conv weights for the backend's preference under that mode.
+  void set_allow_tf32(bool on);
+  bool allow_tf32() const { return tf32_; }
 
   static TensorMap random_weights(const VaeConfig& config, uint64_t seed, DType dtype = DType::kF32);
   static std::vector<std::pair<std::string, Shape>> expected_tensors(const VaeConfig& config);
@@ -107,6 +112,7 @@ class Vae {
   DType dtype_;
   DType act_dtype_;
   Device device_;
+  bool tf32_ = false;
   Weights w_;
 };
 

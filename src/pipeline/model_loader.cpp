@@ -356,6 +356,7 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
   impl->unet = std::make_unique<UNet>(unet_cfg, unet_w, impl->dtype, dev);
   unet_w.clear();
   impl->vae = std::make_unique<Vae>(vae_cfg, vae_w, vae_dtype, dev);
+  impl->vae->set_allow_tf32(vae_dtype == DType::kF32 && impl->dtype != DType::kF32);  // an upcast VAE: as diffusers
   vae_w.clear();
 
   // 3. Text encoders and tokenizers.
@@ -421,6 +422,7 @@ std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, co
   const DType vae_dtype = vae_dtype_for(info.family, impl->dtype, vae_cfg);
   impl->vae = std::make_unique<Vae>(vae_cfg, Vae::random_weights(vae_cfg, seed + 1, vae_dtype), vae_dtype,
                                     options.device);
+  impl->vae->set_allow_tf32(vae_dtype == DType::kF32 && impl->dtype != DType::kF32);
   for (size_t i = 0; i < te_cfgs.size(); ++i) {
     TextEncoderSlot slot;
     slot.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load(bundled_tokenizer_dir().string()));

@@ -116,6 +116,15 @@ class UNetStepper {
 #endif
   }
 
+  // After the last step: the graph, its private memory pool and the step buffers go back to the
+  // allocator, so the VAE decode that follows does not stack on top of them (peak memory).
+  void release() {
+#ifdef DIFFUSE_HAVE_CUDA
+    graph_.reset();
+    x_ = t_ = out_ = Tensor();
+#endif
+  }
+
  private:
   const Pipeline::Impl& m_;
   Tensor context_, pooled_, time_ids_;
@@ -329,6 +338,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
       if (progress(sp)) throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(i + 1));
     }
   }
+  unet_step.release();
   result.timings.denoise_s = seconds_since(t0);
   result.final_latents = latents;
 

@@ -7,7 +7,9 @@
 // at sampled output positions to keep the CPU work small.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -267,6 +269,103 @@ TEST(CudaGroupNorm, LargeGroupsWithOffsetMean) {
     }
   }
   EXPECT_LE(err / scale, 2e-5);
+}
+
+// Channels-last (NHWC memory, the layout the CUDA backend prefers): every op
+// that keeps the layout gives the CPU's f32 result and a channels-last output.
+double max_rel_diff(const Tensor& got, const Tensor& want) {
+  std::vector<float> g = got.to_f32_vector(), w = want.to_f32_vector();
+  EXPECT_EQ(g.size(), w.size());
+  double err = 0, scale = 1e-30;
+  for (size_t i = 0; i < g.size() && i < w.size(); ++i) {
+    if (!std::isfinite(g[i])) return INFINITY;
+    err = std::max(err, std::fabs(static_cast<double>(g[i]) - w[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(w[i])));
+  }
+  return err / scale;
+}
+
+TEST(CudaChannelsLast, OpsMatchCpuAndKeepTheLayout) {
+  REQUIRE_CUDA();
+  ASSERT_TRUE(backend_for(Device::kCUDA).prefers_channels_last(DType::kF16) || std::getenv("DIFFUSE_CUDA_LAYOUT"))
+      << "the CUDA backend should prefer channels-last for f16 when cuDNN is there";
+  EXPECT_FALSE(backend_for(Device::kCUDA).prefers_channels_last(DType::kF32));
+  const int64_t n = 2, c = 64, h = 12, w = 10;
+  Tensor x = random_tensor({n, c, h, w}, -1, 1, 60);
+  Tensor xg = to_channels_last(x.to(Device::kCUDA));
+  ASSERT_TRUE(xg.is_channels_last());
+  ASSERT_FALSE(xg.is_contiguous());
+  auto check = [](const char* what, const Tensor& got, const Tensor& want, double tol) {
+    EXPECT_TRUE(got.is_channels_last()) << what << " lost the layout";
+    EXPECT_LE(max_rel_diff(got, want), tol) << what;
+  };
+  // Convs: 3x3 pad 1 with bias + residual, 3x3 stride 2, 1x1 with bias + residual (a GEMM), 1x1 changing width.
+  Tensor w3 = random_tensor({96, c, 3, 3}, -0.1f, 0.1f, 61), b3 = random_tensor({96}, -1, 1, 62);
+  Tensor r3 = random_tensor({n, 96, h, w}, -1, 1, 63);
+  check("conv3x3", conv2d(xg, to_channels_last(w3.to(Device::kCUDA)), b3.to(Device::kCUDA), 1, 1,
+                          to_channels_last(r3.to(Device::kCUDA))),
+        conv2d(x, w3, b3, 1, 1, r3), 1e-5);
+  check("conv3x3 NCHW weights", conv2d(xg, w3.to(Device::kCUDA), b3.to(Device::kCUDA), 1, 1, r3.to(Device::kCUDA)),
+        conv2d(x, w3, b3, 1, 1, r3), 1e-5);
+  Tensor ws = random_tensor({c, c, 3, 3}, -0.1f, 0.1f, 64), bs = random_tensor({c}, -1, 1, 65);
+  check("conv3x3 stride 2", conv2d(xg, to_channels_last(ws.to(Device::kCUDA)), bs.to(Device::kCUDA), 2, 1),
+        conv2d(x, ws, bs, 2, 1), 1e-5);
+  Tensor w1 = random_tensor({c, c, 1, 1}, -0.2f, 0.2f, 66), b1 = random_tensor({c}, -1, 1, 67);
+  check("conv1x1 + residual", conv2d(xg, w1.to(Device::kCUDA), b1.to(Device::kCUDA), 1, 0, xg),
+        conv2d(x, w1, b1, 1, 0, x), 1e-5);
+  Tensor w1b = random_tensor({32, c, 1, 1}, -0.2f, 0.2f, 68);
+  check("conv1x1 narrowing", conv2d(xg, w1b.to(Device::kCUDA)), conv2d(x, w1b), 1e-5);
+  // Group norm (+SiLU), 2 channels per group, and a VAE-like offset mean.
+  Tensor g = random_tensor({c}, 0.5f, 1.5f, 69), be = random_tensor({c}, -1, 1, 70);
+  check("group_norm silu", group_norm(xg, 32, g.to(Device::kCUDA), be.to(Device::kCUDA), 1e-5f, true),
+        group_norm(x, 32, g, be, 1e-5f, true), 2e-5);
+  Tensor big = random_tensor({1, 128, 128, 96}, 9.0f, 11.0f, 71);
+  Tensor gb = random_tensor({128}, 0.5f, 1.5f, 72), bb = random_tensor({128}, -1, 1, 73);
+  check("group_norm offset mean", group_norm(to_channels_last(big.to(Device::kCUDA)), 32, gb.to(Device::kCUDA),
+                                             bb.to(Device::kCUDA), 1e-6f),
+        group_norm(big, 32, gb, bb, 1e-6f), 5e-5);
+  // Elementwise: same-layout add, a [N, C, 1, 1] broadcast, a mixed-layout operand, SiLU, cast.
+  Tensor y = random_tensor({n, c, h, w}, -1, 1, 74), t = random_tensor({n, c, 1, 1}, -1, 1, 75);
+  check("add", add(xg, to_channels_last(y.to(Device::kCUDA))), add(x, y), 0);
+  check("add broadcast", add(xg, t.to(Device::kCUDA)), add(x, t), 0);
+  check("add NCHW operand", add(xg, y.to(Device::kCUDA)), add(x, y), 0);
+  check("silu", silu(xg), silu(x), 1e-6);
+  check("cast", xg.to(DType::kF16).to(DType::kF32), x.to(DType::kF16).to(DType::kF32), 0);
+  // Data movement: channel concat (a skip connection), a spatial concat, nearest 2x upsample.
+  Tensor z = random_tensor({n, 32, h, w}, -1, 1, 76);
+  check("concat C", concat({xg, to_channels_last(z.to(Device::kCUDA))}, 1), concat({x, z}, 1), 0);
+  check("concat W", concat({xg, xg}, 3), concat({x, x}, 3), 0);
+  check("upsample", upsample_nearest2x(xg), upsample_nearest2x(x), 0);
+  // The transformer's [B, HW, C] view of a channels-last map is free, and back.
+  Tensor seq = xg.permute({0, 2, 3, 1}).reshape({n, h * w, c});
+  EXPECT_EQ(seq.storage(), xg.storage()) << "reshape copied a channels-last map";
+  Tensor lw = random_tensor({c, c}, -0.2f, 0.2f, 77), lb = random_tensor({c}, -1, 1, 78);
+  Tensor xs = x.permute({0, 2, 3, 1}).reshape({n, h * w, c});
+  EXPECT_LE(max_rel_diff(linear(seq, lw.to(Device::kCUDA), lb.to(Device::kCUDA), Activation::kNone, seq),
+                         linear(xs, lw, lb, Activation::kNone, xs)),
+            1e-5)
+      << "linear with a fused residual";
+  EXPECT_EQ(max_rel_diff(xg.contiguous(), x), 0.0);
+}
+
+TEST(CudaConv, Tf32OnlyInsideAllowTf32) {
+  REQUIRE_CUDA();
+  // f32 convs are exact (FMA math) unless an AllowTf32 scope is open (the upcast SDXL VAE's case);
+  // under it they may use TF32 tensor cores: about 1e-3 relative, and the f32 layout turns channels-last.
+  Tensor x = random_tensor({2, 128, 40, 40}, -1, 1, 90), w = random_tensor({128, 128, 3, 3}, -0.05f, 0.05f, 91);
+  Tensor b = random_tensor({128}, -1, 1, 92);
+  Tensor want = conv2d(x, w, b, 1, 1);
+  Tensor xg = x.to(Device::kCUDA), wg = w.to(Device::kCUDA), bg = b.to(Device::kCUDA);
+  EXPECT_FALSE(backend_for(Device::kCUDA).prefers_channels_last(DType::kF32));
+  EXPECT_LE(max_rel_diff(conv2d(xg, wg, bg, 1, 1), want), 1e-5) << "exact f32 outside the scope";
+  {
+    AllowTf32 scope(true);
+    if (!std::getenv("DIFFUSE_CUDA_LAYOUT") && !std::getenv("DIFFUSE_CUDA_TF32"))
+      EXPECT_TRUE(backend_for(Device::kCUDA).prefers_channels_last(DType::kF32));
+    Tensor got = conv2d(to_preferred_layout(xg), to_preferred_layout(wg), bg, 1, 1);
+    EXPECT_LE(max_rel_diff(got, want), 5e-3) << "TF32 conv";
+  }
+  EXPECT_LE(max_rel_diff(conv2d(xg, wg, bg, 1, 1), want), 1e-5) << "exact again after the scope";
 }
 
 TEST(CudaGraph, ReplayMatchesEagerAndSeesNewInputs) {

@@ -95,18 +95,28 @@ class BasicTransformerBlock(nn.Module):
 
 
 class Transformer2DModel(nn.Module):
-    def __init__(self, channels, heads, context_dim, groups):
+    """proj_in/proj_out are 1x1 convs (SD 1.x) or, with linear_projection, linears (SD 2.x)."""
+
+    def __init__(self, channels, heads, context_dim, groups, linear_projection=False):
         super().__init__()
+        self.linear = linear_projection
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
-        self.proj_in = nn.Conv2d(channels, channels, 1)
+        proj = (lambda: nn.Linear(channels, channels)) if linear_projection else (lambda: nn.Conv2d(channels, channels, 1))
+        self.proj_in = proj()
         self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, context_dim)])
-        self.proj_out = nn.Conv2d(channels, channels, 1)
+        self.proj_out = proj()
 
     def forward(self, x, context):
         b, c, h, w = x.shape
-        t = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        t = self.norm(x)
+        if self.linear:
+            t = self.proj_in(t.permute(0, 2, 3, 1).reshape(b, h * w, c))
+        else:
+            t = self.proj_in(t).permute(0, 2, 3, 1).reshape(b, h * w, c)
         for block in self.transformer_blocks:
             t = block(t, context)
+        if self.linear:
+            return self.proj_out(t).reshape(b, h, w, c).permute(0, 3, 1, 2) + x
         t = t.reshape(b, h, w, c).permute(0, 3, 1, 2)
         return self.proj_out(t) + x
 
@@ -136,12 +146,13 @@ class DownBlock(nn.Module):
     """CrossAttnDownBlock2D (with_attention) or DownBlock2D."""
 
     def __init__(self, cin, cout, temb, layers, with_attention, heads, context_dim, groups, eps,
-                 add_downsample):
+                 add_downsample, linear_projection=False):
         super().__init__()
         self.resnets = nn.ModuleList(
             [ResnetBlock2D(cin if i == 0 else cout, cout, temb, groups, eps) for i in range(layers)])
         self.attentions = nn.ModuleList(
-            [Transformer2DModel(cout, heads, context_dim, groups) for _ in range(layers)]) if with_attention else None
+            [Transformer2DModel(cout, heads, context_dim, groups, linear_projection)
+             for _ in range(layers)]) if with_attention else None
         self.downsamplers = nn.ModuleList([Downsample2D(cout, 1)]) if add_downsample else None
 
     def forward(self, x, temb, context):
@@ -161,7 +172,7 @@ class UpBlock(nn.Module):
     """CrossAttnUpBlock2D (with_attention) or UpBlock2D."""
 
     def __init__(self, cin, cout, prev, temb, layers, with_attention, heads, context_dim, groups, eps,
-                 add_upsample):
+                 add_upsample, linear_projection=False):
         super().__init__()
         resnets = []
         for i in range(layers):
@@ -169,7 +180,8 @@ class UpBlock(nn.Module):
             resnets.append(ResnetBlock2D((prev if i == 0 else cout) + skip, cout, temb, groups, eps))
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(
-            [Transformer2DModel(cout, heads, context_dim, groups) for _ in range(layers)]) if with_attention else None
+            [Transformer2DModel(cout, heads, context_dim, groups, linear_projection)
+             for _ in range(layers)]) if with_attention else None
         self.upsamplers = nn.ModuleList([Upsample2D(cout)]) if add_upsample else None
 
     def forward(self, x, skips, temb, context):
@@ -183,10 +195,10 @@ class UpBlock(nn.Module):
 
 
 class MidBlockCrossAttn(nn.Module):
-    def __init__(self, channels, temb, heads, context_dim, groups, eps):
+    def __init__(self, channels, temb, heads, context_dim, groups, eps, linear_projection=False):
         super().__init__()
         self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, temb, groups, eps) for _ in range(2)])
-        self.attentions = nn.ModuleList([Transformer2DModel(channels, heads, context_dim, groups)])
+        self.attentions = nn.ModuleList([Transformer2DModel(channels, heads, context_dim, groups, linear_projection)])
 
     def forward(self, x, temb, context):
         x = self.resnets[0](x, temb)
@@ -218,7 +230,9 @@ class UNet2DConditionModel(nn.Module):
         self.config = config
         ch = config["block_out_channels"]
         groups, eps = config["norm_num_groups"], config["norm_eps"]
-        heads = config["attention_head_dim"]  # SD 1.x configs name the head count so
+        heads = config["attention_head_dim"]  # SD configs name the head count so (SD 2.x: one per block)
+        heads = heads if isinstance(heads, list) else [heads] * len(config["block_out_channels"])
+        lin = bool(config.get("use_linear_projection", False))
         ctx = config["cross_attention_dim"]
         layers = config["layers_per_block"]
         temb = ch[0] * 4
@@ -227,18 +241,19 @@ class UNet2DConditionModel(nn.Module):
         self.down_blocks = nn.ModuleList()
         prev = ch[0]
         for i, kind in enumerate(config["down_block_types"]):
-            self.down_blocks.append(DownBlock(prev, ch[i], temb, layers, kind.startswith("CrossAttn"), heads, ctx,
-                                              groups, eps, add_downsample=i < len(ch) - 1))
+            self.down_blocks.append(DownBlock(prev, ch[i], temb, layers, kind.startswith("CrossAttn"), heads[i], ctx,
+                                              groups, eps, add_downsample=i < len(ch) - 1, linear_projection=lin))
             prev = ch[i]
-        self.mid_block = MidBlockCrossAttn(ch[-1], temb, heads, ctx, groups, eps)
+        self.mid_block = MidBlockCrossAttn(ch[-1], temb, heads[-1], ctx, groups, eps, linear_projection=lin)
         rev = list(reversed(ch))
         self.up_blocks = nn.ModuleList()
         out = rev[0]
         for i, kind in enumerate(config["up_block_types"]):
             prev_out, out = out, rev[i]
             cin = rev[min(i + 1, len(ch) - 1)]
-            self.up_blocks.append(UpBlock(cin, out, prev_out, temb, layers + 1, kind.startswith("CrossAttn"), heads,
-                                          ctx, groups, eps, add_upsample=i < len(ch) - 1))
+            self.up_blocks.append(UpBlock(cin, out, prev_out, temb, layers + 1, kind.startswith("CrossAttn"),
+                                          heads[len(ch) - 1 - i], ctx, groups, eps, add_upsample=i < len(ch) - 1,
+                                          linear_projection=lin))
         self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=eps)
         self.conv_out = nn.Conv2d(ch[0], config["out_channels"], 3, padding=1)
 

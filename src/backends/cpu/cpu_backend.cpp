@@ -10,9 +10,11 @@ namespace {
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
-  Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act) override {
+  Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act,
+                const Tensor& residual) override {
     DIFFUSE_CPU_PROFILE("linear");
-    return cpu::linear(x, w, bias, act);
+    Tensor y = cpu::linear(x, w, bias, act);
+    return residual.defined() ? binary(y, residual, BinaryOp::kAdd) : y;
   }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     DIFFUSE_CPU_PROFILE("matmul");
@@ -21,6 +23,9 @@ class CpuBackend final : public Backend {
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding,
                 const Tensor& residual) override {
     DIFFUSE_CPU_PROFILE("conv2d");
+    // oneDNN's sum post-op needs a full-size residual; a per-channel [N, O, 1, 1] one is added after.
+    if (residual.defined() && residual.dim(2) == 1 && residual.dim(3) == 1)
+      return binary(cpu::conv2d(x, w, bias, stride, padding, Tensor()), residual, BinaryOp::kAdd);
     return cpu::conv2d(x, w, bias, stride, padding, residual);
   }
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,

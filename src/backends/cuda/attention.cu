@@ -13,6 +13,7 @@
 //
 // f32 (kept exact: no TF32) and larger head dims use a scalar kernel: one
 // warp per query row, key/value tiles of 32 shared by the 8 warps of a block.
+#include <cstdlib>
 #include <mutex>
 
 #include "backends/cuda/cuda_types.cuh"
@@ -79,6 +80,31 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t sl, int 
   }
 }
 
+// cp.async (sm_80+): 16 bytes global -> shared without a register round trip;
+// src_bytes 0 zero-fills the destination (rows past the sequence end).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// load_tile's asynchronous twin for 16-byte aligned rows whose width is a
+// multiple of 8 (a chunk of 8 is then wholly inside or wholly outside).
+template <class T, int DC>
+__device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t sl, int row0, int len, int width) {
+  constexpr int kChunks = DC / 8;
+  for (int idx = threadIdx.x; idx < kBN * kChunks; idx += blockDim.x) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    const int gr = row0 + r;
+    const bool in = gr < len && c < width;
+    cp_async16(dst + r * (DC + kPad) + c, in ? src + gr * sl + c : src, in ? 16 : 0);
+  }
+}
+
 // Four 8x8 b16 matrices, transposed, from the rows each lane addresses (16-byte aligned).
 template <class T>
 __device__ __forceinline__ void ldmatrix_x4_trans(const T* p, uint32_t& r0, uint32_t& r1, uint32_t& r2,
@@ -93,12 +119,16 @@ __device__ __forceinline__ void ldmatrix_x4_trans(const T* p, uint32_t& r0, uint
 // columns this block produces (a multiple of 8); blockIdx.z picks which DV-wide
 // slice of the value head dim, so wide value heads (the VAE's 512) split
 // across blocks and keep the output accumulators in registers.
+//
+// pipelined (vec, and shared memory for two K/V tiles): tile kt+1 streams in
+// through cp.async while tile kt is computed (double buffering, as in
+// FlashAttention-2's implementation); otherwise each tile is loaded, then used.
 template <class T, int DP, int DV>
-__device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scale_log2, bool vec) {
+__device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scale_log2, bool vec, bool pipelined) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);
-  T* ks = qs + kBM * (DP + kPad);
-  T* vs = ks + kBN * (DP + kPad);  // V tile, row-major [kBN][DV + kPad]
+  T* ks = qs + kBM * (DP + kPad);                            // K tiles [2][kBN][DP + kPad]
+  T* vs = ks + (pipelined ? 2 : 1) * kBN * (DP + kPad);      // V tiles, row-major [2][kBN][DV + kPad]
   const int dv0 = blockIdx.z * DV;
   const int dv_width = min(DV, a.dv - dv0);
 
@@ -124,12 +154,34 @@ __device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scal
   int tiles = (a.lk + kBN - 1) / kBN;
   if (a.causal) tiles = min(tiles, (min(q0 + kBM, a.lq) - 1) / kBN + 1);
 
+  if (pipelined && tiles > 0) {
+    load_tile_async<T, DP>(ks, kg, a.k_sl, 0, a.lk, a.d);
+    load_tile_async<T, DV>(vs, vg, a.v_sl, 0, a.lk, dv_width);
+    cp_async_commit();
+  }
   for (int kt = 0; kt < tiles; ++kt) {
     const int k0 = kt * kBN;
-    __syncthreads();  // previous tile fully consumed
-    load_tile<T, DP>(ks, kg, a.k_sl, k0, a.lk, a.d, vec);
-    load_tile<T, DV>(vs, vg, a.v_sl, k0, a.lk, dv_width, vec);
-    __syncthreads();
+    T* kcur = ks;
+    T* vcur = vs;
+    if (pipelined) {
+      const int buf = kt & 1;
+      kcur = ks + buf * kBN * (DP + kPad);
+      vcur = vs + buf * kBN * (DV + kPad);
+      if (kt + 1 < tiles) {  // the other buffer was released by the barrier that ended tile kt-1
+        load_tile_async<T, DP>(ks + (buf ^ 1) * kBN * (DP + kPad), kg, a.k_sl, k0 + kBN, a.lk, a.d);
+        load_tile_async<T, DV>(vs + (buf ^ 1) * kBN * (DV + kPad), vg, a.v_sl, k0 + kBN, a.lk, dv_width);
+        cp_async_commit();
+        cp_async_wait<1>();  // tile kt has landed (only tile kt+1 may still be in flight)
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+    } else {
+      __syncthreads();  // previous tile fully consumed
+      load_tile<T, DP>(ks, kg, a.k_sl, k0, a.lk, a.d, vec);
+      load_tile<T, DV>(vs, vg, a.v_sl, k0, a.lk, dv_width, vec);
+      __syncthreads();
+    }
 
     float s[kBN / 8][4];
 #pragma unroll
@@ -140,7 +192,7 @@ __device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scal
       uint32_t af[4] = {ld32(qa), ld32(qa + 8 * (DP + kPad)), ld32(qa + 8), ld32(qa + 8 * (DP + kPad) + 8)};
 #pragma unroll
       for (int nb = 0; nb < kBN / 8; ++nb) {
-        const T* kb = ks + (nb * 8 + g) * (DP + kPad) + kk * 16 + 2 * t;
+        const T* kb = kcur + (nb * 8 + g) * (DP + kPad) + kk * 16 + 2 * t;
         mma16816<T>(s[nb], af, ld32(kb), ld32(kb + 8));
       }
     }
@@ -200,11 +252,12 @@ __device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scal
       for (int nd = 0; nd < DV / 8; nd += 2) {
         uint32_t r0, r1, r2, r3;
         int col = nd * 8 + ((lane >= 16 && nd + 1 < DV / 8) ? 8 : 0);
-        ldmatrix_x4_trans(vs + (j * 16 + (lane & 15)) * (DV + kPad) + col, r0, r1, r2, r3);
+        ldmatrix_x4_trans(vcur + (j * 16 + (lane & 15)) * (DV + kPad) + col, r0, r1, r2, r3);
         mma16816<T>(o[nd], pf, r0, r1);
         if (nd + 1 < DV / 8) mma16816<T>(o[nd + 1], pf, r2, r3);
       }
     }
+    if (pipelined) __syncthreads();  // tile kt's buffer is free for tile kt+2
   }
 
 #pragma unroll
@@ -234,12 +287,12 @@ __device__ __forceinline__ void flash_tc_body(const AttentionArgs& a, float scal
 // measured slower. Larger buckets keep the compiler's own choice (a cap made
 // it spill at d=80).
 template <class T, int DP, int DV>
-__global__ void __launch_bounds__(128, 5) flash_tc_small(AttentionArgs a, float scale_log2, bool vec) {
-  flash_tc_body<T, DP, DV>(a, scale_log2, vec);
+__global__ void __launch_bounds__(128, 5) flash_tc_small(AttentionArgs a, float scale_log2, bool vec, bool pipelined) {
+  flash_tc_body<T, DP, DV>(a, scale_log2, vec, pipelined);
 }
 template <class T, int DP, int DV>
-__global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float scale_log2, bool vec) {
-  flash_tc_body<T, DP, DV>(a, scale_log2, vec);
+__global__ void __launch_bounds__(128) flash_tc_kernel(AttentionArgs a, float scale_log2, bool vec, bool pipelined) {
+  flash_tc_body<T, DP, DV>(a, scale_log2, vec, pipelined);
 }
 
 constexpr int kScalarRows = 8;   // warps (query rows) per block
@@ -319,16 +372,18 @@ __global__ void __launch_bounds__(256) flash_scalar_kernel(AttentionArgs a, floa
 
 template <class T, int DP, int DV>
 bool launch_tc(const AttentionArgs& a, int max_smem, cudaStream_t s) {
-  size_t smem = (static_cast<size_t>(kBM + kBN) * (DP + kPad) + static_cast<size_t>(kBN) * (DV + kPad)) * sizeof(T);
-  if (smem > static_cast<size_t>(max_smem)) return false;
-  void (*kernel)(AttentionArgs, float, bool);
+  const size_t single = (static_cast<size_t>(kBM + kBN) * (DP + kPad) + static_cast<size_t>(kBN) * (DV + kPad)) * sizeof(T);
+  const size_t twice = single + (static_cast<size_t>(kBN) * (DP + kPad) + static_cast<size_t>(kBN) * (DV + kPad)) * sizeof(T);
+  if (single > static_cast<size_t>(max_smem)) return false;
+  const size_t reserve = twice <= static_cast<size_t>(max_smem) ? twice : single;
+  void (*kernel)(AttentionArgs, float, bool, bool);
   if constexpr (DP <= 64)
     kernel = flash_tc_small<T, DP, DV>;
   else
     kernel = flash_tc_kernel<T, DP, DV>;
   static std::once_flag once;
   std::call_once(once, [&] {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(reserve));
   });
   auto aligned = [](const void* p, int64_t s1, int64_t s2, int d) {
     return reinterpret_cast<uintptr_t>(p) % 16 == 0 && s1 % 8 == 0 && s2 % 8 == 0 && d % 8 == 0;
@@ -338,7 +393,10 @@ bool launch_tc(const AttentionArgs& a, int max_smem, cudaStream_t s) {
              aligned(a.v, a.v_sb, a.v_sl, a.dv);
   dim3 grid((a.lq + kBM - 1) / kBM, a.batch * a.heads, (a.dv + DV - 1) / DV);
   float scale_log2 = a.scale * 1.4426950408889634f;
-  kernel<<<grid, 128, smem, s>>>(a, scale_log2, vec);
+  // Double buffering needs the cp.async path (aligned rows, widths of whole 16-byte chunks) and the room.
+  static const bool single_buffer = std::getenv("DIFFUSE_CUDA_ATTN_SINGLE_BUFFER") != nullptr;  // for A/B runs
+  const bool pipelined = vec && reserve == twice && !single_buffer;
+  kernel<<<grid, 128, pipelined ? twice : single, s>>>(a, scale_log2, vec, pipelined);
   return true;
 }
 

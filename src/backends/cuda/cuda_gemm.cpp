@@ -75,9 +75,9 @@ class LtState {
     if (g.bias)
       check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias)), op,
                "bias pointer");
-    float alpha = 1.0f, beta = 0.0f;
+    float alpha = 1.0f, beta = g.c ? 1.0f : 0.0f;
     cudaStream_t s = cuda_context().stream;
-    check_lt(cublasLtMatmul(handle_, p.desc, &alpha, g.a, p.la, g.b, p.lb, &beta, g.d, p.ld, g.d, p.ld, &p.algo,
+    check_lt(cublasLtMatmul(handle_, p.desc, &alpha, g.a, p.la, g.b, p.lb, &beta, g.c ? g.c : g.d, p.ld, g.d, p.ld, &p.algo,
                             workspace_->data, kWorkspaceBytes, s),
              op, "cublasLtMatmul");
   }
@@ -194,7 +194,7 @@ bool batch_stride(const Tensor& t, const Shape& batch, int64_t* stride) {
 
 void gemm(const GemmArgs& g, const char* op) { lt().run(g, op); }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act, const Tensor& residual) {
   DType t = x.dtype();
   Tensor xc = contiguous_as(x, t);
   Tensor wc = contiguous_as(w, t);
@@ -222,9 +222,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation a
     g.d = y.raw_data();
     g.ldd = n;
     g.bias = bc.defined() ? bc.raw_data() : nullptr;
+    // The residual rides in the epilogue (C operand, beta = 1) unless an activation must come first.
+    Tensor rc = residual.defined() && act == Activation::kNone ? contiguous_as(residual, t) : Tensor();
+    g.c = rc.defined() ? rc.raw_data() : nullptr;
     gemm(g, "linear");
+    if (rc.defined()) return y;
   }
   apply_activation_inplace(y, act);
+  if (residual.defined()) y = backend_for(Device::kCUDA).binary(y, residual, Backend::BinaryOp::kAdd);
   return y;
 }
 

@@ -39,6 +39,9 @@ void binary(const void* a, const StridedDesc& ad, const void* b, const StridedDe
             Backend::BinaryOp op, cudaStream_t s);
 void axpby(const void* a, float alpha, const void* b, float beta, void* y, DType t, int64_t n, cudaStream_t s);
 void upsample_nearest2x(const void* x, void* y, DType t, int64_t planes, int64_t h, int64_t w, cudaStream_t s);
+// Channels-last: x [N, H, W, C] -> y [N, 2H, 2W, C].
+void upsample_nearest2x_nhwc(const void* x, void* y, DType t, int64_t n, int64_t h, int64_t w, int64_t c,
+                             cudaStream_t s);
 void embedding(const void* ids, bool ids_i64, const void* table, void* y, DType t, int64_t n, int64_t d,
                cudaStream_t s);
 void timestep_embedding(const float* t, float* y, int64_t n, int dim, bool flip_sin_to_cos, float shift,
@@ -46,6 +49,10 @@ void timestep_embedding(const float* t, float* y, int64_t n, int dim, bool flip_
 // y[n, c, :] += bias[c] (if bias) + residual[n, c, :] (if residual); all of dtype t.
 void bias_residual(void* y, const void* bias, const void* residual, DType t, int64_t n, int64_t c, int64_t hw,
                    cudaStream_t s);
+// The same for channels-last outputs: y [rows, c] += bias[c] + residual[rows, c]; with
+// residual_rows > 0 the residual is per image instead, [rows / residual_rows, c].
+void bias_residual_rows(void* y, const void* bias, const void* residual, DType t, int64_t rows, int64_t c,
+                        int64_t residual_rows, cudaStream_t s);
 // im2col for the conv fallback: x [C, H, W] -> col [C*kh*kw, Ho*Wo].
 void im2col(const void* x, void* col, DType t, int64_t c, int64_t h, int64_t w, int kh, int kw, int stride,
             int pad, int64_t ho, int64_t wo, cudaStream_t s);
@@ -55,6 +62,11 @@ void layer_norm(const void* x, const void* gamma, const void* beta, void* y, DTy
                 float eps, cudaStream_t s);
 // x [n, c, spatial]; `partials` is scratch of group_norm_scratch_floats() floats.
 int64_t group_norm_scratch_floats(int64_t n, int64_t c, int64_t spatial, int groups);
+// Channels-last: x [n, hw, c] (c <= kGroupNormNhwcMaxChannels: per-channel stats live in shared memory).
+constexpr int64_t kGroupNormNhwcMaxChannels = 6144;
+int64_t group_norm_nhwc_scratch_floats(int64_t n, int64_t c, int64_t hw, int groups);
+void group_norm_nhwc(const void* x, const void* gamma, const void* beta, void* y, DType t, int64_t n, int64_t c,
+                     int64_t hw, int groups, float eps, bool silu, float* partials, cudaStream_t s);
 void group_norm(const void* x, const void* gamma, const void* beta, void* y, DType t, int64_t n, int64_t c,
                 int64_t spatial, int groups, float eps, bool silu, float* partials, cudaStream_t s);
 // Softmax over the middle dim of x viewed as [outer, len, inner].

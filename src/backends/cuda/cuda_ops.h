@@ -10,6 +10,15 @@ namespace diffuse::cuda_ops {
 
 // Contiguous tensor of `dtype` on the device holding x's data (no copy when it already is).
 Tensor contiguous_as(const Tensor& x, DType dtype);
+// An uninitialised [N, C, H, W] tensor stored channels-last (NHWC memory).
+Tensor empty_channels_last(const Shape& nchw, DType dtype);
+// x as a channels-last tensor of `dtype` (no copy when it already is one).
+Tensor channels_last_as(const Tensor& x, DType dtype);
+// The channels-last fast path applies to x (4-D, NHWC in memory, not also plain NCHW).
+inline bool nhwc(const Tensor& x) { return x.ndim() == 4 && x.is_channels_last() && !x.is_contiguous(); }
+bool cudnn_available();
+// f32 convs may use TF32 now: AllowTf32 is active and DIFFUSE_CUDA_TF32 is not 0.
+bool tf32_convs();
 void apply_activation_inplace(Tensor& y, Activation act);
 
 // Column-major GEMM through cuBLASLt (f32 accumulate; f32 stays exact, no TF32):
@@ -26,10 +35,12 @@ struct GemmArgs {
   int64_t ldd = 0, stride_d = 0;
   int64_t batch = 1;
   const void* bias = nullptr;  // dtype `dtype`, length m
+  const void* c = nullptr;     // optional addend with D's layout: D = op(A) op(B) + bias + C (a fused residual)
 };
 void gemm(const GemmArgs& g, const char* op);
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act);
+// `residual` (optional, the output's shape) is added in the GEMM epilogue (no activation then).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act, const Tensor& residual);
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int padding, const Tensor& residual);
 

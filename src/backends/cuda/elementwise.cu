@@ -3,6 +3,7 @@
 // the conv epilogue (bias + residual) and im2col. All memory-bound; grid-stride
 // loops of 256 threads, f32 math for the 16-bit types.
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "backends/cuda/cuda_types.cuh"
@@ -72,6 +73,22 @@ __global__ void geglu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t
   }
 }
 
+// The same, V values a thread through 16-byte loads (half % V == 0, aligned rows).
+template <class T, int V>
+__global__ void geglu_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int half_vecs) {
+  struct alignas(16) Vec { T v[V]; };
+  DIFFUSE_GRID_LOOP(i, rows * half_vecs) {
+    const int64_t r = i / half_vecs;
+    const int j = static_cast<int>(i - r * half_vecs);
+    const Vec* xr = reinterpret_cast<const Vec*>(x) + r * 2 * half_vecs;
+    const Vec a = xr[j], g = xr[half_vecs + j];
+    Vec out;
+#pragma unroll
+    for (int k = 0; k < V; ++k) out.v[k] = from_f<T>(to_f(a.v[k]) * gelu_erf(to_f(g.v[k])));
+    reinterpret_cast<Vec*>(y)[i] = out;
+  }
+}
+
 template <class T>
 __global__ void binary_kernel(const T* __restrict__ a, StridedDesc ad, const T* __restrict__ b, StridedDesc bd,
                               T* __restrict__ y, int64_t n, Backend::BinaryOp op) {
@@ -113,6 +130,18 @@ __global__ void upsample_kernel(const T* __restrict__ x, T* __restrict__ y, int6
   }
 }
 
+// Channels-last: x [N, H, W, C] -> y [N, 2H, 2W, C].
+template <class T>
+__global__ void upsample_nhwc_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, int64_t h, int64_t w,
+                                     int64_t c) {
+  int64_t w2 = 2 * w, h2 = 2 * h;
+  DIFFUSE_GRID_LOOP(i, n * h2 * w2 * c) {
+    int64_t ch = i % c, r = i / c;
+    int64_t ox = r % w2, oy = (r / w2) % h2, b = r / (w2 * h2);
+    y[i] = x[((b * h + oy / 2) * w + ox / 2) * c + ch];
+  }
+}
+
 template <class T, class I>
 __global__ void embedding_kernel(const I* __restrict__ ids, const T* __restrict__ table, T* __restrict__ y, int64_t n,
                                  int64_t d) {
@@ -151,6 +180,30 @@ __global__ void bias_residual_kernel(T* __restrict__ y, const T* __restrict__ bi
     if (bias) v += to_f(bias[(i / hw) % c]);
     if (res) v += to_f(res[i]);
     y[i] = from_f<T>(v);
+  }
+}
+
+// Channels-last epilogue: y [rows, c] += bias[c] + res[rows, c], V values a
+// thread (16-byte loads when c % V == 0 and the buffers are aligned, else V = 1).
+// With res_rows > 0 the residual is one row per image: res[row / res_rows, c].
+template <class T, int V>
+__global__ void bias_residual_rows_kernel(T* __restrict__ y, const T* __restrict__ bias, const T* __restrict__ res,
+                                          int64_t vecs, int c, int64_t res_rows) {
+  struct alignas(V * sizeof(T)) Vec { T v[V]; };
+  DIFFUSE_GRID_LOOP(i, vecs) {
+    const int64_t e = i * V;
+    const int ch0 = static_cast<int>(e % c);
+    Vec out = reinterpret_cast<Vec*>(y)[i];
+    Vec r;
+    if (res) r = reinterpret_cast<const Vec*>(res)[res_rows > 0 ? ((e / c) / res_rows * c + ch0) / V : i];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      float v = to_f(out.v[k]);
+      if (bias) v += to_f(bias[ch0 + k]);
+      if (res) v += to_f(r.v[k]);
+      out.v[k] = from_f<T>(v);
+    }
+    reinterpret_cast<Vec*>(y)[i] = out;
   }
 }
 
@@ -204,6 +257,13 @@ void geglu(const void* x, void* y, DType t, int64_t rows, int64_t half, cudaStre
   if (rows * half == 0) return;
   dispatch_float(t, [&](auto z) {
     using T = decltype(z);
+    constexpr int V = 16 / sizeof(T);
+    if (half % V == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0) {
+      const int64_t n = rows * (half / V);
+      geglu_vec_kernel<T, V><<<cuda_blocks_for(n), kThreads, 0, s>>>((const T*)x, (T*)y, rows,
+                                                                     static_cast<int>(half / V));
+      return;
+    }
     geglu_kernel<T><<<cuda_blocks_for(rows * half), kThreads, 0, s>>>((const T*)x, (T*)y, rows, half);
   });
 }
@@ -243,6 +303,16 @@ void upsample_nearest2x(const void* x, void* y, DType t, int64_t planes, int64_t
   dispatch_float(t, [&](auto z) {
     using T = decltype(z);
     upsample_kernel<T><<<cuda_blocks_for(n), kThreads, 0, s>>>((const T*)x, (T*)y, planes, h, w);
+  });
+}
+
+void upsample_nearest2x_nhwc(const void* x, void* y, DType t, int64_t n, int64_t h, int64_t w, int64_t c,
+                             cudaStream_t s) {
+  int64_t total = n * h * w * c * 4;
+  if (total == 0) return;
+  dispatch_float(t, [&](auto z) {
+    using T = decltype(z);
+    upsample_nhwc_kernel<T><<<cuda_blocks_for(total), kThreads, 0, s>>>((const T*)x, (T*)y, n, h, w, c);
   });
 }
 
@@ -287,6 +357,24 @@ void im2col(const void* x, void* col, DType t, int64_t c, int64_t h, int64_t w, 
     using T = decltype(z);
     im2col_kernel<T><<<cuda_blocks_for(total), kThreads, 0, s>>>((const T*)x, (T*)col, c, h, w, kh, kw, stride, pad,
                                                                   ho, wo);
+  });
+}
+
+void bias_residual_rows(void* y, const void* bias, const void* residual, DType t, int64_t rows, int64_t c,
+                        int64_t residual_rows, cudaStream_t s) {
+  int64_t total = rows * c;
+  if (total == 0) return;
+  dispatch_float(t, [&](auto z) {
+    using T = decltype(z);
+    constexpr int V = 16 / sizeof(T);
+    const bool vec = c % V == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(residual) % 16 == 0;
+    if (vec)
+      bias_residual_rows_kernel<T, V><<<cuda_blocks_for(total / V), kThreads, 0, s>>>(
+          (T*)y, (const T*)bias, (const T*)residual, total / V, static_cast<int>(c), residual_rows);
+    else
+      bias_residual_rows_kernel<T, 1><<<cuda_blocks_for(total), kThreads, 0, s>>>(
+          (T*)y, (const T*)bias, (const T*)residual, total, static_cast<int>(c), residual_rows);
   });
 }
 
