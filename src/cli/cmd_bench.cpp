@@ -106,6 +106,7 @@ struct RunStats {
   double faults_per_step = -1;  // minor page faults per step after the first (new memory touched), -1: one step
   double text_ms = 0, vae_ms = 0, total_s = 0, first_step_s = 0;
   double peak_reserved_gib = 0, peak_in_use_gib = 0;  // device memory (CUDA allocator), this run
+  double peak_in_use_denoise_gib = 0, peak_in_use_vae_gib = 0;  // the same, split at the last step
 };
 
 // Device memory high-water marks of the caching allocator (weights included;
@@ -145,6 +146,7 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
   auto last = Clock::now();
   double first_step_s = 0;
   long faults_after_first = 0, faults_at_last = 0;
+  size_t denoise_peak = 0, denoise_reserved = 0;
   GenerationResult r = pipe.generate(p, [&](const StepProgress& s) {
     auto now = Clock::now();
     step_times.push_back(std::chrono::duration<double, std::milli>(now - last).count());
@@ -154,7 +156,16 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
     }
     if (s.step == s.total_steps) faults_at_last = minor_faults();
     last = now;
-    if (s.step == s.total_steps) rss.set_phase(RssMonitor::kVae);  // what follows is the decode
+    if (s.step == s.total_steps) {
+      rss.set_phase(RssMonitor::kVae);  // what follows is the decode
+#ifdef DIFFUSE_HAVE_CUDA
+      if (fresh_memory) {  // device peak of text encoding + denoising; restart the count for the decode
+        denoise_peak = cuda_allocator_stats().peak_in_use_bytes;
+        denoise_reserved = cuda_allocator_stats().peak_reserved_bytes;
+        cuda_reset_peak_stats();
+      }
+#endif
+    }
     std::fprintf(stderr, "\r  %d images: step %d/%d  %.1f ms   ", images, s.step, s.total_steps, step_times.back());
     return interrupted();
   });
@@ -170,7 +181,13 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
   st.first_step_s = first_step_s;
   if (step_times.size() > 1)
     st.faults_per_step = static_cast<double>(faults_at_last - faults_after_first) / (step_times.size() - 1);
-  if (fresh_memory) read_device_peaks(st);
+  if (fresh_memory) {
+    read_device_peaks(st);
+    st.peak_in_use_vae_gib = st.peak_in_use_gib;
+    st.peak_in_use_denoise_gib = denoise_peak / double(1ull << 30);
+    st.peak_in_use_gib = std::max(st.peak_in_use_denoise_gib, st.peak_in_use_vae_gib);
+    st.peak_reserved_gib = std::max(st.peak_reserved_gib, denoise_reserved / double(1ull << 30));
+  }
   return st;
 }
 
@@ -206,6 +223,8 @@ int run_bench(BenchOptions o) {
   RunStats one = cpu ? cold : run_once(*pipe, o, 1, Clock::now(), rss);
   one.peak_reserved_gib = cold.peak_reserved_gib;
   one.peak_in_use_gib = cold.peak_in_use_gib;
+  one.peak_in_use_denoise_gib = cold.peak_in_use_denoise_gib;
+  one.peak_in_use_vae_gib = cold.peak_in_use_vae_gib;
   RunStats four;
   if (!o.skip_batch) {
     RunStats warm = cpu ? RunStats{} : run_once(*pipe, o, o.images, Clock::now(), rss, true);  // batch shapes' warm-up
@@ -237,7 +256,8 @@ int run_bench(BenchOptions o) {
                      {"unet_tflops", tflops(unet_tflop, one.step_ms)}, {"text_encode_ms", one.text_ms},
                      {"vae_decode_ms", one.vae_ms}, {"vae_tflops", tflops(vae_tflop, one.vae_ms)},
                      {"whole_image_s", one.total_s}, {"peak_reserved_gib", one.peak_reserved_gib},
-                     {"peak_in_use_gib", one.peak_in_use_gib}, {"page_faults_per_step", one.faults_per_step}}},
+                     {"peak_in_use_gib", one.peak_in_use_gib}, {"peak_in_use_denoise_gib", one.peak_in_use_denoise_gib},
+                     {"peak_in_use_vae_gib", one.peak_in_use_vae_gib}, {"page_faults_per_step", one.faults_per_step}}},
       {"peak_rss_gib", peak_rss_gib()},
       {"peak_rss_load_gib", rss.peak_gib(RssMonitor::kLoad)},
       {"rss_after_load_gib", rss_loaded_gib},
@@ -280,6 +300,8 @@ int run_bench(BenchOptions o) {
     if (!o.skip_batch) std::printf(" %14.2f", four.peak_reserved_gib);
     std::printf("\n%-28s %14.2f", "peak device in use (GiB)", one.peak_in_use_gib);
     if (!o.skip_batch) std::printf(" %14.2f", four.peak_in_use_gib);
+    std::printf("\n%-28s %8.2f / %.2f", "  denoise / VAE phase (GiB)", one.peak_in_use_denoise_gib,
+                one.peak_in_use_vae_gib);
   }
   std::printf("\n%-28s %14.2f\n%-28s %14.2f\n%-28s %14.2f\n", "cold first image (s)", cold.total_s,
               "time to first step (s)", cold.first_step_s, "peak RSS (GiB)", peak_rss_gib());
@@ -296,7 +318,14 @@ int run_bench(BenchOptions o) {
 Action add_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* c = app.add_subcommand("bench", "Measure speed on a full-size architecture with random weights");
-  c->footer("Example: diffuse bench --arch sd15 --device cpu --size 512 --steps 3");
+  c->footer(
+      "Examples:\n"
+      "  diffuse bench --arch sd15 --device cpu --size 512 --steps 3\n"
+      "  diffuse bench --arch sdxl --device cuda --json\n"
+      "On CUDA it reports peak device memory (allocator high-water mark, split into the denoising and\n"
+      "VAE phases). Environment switches for comparisons: DIFFUSE_CUDA_GRAPH=0 (eager steps),\n"
+      "DIFFUSE_CUDA_LAYOUT=nchw (no channels-last), DIFFUSE_CUDA_TF32=0 (exact f32 for SDXL's upcast\n"
+      "VAE), DIFFUSE_CUDA_ATTN_SINGLE_BUFFER=1, DIFFUSE_CUDA_LOG=1 (cuDNN choices).");
   c->add_option("--arch", o->arch, "sd15, sd21 or sdxl (default: sd15)");
   c->add_option("--model", o->model, "Benchmark a real checkpoint instead of random weights");
   c->add_option("--device", o->device, "cpu or cuda");

@@ -283,6 +283,18 @@ Tensor to_preferred_layout(const Tensor& x) {
   return to_channels_last(x);
 }
 
+std::vector<Tensor> place_weights(const std::vector<Tensor>& src, DType dtype, Device device) {
+  auto make = [&](size_t i) { return to_preferred_layout(src[i].to(dtype).to(device)); };
+  if (device == Device::kCPU) {
+    std::vector<Tensor> out;
+    for (size_t i = 0; i < src.size(); ++i) out.push_back(make(i));
+    return out;
+  }
+  std::vector<size_t> sizes;
+  for (const Tensor& t : src) sizes.push_back(static_cast<size_t>(t.numel()) * dtype_size(dtype));
+  return pack_on_device(sizes, device, make);
+}
+
 Tensor upsample_nearest2x(const Tensor& x) {
   need_defined(x, "upsample_nearest2x", "x");
   need_rank(x, 4, "upsample_nearest2x", "x");

@@ -95,6 +95,11 @@ Tensor to_channels_last(const Tensor& x);  // x itself when it already is channe
 // to_channels_last(x) where x's backend prefers it for x's dtype (4-D x only), else x.
 Tensor to_preferred_layout(const Tensor& x);
 
+// Model weights onto `device` as `dtype`, 4-D ones in the backend's preferred
+// layout. On a GPU they share one allocation (tensor.h pack_on_device): no
+// per-tensor rounding. On the CPU each stays its own tensor.
+std::vector<Tensor> place_weights(const std::vector<Tensor>& src, DType dtype, Device device);
+
 // TF32 for f32 convolutions, on this thread while an AllowTf32 with on=true
 // lives: f32 convs may then run on TF32 tensor cores (10-bit mantissa products,
 // f32 accumulation) where the backend has them. It is PyTorch's default for

@@ -269,6 +269,40 @@ Tensor Tensor::to(Device dev) const {
 #endif
 }
 
+std::vector<Tensor> pack_on_device(const std::vector<size_t>& sizes, Device device,
+                                   const std::function<Tensor(size_t)>& make) {
+  constexpr size_t kAlign = 256;
+  std::vector<size_t> offsets(sizes.size());
+  size_t total = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    offsets[i] = total;
+    total += (sizes[i] + kAlign - 1) / kAlign * kAlign;
+  }
+  std::shared_ptr<Storage> arena = allocate_storage(std::max<size_t>(total, 1), device);
+  std::vector<Tensor> out;
+  out.reserve(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const Tensor t = make(i);
+    const bool cl = !t.is_contiguous() && t.is_channels_last();
+    DIFFUSE_CHECK(t.device() == device && (t.is_contiguous() || cl) && t.nbytes() == sizes[i], ErrorCode::kRuntime,
+                  "[pack_on_device] tensor " + std::to_string(i) + " " + t.str() + " is not a dense " +
+                      std::to_string(sizes[i]) + "-byte tensor on " + device_name(device));
+    const Shape phys = cl ? Shape{t.dim(0), t.dim(2), t.dim(3), t.dim(1)} : t.shape();  // memory order
+    void* slot = static_cast<char*>(arena->data) + offsets[i];
+    Tensor view = Tensor::from_blob(slot, phys, t.dtype(), arena, device);
+    if (t.nbytes() > 0) {
+#if defined(DIFFUSE_HAVE_CUDA)
+      if (device == Device::kCUDA || t.device() == Device::kCUDA)
+        cuda_copy(slot, device, t.raw_data(), t.device(), t.nbytes());
+      else
+#endif
+        std::memcpy(slot, t.raw_data(), t.nbytes());
+    }
+    out.push_back(cl ? view.permute({0, 3, 1, 2}) : view);
+  }
+  return out;
+}
+
 Tensor Tensor::clone() const {
   if (!defined()) return *this;
   return backend_for(device()).copy(*this);

@@ -114,6 +114,15 @@ class Tensor {
   friend Tensor make_view(const Tensor& base, Shape shape, std::vector<int64_t> strides, int64_t offset);
 };
 
+// Puts tensors on `device` in one allocation (256-byte aligned slots) instead of
+// one each: no per-block rounding (device blocks round to 2 MiB) and one entry
+// in the allocator for a model's weights. make(i) returns tensor i, dense
+// (contiguous or channels-last), on `device`; it is called once per tensor, in
+// order, and its result is copied in and dropped, so one temporary lives at a
+// time. sizes[i] must be make(i)'s numel() * dtype size.
+std::vector<Tensor> pack_on_device(const std::vector<size_t>& sizes, Device device,
+                                   const std::function<Tensor(size_t)>& make);
+
 std::vector<int64_t> contiguous_strides(const Shape& shape);
 // Builds a view sharing base's storage (used by backends).
 Tensor make_view(const Tensor& base, Shape shape, std::vector<int64_t> strides, int64_t offset);

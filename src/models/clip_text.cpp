@@ -129,9 +129,14 @@ ClipTextModel::ClipTextModel(const ClipTextConfig& config, const TensorMap& weig
   DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("[ClipTextModel] dtype must be floating, got ") +
                                             dtype_name(dtype));
   check_weights(weights, expected_tensors(config_), "ClipTextModel");
+  std::vector<Tensor*> slots;
+  std::vector<Tensor> src;
   visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) {
-    slot = weights.at(name).to(dtype).to(device);
+    slots.push_back(&slot);
+    src.push_back(weights.at(name));
   });
+  const std::vector<Tensor> placed = place_weights(src, dtype, device);  // one allocation on a GPU
+  for (size_t i = 0; i < slots.size(); ++i) *slots[i] = placed[i];
 }
 
 // ---- forward ---------------------------------------------------------------

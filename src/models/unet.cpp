@@ -262,13 +262,16 @@ UNet::UNet(const UNetConfig& config, const TensorMap& weights, DType dtype, Devi
     throw_error(ErrorCode::kIo, problems.size() == 1 ? head : head + list_some(problems));
   }
 
-  TensorMap converted;
+  std::vector<Tensor> src;
   for (const auto& [name, shape] : expected) {
     const Tensor& t = weights.at(name);
     DIFFUSE_CHECK(is_floating(t.dtype()), ErrorCode::kIo,
                   "unet: '" + name + "' has dtype " + dtype_name(t.dtype()) + ", expected a floating type");
-    converted[name] = to_preferred_layout(t.to(device_).to(dtype_));  // conv weights channels-last where preferred
+    src.push_back(t);
   }
+  const std::vector<Tensor> placed = place_weights(src, dtype_, device_);  // conv weights channels-last if preferred
+  TensorMap converted;
+  for (size_t i = 0; i < expected.size(); ++i) converted[expected[i].first] = placed[i];
   Binder b(converted);
   conv_in_w_ = b.get("conv_in.weight"), conv_in_b_ = b.get("conv_in.bias");
   time_w1_ = b.get("time_embedding.linear_1.weight"), time_b1_ = b.get("time_embedding.linear_1.bias");

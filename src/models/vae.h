@@ -113,6 +113,7 @@ class Vae {
   DType act_dtype_;
   Device device_;
   bool tf32_ = false;
+  void place(const std::vector<Tensor*>& slots, const std::vector<Tensor>& src);
   Weights w_;
 };
 

@@ -89,25 +89,17 @@ class CudaBackend final : public Backend {
     DType t = x_in.dtype();
     Tensor g = gamma.defined() ? cuda_ops::contiguous_as(gamma, t) : Tensor();
     Tensor b = beta.defined() ? cuda_ops::contiguous_as(beta, t) : Tensor();
-    if (cuda_ops::nhwc(x_in) && x_in.dim(1) <= ck::kGroupNormNhwcMaxChannels && x_in.numel() > 0) {
-      const int64_t n = x_in.dim(0), c = x_in.dim(1), hw = x_in.dim(2) * x_in.dim(3);
-      Tensor y = cuda_ops::empty_channels_last(x_in.shape(), t);
-      Tensor scratch =
-          Tensor::empty({ck::group_norm_nhwc_scratch_floats(n, c, hw, groups)}, DType::kF32, Device::kCUDA);
-      ck::group_norm_nhwc(x_in.raw_data(), g.defined() ? g.raw_data() : nullptr, b.defined() ? b.raw_data() : nullptr,
-                          y.raw_data(), t, n, c, hw, groups, eps, silu, scratch.data<float>(), stream());
-      check_launch("group_norm");
-      return y;
-    }
-    Tensor x = cuda_ops::contiguous_as(x_in, t);
-    Tensor y = Tensor::empty(x.shape(), t, Device::kCUDA);
-    int64_t n = x.dim(0), c = x.dim(1);
+    // Channels-last input: the NHWC kernels, output channels-last too; otherwise NCHW (contiguous).
+    const bool cl = cuda_ops::nhwc(x_in) && x_in.dim(1) <= ck::kGroupNormNhwcMaxChannels;
+    Tensor x = cl ? x_in : cuda_ops::contiguous_as(x_in, t);
+    Tensor y = cl ? cuda_ops::empty_channels_last(x.shape(), t) : Tensor::empty(x.shape(), t, Device::kCUDA);
     if (y.numel() == 0) return y;
-    int64_t spatial = x.numel() / (n * c);
-    Tensor scratch =
-        Tensor::empty({ck::group_norm_scratch_floats(n, c, spatial, groups)}, DType::kF32, Device::kCUDA);
-    ck::group_norm(x.raw_data(), g.defined() ? g.raw_data() : nullptr, b.defined() ? b.raw_data() : nullptr,
-                   y.raw_data(), t, n, c, spatial, groups, eps, silu, scratch.data<float>(), stream());
+    const int64_t n = x.dim(0), c = x.dim(1), spatial = x.numel() / (n * c);
+    auto* scratch_floats = cl ? ck::group_norm_nhwc_scratch_floats : ck::group_norm_scratch_floats;
+    auto* run = cl ? ck::group_norm_nhwc : ck::group_norm;
+    Tensor scratch = Tensor::empty({scratch_floats(n, c, spatial, groups)}, DType::kF32, Device::kCUDA);
+    run(x.raw_data(), g.defined() ? g.raw_data() : nullptr, b.defined() ? b.raw_data() : nullptr, y.raw_data(), t, n,
+        c, spatial, groups, eps, silu, scratch.data<float>(), stream());
     check_launch("group_norm");
     return y;
   }

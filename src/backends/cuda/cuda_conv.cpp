@@ -2,17 +2,20 @@
 //
 // Channels-last inputs (the layout the CUDA backend prefers, see ops.h) run
 // cuDNN's NHWC tensor-core kernels with KRSC filters: no layout transposes.
-// Of cuDNN's ranked algorithms the first few acceptable ones are timed once
-// per shape and the fastest kept. 1x1 stride-1 convs are plain GEMMs there
-// (pixels x channels), with the bias and the residual in the GEMM epilogue.
+// Of cuDNN's ranked algorithms the first four acceptable ones (small
+// workspaces first) are timed once per shape and the fastest kept. 1x1
+// stride-1 convs are plain GEMMs there (pixels x channels), with the bias and
+// the residual in the GEMM epilogue; other convs add them in one vectorised pass
+// (a per-image [N, O, 1, 1] residual too: the resnet's time embedding).
 //
 // NCHW inputs take cuDNN's NCHW path or im2col + cuBLASLt, whichever measured
 // faster for the shape when it was first seen (cuDNN's NCHW kernels lose to the
 // GEMM path on small images with many channels).
 //
-// f32 runs with CUDNN_FMA_MATH so no TF32 creeps in and skips FFT/Winograd;
-// f16/bf16 skip FFT (accuracy) but may use Winograd (checked by the tests at
-// the SD shape). Bias and the fused residual are one extra pass.
+// f32 runs with CUDNN_FMA_MATH so no TF32 creeps in and skips FFT/Winograd,
+// unless an AllowTf32 scope is open (ops.h: the upcast SDXL VAE), which runs
+// it on tensor cores; f16/bf16 skip FFT (accuracy) but may use Winograd
+// (checked by the tests at the SD shape).
 //
 // Fallback (no usable cuDNN, or DIFFUSE_CUDA_CONV=gemm): im2col + cuBLASLt
 // per image on NCHW; 1x1 stride-1 convs skip im2col.
@@ -144,19 +147,20 @@ class DnnState {
     check_dnn(cudnnGetConvolutionForwardAlgorithm_v7(handle_, p.x, p.w, p.conv, p.y,
                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf),
               "algorithm heuristics");
-    // Candidates in cuDNN's ranking; NCHW takes the first acceptable one (cudnnFind's own timings were
-    // unreliable here, ranking a 2x slower algorithm first), NHWC times up to three and keeps the fastest.
+    // Candidates in cuDNN's ranking (cudnnFind's own timings were unreliable here, ranking a 2x slower
+    // algorithm first): up to four acceptable ones are timed with events and the fastest is kept.
     bool ok = false;
     float best_ms = 0;
     int timed = 0;
-    const int max_timed = nhwc ? 4 : 1;
-    // Trying a candidate allocates its workspace, and the allocator's peak keeps it: candidates needing
-    // at most 64 MiB go first, larger ones only when none of those works (the same algorithm often comes
-    // twice, and measured as fast with a few KiB as with hundreds of MiB).
-    for (int pass = 0; pass < 2 && !ok; ++pass)
+    const int max_timed = 4;
+    // Trying a candidate allocates its workspace, and the allocator's peak keeps it. NHWC: candidates
+    // needing at most 16 MiB go first, larger ones only when none of those works (the same algorithm
+    // often comes twice there, as fast with a few KiB as with hundreds of MiB). NCHW: in rank order (its
+    // fast algorithms transpose through their workspace; small-first measured 4x slower on the VAE).
+    for (int pass = nhwc ? 0 : 1; pass < 2 && !ok; ++pass)
     for (int i = 0; i < found && timed < max_timed; ++i) {
       if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-      if ((perf[i].memory > (size_t(64) << 20)) != (pass == 1)) continue;
+      if (nhwc && (perf[i].memory > (size_t(16) << 20)) != (pass == 1)) continue;
       // f32 must stay exact: skip algorithms that would only run with tensor-op (TF32) math.
       if (exact_f32 && perf[i].mathType != CUDNN_FMA_MATH) continue;
       // FFT and Winograd trade accuracy for speed; keep f32 as exact as the CPU path.
@@ -174,7 +178,7 @@ class DnnState {
       // An algorithm the heuristics offer can still be refused at run time (seen: bf16 NHWC on cuDNN 9.14
       // answering CUDNN_STATUS_BAD_PARAM); such a candidate is skipped.
       float ms = 0.0f;
-      try {
+      try {  // (an NCHW plan also times the GEMM path below)
         ms = time_ms([&] { execute(cand, x, w, y); });
       } catch (const Error& e) {
         if (std::getenv("DIFFUSE_CUDA_LOG"))

@@ -22,7 +22,9 @@ namespace diffuse::cuda_ops {
 
 namespace {
 
-constexpr size_t kWorkspaceBytes = 32u << 20;
+// 8 MiB: the UNet's GEMMs are large (thousands of rows) and rarely split K; the workspace lives as
+// long as the process and counts in every phase's peak memory.
+constexpr size_t kWorkspaceBytes = 8u << 20;
 
 void check_lt(cublasStatus_t st, const char* op, const char* what) {
   if (st == CUBLAS_STATUS_SUCCESS) return;

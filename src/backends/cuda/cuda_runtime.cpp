@@ -10,6 +10,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -65,7 +67,7 @@ class CachingAllocator {
     ++stats_.alloc_calls;
     if (capturing_) {  // the capture's own freed blocks first: they are the graph's already
       auto ct = capture_free_.lower_bound(size);
-      if (ct != capture_free_.end() && ct->first - size <= size / 4) {
+      if (ct != capture_free_.end() && ct->first - size <= slack(size)) {
         void* p = ct->second;
         size_t got = ct->first;
         capture_free_.erase(ct);
@@ -76,8 +78,9 @@ class CachingAllocator {
       }
     }
     auto it = free_.lower_bound(size);
-    // Reuse a cached block unless it is much larger than asked for.
-    if (it != free_.end() && it->first - size <= size / 4) {
+    // Reuse a cached block unless it is much larger than asked for (the excess is
+    // held but unused, so big blocks get less slack: the VAE's 64-134 MB maps).
+    if (it != free_.end() && it->first - size <= slack(size)) {
       void* p = it->second;
       size_t got = it->first;
       free_.erase(it);
@@ -165,13 +168,24 @@ class CachingAllocator {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.peak_reserved_bytes = stats_.reserved_bytes;
     stats_.peak_in_use_bytes = stats_.in_use_bytes;
+    logged_peak_ = 0;
   }
 
  private:
   void add_in_use(size_t n) {
     stats_.in_use_bytes += n;
-    stats_.peak_in_use_bytes = std::max(stats_.peak_in_use_bytes, stats_.in_use_bytes);
+    if (stats_.in_use_bytes > stats_.peak_in_use_bytes) {
+      // DIFFUSE_CUDA_LOG_PEAK=1: a line per new high-water mark (16 MiB apart), to see what sets the peak.
+      static const bool log_peak = std::getenv("DIFFUSE_CUDA_LOG_PEAK") != nullptr;
+      if (log_peak && stats_.in_use_bytes >= logged_peak_ + (size_t(16) << 20)) {
+        logged_peak_ = stats_.in_use_bytes;
+        std::fprintf(stderr, "[cuda alloc] in use %.3f GiB after a block of %.1f MiB (%zu live blocks)\n",
+                     stats_.in_use_bytes / double(1ull << 30), n / double(1 << 20), in_use_.size() + 1);
+      }
+      stats_.peak_in_use_bytes = stats_.in_use_bytes;
+    }
   }
+  static size_t slack(size_t size) { return size >= (size_t(32) << 20) ? size / 16 : size / 4; }
   static size_t round(size_t n) {
     if (n == 0) n = 1;
     if (n <= kSmallLimit) return (n + kSmallRound - 1) / kSmallRound * kSmallRound;
@@ -194,6 +208,7 @@ class CachingAllocator {
   std::multimap<size_t, void*> capture_free_;  // parked blocks the capture in progress may reuse
   bool capturing_ = false;
   CudaAllocatorStats stats_;
+  size_t logged_peak_ = 0;
 };
 
 // Leaked on purpose: Storage deleters of static tensors may run after main().
