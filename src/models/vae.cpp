@@ -245,7 +245,8 @@ void Vae::place(const std::vector<Tensor*>& slots, const std::vector<Tensor>& sr
 void Vae::set_allow_tf32(bool on) {
   tf32_ = on;
   AllowTf32 scope(on);
-  if (device_ == Device::kCPU || !backend_for(device_).prefers_channels_last(dtype_)) return;
+  // Only turning TF32 on can change the preferred layout (f32 goes channels-last with it).
+  if (!on || device_ == Device::kCPU || !backend_for(device_).prefers_channels_last(dtype_)) return;
   std::vector<Tensor*> slots;
   std::vector<Tensor> src;
   visit_tensors(config_, w_, [&](const std::string&, const Shape&, Tensor& slot) {

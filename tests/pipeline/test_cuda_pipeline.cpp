@@ -148,14 +148,17 @@ TEST_P(CudaHalfRuns, MatchFp32Cuda) {
     ASSERT_TRUE(all_finite(got)) << "NaN/Inf in the decoded image";
     ASSERT_TRUE(all_finite(r.final_latents.to_f32_vector())) << "NaN/Inf in the final latents";
     auto img = compare(got, ref.at(name).to_f32_vector());
-    // The bound, where it holds for fp16 (SD2 fp16 exceeds it on 5 of 11 runs, PyTorch's
+    // The bound, where it holds for fp16 (SD2 fp16 exceeds it on several of the 11 runs; PyTorch's
     // Euler run already sits at 2.94/255; bf16 is an order of magnitude further, as in PyTorch).
     if (precision == Precision::kFp16 && family != "sd2")
       EXPECT_LT(img.max_abs, 3.0 / 255) << "image vs fp32 CUDA " << img.str();
+    // The largest pixel difference moves with the conv algorithms the timed plan search picks: over 10
+    // H100 runs the Euler run spanned 2.54-3.37/255 for SD2 fp16 (up to 1.15x PyTorch's one sample) and
+    // 21.2-33.9/255 for SD2 bf16 (1.07x); hence 1.25x PyTorch's gap, not 1.0x.
     if (name == "euler")
       for (const TorchGap& g : kTorchGap)
         if (family == g.family && precision == g.precision)
-          EXPECT_LE(img.max_abs * 255, 1.1 * g.max_abs_255)
+          EXPECT_LE(img.max_abs * 255, 1.25 * g.max_abs_255)
               << "Euler image vs fp32 CUDA, against PyTorch's own gap of " << g.max_abs_255 << "/255: " << img.str();
     if (img.max_abs >= worst) worst = img.max_abs, worst_run = name;
     per_run += " " + name + "=" + std::to_string(img.max_abs * 255).substr(0, 5);
