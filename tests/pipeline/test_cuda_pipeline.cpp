@@ -19,6 +19,7 @@
 #include "backends/cuda/cuda_api.h"
 #include "io/checkpoint.h"
 #include "io/json_util.h"
+#include "models/vae.h"
 #include "pipeline/pipeline.h"
 #include "fixture_runs.h"
 #include "test_util.h"
@@ -204,6 +205,41 @@ TEST(CudaPipeline, SteadyStateNeedsNoNewDeviceMemory) {
   EXPECT_EQ(after.malloc_calls, before.malloc_calls);
   EXPECT_GE(after.peak_reserved_bytes, after.reserved_bytes);
   EXPECT_GE(after.peak_in_use_bytes, after.in_use_bytes);
+}
+
+// One VAE decode and encode on CUDA against diffusers' goldens (cases.json "vae"): exact f32 (NCHW),
+// f32 with TF32 convolutions (channels-last, as the upcast SDXL VAE runs) and fp16 (channels-last;
+// the encoder's right/bottom padding concatenates along W and H in that layout).
+TEST(CudaVae, DecodeAndEncodeMatchDiffusers) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  REQUIRE_CUDA();
+  for (std::string family : {"sd1", "sdxl"}) {
+    const Fixture& f = fixture(family);
+    const VaeConfig cfg = VaeConfig::from_json(read_python_json_file(fixtures_dir() + "/" + family + "/model/vae/config.json"));
+    const TensorMap weights =
+        load_safetensors(fixtures_dir() + "/" + family + "/model/vae/diffusion_pytorch_model.safetensors").tensors;
+    const auto& dec = f.cases["vae"]["decode"];
+    const auto& enc = f.cases["vae"]["encode"];
+    struct Mode {
+      const char* name;
+      DType dtype;
+      bool tf32;
+      double tol;  // relative to the golden's max |value|
+    };
+    for (const Mode& m : {Mode{"f32", DType::kF32, false, 1e-4}, Mode{"f32+tf32", DType::kF32, true, 5e-3},
+                          Mode{"f16", DType::kF16, false, 1e-2}}) {
+      SCOPED_TRACE(family + " " + m.name);
+      Vae vae(cfg, weights, m.dtype, Device::kCUDA);
+      vae.set_allow_tf32(m.tf32);
+      const auto d = compare(vae.decode(f.tensors.at(dec["latent"])).to_f32_vector(),
+                             f.tensors.at(dec["output"]).to_f32_vector());
+      EXPECT_LE(d.max_rel, m.tol) << "decode " << d.str();
+      const Vae::Encoded e = vae.encode(f.tensors.at(enc["image"]));
+      const auto dm = compare(e.mean.to_f32_vector(), f.tensors.at(enc["mean"]).to_f32_vector());
+      EXPECT_LE(dm.max_rel, m.tol) << "encode mean " << dm.str();
+      std::printf("[vae] %s %s: decode %s | mean %s\n", family.c_str(), m.name, d.str().c_str(), dm.str().c_str());
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaPipelineRuns, ::testing::Values("sd1", "sd2", "sdxl"));
