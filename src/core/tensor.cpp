@@ -279,6 +279,9 @@ std::vector<Tensor> pack_on_device(const std::vector<size_t>& sizes, Device devi
     total += (sizes[i] + kAlign - 1) / kAlign * kAlign;
   }
   std::shared_ptr<Storage> arena = allocate_storage(std::max<size_t>(total, 1), device);
+  // Tensors of the first tensor's dtype are views of one tensor over the whole arena (so neighbours
+  // can be viewed together, e.g. q/k/v weights as one matrix); any other dtype gets its own handle.
+  Tensor base;
   std::vector<Tensor> out;
   out.reserve(sizes.size());
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -289,7 +292,12 @@ std::vector<Tensor> pack_on_device(const std::vector<size_t>& sizes, Device devi
                       std::to_string(sizes[i]) + "-byte tensor on " + device_name(device));
     const Shape phys = cl ? Shape{t.dim(0), t.dim(2), t.dim(3), t.dim(1)} : t.shape();  // memory order
     void* slot = static_cast<char*>(arena->data) + offsets[i];
-    Tensor view = Tensor::from_blob(slot, phys, t.dtype(), arena, device);
+    const size_t es = dtype_size(t.dtype());
+    if (!base.defined() && total % es == 0)
+      base = Tensor::from_blob(arena->data, {static_cast<int64_t>(total / es)}, t.dtype(), arena, device);
+    Tensor view = base.defined() && base.dtype() == t.dtype()
+                      ? make_view(base, phys, contiguous_strides(phys), static_cast<int64_t>(offsets[i] / es))
+                      : Tensor::from_blob(slot, phys, t.dtype(), arena, device);
     if (t.nbytes() > 0) {
 #if defined(DIFFUSE_HAVE_CUDA)
       if (device == Device::kCUDA || t.device() == Device::kCUDA)

@@ -118,8 +118,25 @@ class Binder {
     return r;
   }
   UNet::Attention attention(const std::string& p) const {
-    return {get(p + "to_q.weight"), get(p + "to_k.weight"), get(p + "to_v.weight"), get(p + "to_out.0.weight"),
-            get(p + "to_out.0.bias")};
+    UNet::Attention a{get(p + "to_q.weight"), get(p + "to_k.weight"), get(p + "to_v.weight"),
+                      get(p + "to_out.0.weight"), get(p + "to_out.0.bias"), Tensor(), Tensor()};
+    if (a.q_w.dim(1) == a.k_w.dim(1)) a.qkv_w = stacked_rows({&a.q_w, &a.k_w, &a.v_w});  // self-attention
+    else a.kv_w = stacked_rows({&a.k_w, &a.v_w});                                      // cross-attention
+    return a;
+  }
+
+  // Row blocks that sit back to back in one storage, as one [rows, in] view; undefined otherwise.
+  static Tensor stacked_rows(std::initializer_list<const Tensor*> ws) {
+    const Tensor& first = **ws.begin();
+    int64_t rows = 0, next = first.offset();
+    for (const Tensor* w : ws) {
+      if (w->storage() != first.storage() || w->ndim() != 2 || !w->is_contiguous() || w->dim(1) != first.dim(1) ||
+          w->offset() != next)
+        return Tensor();
+      rows += w->dim(0);
+      next += w->numel();
+    }
+    return make_view(first, {rows, first.dim(1)}, {first.dim(1), 1}, first.offset());
   }
   UNet::Transformer transformer(const std::string& p, int heads, int layers) const {
     UNet::Transformer t;
@@ -172,9 +189,21 @@ Tensor resnet_forward(const Tensor& x, const Tensor& temb_act, const UNet::Resne
 // Attention (attention_processor.py): to_q/k/v without bias, scale dim_head^-0.5, to_out.0;
 // returns x + attention(n, ctx), the residual riding in the output projection.
 Tensor attention_residual(const Tensor& x, const Tensor& n, const Tensor& ctx, const UNet::Attention& a, int heads) {
-  Tensor q = linear(n, a.q_w);    // [B, L, C]
-  Tensor k = linear(ctx, a.k_w);  // [B, Lk, C]
-  Tensor v = linear(ctx, a.v_w);  // [B, Lk, C]
+  const int64_t c = a.q_w.dim(0);
+  Tensor q, k, v;  // [B, L, C], [B, Lk, C], [B, Lk, C]
+  if (a.qkv_w.defined() && &n == &ctx) {  // one GEMM; the three are column slices of its output
+    const Tensor qkv = linear(n, a.qkv_w);  // [B, L, 3C]
+    q = qkv.slice(2, 0, c), k = qkv.slice(2, c, 2 * c), v = qkv.slice(2, 2 * c, 3 * c);
+  } else {
+    q = linear(n, a.q_w);
+    if (a.kv_w.defined()) {
+      const Tensor kv = linear(ctx, a.kv_w);  // [B, Lk, 2C]
+      k = kv.slice(2, 0, c), v = kv.slice(2, c, 2 * c);
+    } else {
+      k = linear(ctx, a.k_w);
+      v = linear(ctx, a.v_w);
+    }
+  }
   const float scale = 1.0f / std::sqrt(static_cast<float>(q.dim(-1) / heads));
   Tensor o = attention(q, k, v, heads, scale);                 // [B, L, C]
   return linear(o, a.out_w, a.out_b, Activation::kNone, x);    // [B, L, C]

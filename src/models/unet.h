@@ -125,6 +125,9 @@ class UNet {
   };
   struct Attention {
     Tensor q_w, k_w, v_w, out_w, out_b;
+    // q/k/v (self-attention) or k/v (cross-attention) weights as one matrix when they lie back to
+    // back in memory (GPU weights are packed in declaration order): one GEMM instead of three or two.
+    Tensor qkv_w, kv_w;
   };
   struct TransformerBlock {
     Tensor norm1_w, norm1_b, norm2_w, norm2_b, norm3_w, norm3_b;
