@@ -160,8 +160,9 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
       rss.set_phase(RssMonitor::kVae);  // what follows is the decode
 #ifdef DIFFUSE_HAVE_CUDA
       if (fresh_memory) {  // device peak of text encoding + denoising; restart the count for the decode
-        denoise_peak = cuda_allocator_stats().peak_in_use_bytes;
-        denoise_reserved = cuda_allocator_stats().peak_reserved_bytes;
+        const CudaAllocatorStats a = cuda_allocator_stats();
+        denoise_peak = a.peak_in_use_bytes;
+        denoise_reserved = a.peak_reserved_bytes;
         cuda_reset_peak_stats();
       }
 #endif

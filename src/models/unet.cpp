@@ -187,11 +187,15 @@ Tensor resnet_forward(const Tensor& x, const Tensor& temb_act, const UNet::Resne
 }
 
 // Attention (attention_processor.py): to_q/k/v without bias, scale dim_head^-0.5, to_out.0;
-// returns x + attention(n, ctx), the residual riding in the output projection.
-Tensor attention_residual(const Tensor& x, const Tensor& n, const Tensor& ctx, const UNet::Attention& a, int heads) {
+// returns x + attention(n, ctx), the residual riding in the output projection. An undefined ctx
+// means self-attention (keys and values from n).
+Tensor attention_residual(const Tensor& x, const Tensor& n, const Tensor& ctx_in, const UNet::Attention& a,
+                          int heads) {
+  const bool self = !ctx_in.defined();
+  const Tensor& ctx = self ? n : ctx_in;
   const int64_t c = a.q_w.dim(0);
   Tensor q, k, v;  // [B, L, C], [B, Lk, C], [B, Lk, C]
-  if (a.qkv_w.defined() && &n == &ctx) {  // one GEMM; the three are column slices of its output
+  if (a.qkv_w.defined() && self) {  // one GEMM; the three are column slices of its output
     const Tensor qkv = linear(n, a.qkv_w);  // [B, L, 3C]
     q = qkv.slice(2, 0, c), k = qkv.slice(2, c, 2 * c), v = qkv.slice(2, 2 * c, 3 * c);
   } else {
@@ -218,7 +222,7 @@ Tensor transformer_forward(const Tensor& x, const Tensor& ctx, const UNet::Trans
   h = linear(h, t.proj_in_w, t.proj_in_b);                       // [B, HW, C]
   for (const auto& blk : t.blocks) {
     Tensor n = layer_norm(h, blk.norm1_w, blk.norm1_b, 1e-5f);               // [B, HW, C]
-    h = attention_residual(h, n, n, blk.attn1, t.heads);                      // self-attention
+    h = attention_residual(h, n, Tensor(), blk.attn1, t.heads);               // self-attention
     n = layer_norm(h, blk.norm2_w, blk.norm2_b, 1e-5f);
     h = attention_residual(h, n, ctx, blk.attn2, t.heads);                    // cross-attention on [B, L, D]
     n = layer_norm(h, blk.norm3_w, blk.norm3_b, 1e-5f);

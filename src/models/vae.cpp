@@ -228,16 +228,16 @@ Vae::Vae(const VaeConfig& config, const TensorMap& weights, DType dtype, Device 
   DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("[Vae] dtype must be floating, got ") + dtype_name(dtype));
   const TensorMap renamed = rename_legacy_attention(weights);
   check_weights(renamed, expected_tensors(config_), "Vae");
+  place([&](const std::string& name, const Tensor&) { return renamed.at(name); });
+}
+
+void Vae::place(const std::function<Tensor(const std::string& name, const Tensor& current)>& source) {
   std::vector<Tensor*> slots;
   std::vector<Tensor> src;
   visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) {
     slots.push_back(&slot);
-    src.push_back(renamed.at(name));
+    src.push_back(source(name, slot));
   });
-  place(slots, src);
-}
-
-void Vae::place(const std::vector<Tensor*>& slots, const std::vector<Tensor>& src) {
   const std::vector<Tensor> placed = place_weights(src, dtype_, device_);  // conv weights channels-last if preferred
   for (size_t i = 0; i < slots.size(); ++i) *slots[i] = placed[i];
 }
@@ -247,13 +247,8 @@ void Vae::set_allow_tf32(bool on) {
   AllowTf32 scope(on);
   // Only turning TF32 on can change the preferred layout (f32 goes channels-last with it).
   if (!on || device_ == Device::kCPU || !backend_for(device_).prefers_channels_last(dtype_)) return;
-  std::vector<Tensor*> slots;
-  std::vector<Tensor> src;
-  visit_tensors(config_, w_, [&](const std::string&, const Shape&, Tensor& slot) {
-    slots.push_back(&slot);
-    src.push_back(slot);
-  });
-  place(slots, src);  // a fresh arena in the new layout; the old one goes when its last view does
+  // A fresh arena in the new layout; the old one goes when its last view does.
+  place([](const std::string&, const Tensor& current) { return current; });
 }
 
 // ---- forward ---------------------------------------------------------------

@@ -8,6 +8,7 @@
 // src/models/keymap.h converts the LDM single-file layout (first_stage_model.*).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -113,7 +114,8 @@ class Vae {
   DType act_dtype_;
   Device device_;
   bool tf32_ = false;
-  void place(const std::vector<Tensor*>& slots, const std::vector<Tensor>& src);
+  // Places every weight slot's new value, source(name, current), with place_weights.
+  void place(const std::function<Tensor(const std::string& name, const Tensor& current)>& source);
   Weights w_;
 };
 

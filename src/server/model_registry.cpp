@@ -286,15 +286,9 @@ std::shared_ptr<Pipeline> ModelRegistry::acquire(const std::string& id) {
   const ModelInfo& info = pipe->info();
   for (ModelEntry& m : entries_) {
     if (m.id == id) {
-      m.family = family_name(info.family);
+      copy_defaults(m, info);
       m.hash = info.short_hash;
       m.sha256 = info.sha256;
-      m.license = info.license;
-      m.default_width = info.default_width;
-      m.default_height = info.default_height;
-      m.default_steps = info.default_steps;
-      m.default_cfg = info.default_cfg;
-      m.default_sampler = info.default_sampler;
     }
   }
   loaded_.emplace_front(id, pipe);
