@@ -71,7 +71,7 @@ std::shared_ptr<ConvEntry> get_conv(const Shape& xs, const Shape& ws, const Shap
     memory::dims strides{stride, stride}, pad_l{p.top, p.left}, pad_r{p.bottom, p.right};
     auto e = std::make_shared<ConvEntry>();
     e->key = key;
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = onednn::attr();
     if (residual) {
       dnnl::post_ops po;
       po.append_sum(1.0f);
@@ -256,9 +256,7 @@ void pack_weights(const Tensor& w, memory dst, DType cd) {
   Tensor wc = w.dtype() == cd ? w.contiguous() : cast(w, cd);
   auto& eng = onednn::engine();
   memory src({wd, onednn::dt_of(cd), memory::format_tag::oihw}, eng, wc.raw_data());
-  onednn::sync_threads();
-  dnnl::reorder(src, dst).execute(onednn::stream(), src, dst);
-  onednn::stream().wait();
+  onednn::reorder(src, dst);
 }
 
 // The weights in the layout `layout` wants. DIFFUSE_CONV_CACHE chooses which
@@ -300,10 +298,7 @@ memory nchw_view(void* base, DType dt, int64_t n, int64_t c, int64_t h, int64_t 
   return memory(md, onednn::engine(), static_cast<char*>(base) + row0 * w * static_cast<int64_t>(dtype_size(dt)));
 }
 
-void run_reorder(memory from, memory to) {
-  dnnl::reorder(from, to).execute(onednn::stream(), from, to);
-  onednn::stream().wait();
-}
+void run_reorder(memory from, memory to) { onednn::reorder(from, to); }
 
 }  // namespace
 
@@ -339,9 +334,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
     band = std::clamp<int64_t>(static_cast<int64_t>(static_cast<double>(ho) * target / big), 1, ho);
   }
 
-  onednn::sync_threads();
   auto& eng = onednn::engine();
-  auto& s = onednn::stream();
   const memory::data_type dt = onednn::dt_of(cd);
   memory wm;
   std::string w_layout;
@@ -386,8 +379,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
     if (bc.defined()) args[DNNL_ARG_BIAS] = memory(e->pd.bias_desc(), eng, bc.raw_data());
     {
       DIFFUSE_CPU_PROFILE("conv2d.exec");
-      e->prim.execute(s, args);
-      s.wait();
+      onednn::execute(e->prim, e->pd.scratchpad_desc(), std::move(args));
     }
     if (ym != y_user) {
       DIFFUSE_CPU_PROFILE("conv2d.reorder_out");

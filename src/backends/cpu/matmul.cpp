@@ -72,7 +72,7 @@ std::shared_ptr<MatmulEntry> get_matmul(const memory::dims& src, const memory::d
     }
     memory::desc wei_md(wei, dt, wst);
     memory::desc dst_md(dst, dt, plain_strides(dst));
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = onednn::attr();
     attr.set_post_ops(activation_post_op(act));
     std::shared_ptr<MatmulEntry> e = std::make_shared<MatmulEntry>();
     if (bias) {
@@ -111,15 +111,13 @@ DType compute_dtype(DType t) { return t == DType::kBF16 && onednn::native_bf16()
 Tensor as_dtype_contig(const Tensor& t, DType d) { return t.dtype() == d ? t.contiguous() : cast(t, d); }
 
 void run_matmul(const MatmulEntry& e, const Tensor& src, const void* wei, const Tensor& bias, const Tensor& dst) {
-  onednn::sync_threads();
   auto& eng = onednn::engine();
   std::unordered_map<int, memory> args;
   args[DNNL_ARG_SRC] = memory(e.pd.src_desc(), eng, src.raw_data());
   args[DNNL_ARG_WEIGHTS] = memory(e.pd.weights_desc(), eng, const_cast<void*>(wei));
   args[DNNL_ARG_DST] = memory(e.pd.dst_desc(), eng, dst.raw_data());
   if (bias.defined()) args[DNNL_ARG_BIAS] = memory(e.pd.bias_desc(), eng, bias.raw_data());
-  e.prim.execute(onednn::stream(), args);
-  onednn::stream().wait();
+  onednn::execute(e.prim, e.pd.scratchpad_desc(), std::move(args));
 }
 
 }  // namespace

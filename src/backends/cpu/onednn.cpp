@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "backends/cpu/scratch.h"
 #include "core/thread_pool.h"
 
 namespace diffuse::cpu::onednn {
@@ -29,6 +30,26 @@ void sync_threads() {
     set_fn(n);
     applied = n;
   }
+}
+
+dnnl::primitive_attr attr() {
+  dnnl::primitive_attr a;
+  a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return a;
+}
+
+void execute(const dnnl::primitive& prim, const dnnl::memory::desc& scratchpad,
+             std::unordered_map<int, dnnl::memory> args) {
+  sync_threads();
+  const size_t bytes = scratchpad.get_size();
+  if (bytes > 0) args[DNNL_ARG_SCRATCHPAD] = dnnl::memory(scratchpad, engine(), scratch(ScratchSlot::kOneDnn, bytes));
+  prim.execute(stream(), args);
+  stream().wait();
+}
+
+void reorder(const dnnl::memory& from, const dnnl::memory& to) {
+  const dnnl::reorder::primitive_desc pd(engine(), from.get_desc(), engine(), to.get_desc(), attr());
+  execute(dnnl::reorder(pd), pd.scratchpad_desc(), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
 }
 
 bool is_reference(const char* impl_info) { return impl_info && std::strstr(impl_info, "ref") != nullptr; }

@@ -5,7 +5,8 @@
 // loop. They live outside the tensor allocator's size-keyed block cache, so a
 // temporary of a new size does not leave another block behind. Used for
 // weights widened per call (bf16/f16 weights on CPUs without native kernels)
-// and for the row bands of large convolutions.
+// for the row bands of large convolutions, and for the scratchpads of
+// oneDNN primitives (kOneDnn, see onednn.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -14,7 +15,7 @@
 
 namespace diffuse::cpu {
 
-enum class ScratchSlot { kConvWeights, kConvSrc, kConvDst, kLinearWeights, kCount };
+enum class ScratchSlot { kConvWeights, kConvSrc, kConvDst, kLinearWeights, kOneDnn, kCount };
 
 // At least `bytes` bytes, 64-byte aligned, owned by the calling thread and
 // valid until its next call with the same slot. Grows, never shrinks.
