@@ -132,9 +132,14 @@ Action add_pull(CLI::App& app) {
                    a->repo.c_str(), a->license.c_str(), a->license_url.c_str());
     }
     std::map<std::string, std::unique_ptr<ProgressBar>> bars;
+    std::map<std::string, std::string> notes;  // per file, the note its bar shows
     hub.progress = [&](const hub::DownloadProgress& p) {
       auto& bar = bars[p.path];
       if (!bar) bar = std::make_unique<ProgressBar>(p.path);
+      if (std::string& note = notes[p.path]; p.note != note) {  // "resumed at 1.20 GiB (attempt 2/5)"
+        note = p.note;
+        bar->set_label(note.empty() ? p.path : p.path + " (" + note + ")");
+      }
       const uint64_t mib = 1 << 20;
       bar->update(static_cast<int>(p.downloaded / mib), static_cast<int>(std::max<uint64_t>(p.total, p.downloaded) / mib));
       if (p.done) bar->finish();

@@ -12,6 +12,12 @@ class ProgressBar {
   explicit ProgressBar(std::string label = "");
   void update(int n, int total);
   void finish();
+  // A new label for the same bar (rate and times keep counting); the next
+  // update() prints a line even where only every 10% is printed.
+  void set_label(std::string label) {
+    label_ = std::move(label);
+    last_decile_ = -1;
+  }
 
  private:
   std::string label_;

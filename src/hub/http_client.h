@@ -2,7 +2,7 @@
 // of the final response, the body either kept in memory (API calls, error
 // pages) or streamed to a sink (file downloads). Transport problems are
 // returned, not thrown, because the caller decides what they mean (fall back
-// to the cache, keep a partial file, ...).
+// to the cache, keep a partial file, retry from where it stopped, ...).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -17,9 +17,9 @@ struct HttpRequest {
   bool follow_redirects = true;      // hub metadata is read from the 302 itself, so HEAD sets false
   std::string token;                 // "Authorization: Bearer"; curl drops it on a redirect to another host
   uint64_t range_start = 0;          // > 0: "Range: bytes=N-" (resume)
-  std::function<bool()> cancel;      // polled while transferring; true aborts
+  std::function<bool()> cancel;      // polled at least every 50 ms while transferring; true aborts
   long connect_timeout_s = 15;
-  long stall_timeout_s = 60;         // abort when below 1 byte/s for this long
+  long stall_timeout_ms = 60000;     // no byte (header or body) for this long: abort as stalled
 };
 
 struct HttpResponse {
@@ -29,6 +29,11 @@ struct HttpResponse {
   std::string effective_url;
   int transport_error = 0;                       // CURLcode; 0 = the transfer completed
   std::string transport_message;                 // curl's explanation when transport_error != 0
+  // The transport error is one a new connection may not have: reset, refused,
+  // timed out, stalled, the stream ended before Content-Length, a TLS or
+  // HTTP/2 failure mid-transfer. False for bad URLs, certificates, our sink.
+  bool transport_transient = false;
+  bool stalled = false;                          // aborted after stall_timeout_ms without a byte
   bool aborted_by_sink = false;                  // the sink returned false
   bool cancelled = false;                        // HttpRequest::cancel returned true
 
@@ -36,9 +41,11 @@ struct HttpResponse {
   bool ok() const { return transport_error == 0 && status >= 200 && status < 300; }
 };
 
-// Receives the body of a 2xx final response in chunks, with its status (200
-// or 206). Returning false aborts the transfer.
-using BodySink = std::function<bool(long status, const char* data, size_t size)>;
+// Receives the body of a 2xx final response in chunks. `head` holds that
+// response's status (200, or 206 for a Range request) and all its headers,
+// so the first call can decide whether the body is the one it asked for.
+// Returning false aborts the transfer.
+using BodySink = std::function<bool(const HttpResponse& head, const char* data, size_t size)>;
 
 // Never throws for network failures; see HttpResponse::transport_error.
 HttpResponse http_request(const HttpRequest& request, const BodySink& sink = nullptr);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "core/error.h"
 #include "hub/http_client.h"
@@ -182,6 +183,261 @@ struct Throttle {
   }
 };
 
+// "812 B", "78.1 KiB", "80.0 MiB", "1.20 GiB": for progress notes.
+std::string human_bytes(uint64_t bytes) {
+  char buf[32];
+  const double b = static_cast<double>(bytes);
+  if (bytes < 1024) std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  else if (bytes < (1ull << 20)) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else if (bytes < (1ull << 30)) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024.0));
+  else return gib(bytes);
+  return buf;
+}
+
+// Statuses that mean "not now" rather than "no": server errors, 429 Too Many
+// Requests, 408 Request Timeout.
+bool is_transient_status(long status) { return status >= 500 || status == 429 || status == 408; }
+
+// "bytes 80000-199999/200000" -> first = 80000, total = 200000 (0 for "/*").
+bool parse_content_range(const std::string& value, uint64_t* first, uint64_t* total) {
+  unsigned long long a = 0, b = 0;
+  char tail[32] = {};
+  if (std::sscanf(value.c_str(), "bytes %llu-%llu/%31s", &a, &b, tail) != 3 || b < a) return false;
+  *first = a;
+  *total = tail[0] == '*' ? 0 : std::strtoull(tail, nullptr, 10);
+  return true;
+}
+
+// One file's transfer into blobs/<etag>.incomplete. Each try appends to what
+// the previous one (or an earlier run) left, until the file is whole or the
+// tries run out (HubOptions::download_attempts); then the sha256 of the whole
+// file is checked and it is renamed into place. The port of huggingface_hub
+// file_download.http_get's "Trying to resume download..." loop, plus the
+// checks that make appending safe: the answer must be a 206 starting at our
+// byte, of the same size and ETag as before.
+class BlobDownload {
+ public:
+  BlobDownload(const std::string& repo, const std::string& path, const std::string& revision, const FileMetadata& meta,
+               const fs::path& blob, const HubOptions& o)
+      : repo_(repo), path_(path), revision_(revision), meta_(meta), blob_(blob), o_(o), what_(repo + "/" + path),
+        verify_(is_sha256(meta.etag)), attempts_(std::max(1, o.download_attempts)) {
+    part_ = blob;
+    part_ += ".incomplete";
+    progress_.repo = repo;
+    progress_.path = path;
+    progress_.total = meta.size_known ? meta.size : 0;
+  }
+
+  void run() {
+    std::error_code ec;
+    written_ = fs::is_regular_file(part_, ec) ? fs::file_size(part_, ec) : 0;
+    if (meta_.size_known && written_ > meta_.size) restart();  // not ours to resume
+    if (verify_ && written_ > 0) hash_prefix(part_, written_, &hasher_);
+    if (written_ > 0) progress_.note = "resumed at " + human_bytes(written_) + " (partial file from an earlier run)";
+
+    bool complete = meta_.size_known && written_ == meta_.size;
+    std::string failure;
+    int attempt = 1;
+    while (!complete) {
+      report(false);
+      Try t = transfer();
+      if (t.kind == Try::kComplete) {
+        complete = true;
+        break;
+      }
+      failure = t.why;
+      if (t.kind == Try::kRestart) restart();  // what is on disk cannot be continued
+      if (attempt == attempts_) break;
+      ++attempt;
+      progress_.attempt = attempt;
+      const std::string of = "(attempt " + std::to_string(attempt) + "/" + std::to_string(attempts_) + ")";
+      if (t.kind == Try::kRestart) {
+        progress_.note = "restarted from 0: " + t.why + " " + of;
+        continue;  // not the network's fault: no reason to wait
+      }
+      const long delay_ms = retry_delay_ms(attempt);
+      char seconds[32];
+      std::snprintf(seconds, sizeof seconds, "%g s", static_cast<double>(delay_ms) / 1000.0);
+      progress_.note = "interrupted at " + human_bytes(written_) + " (" + t.why + "); retrying in " + seconds + " " + of;
+      report(false);
+      sleep_unless_cancelled(delay_ms);
+      progress_.note = (written_ > 0 ? "resumed at " + human_bytes(written_) : std::string("started again from 0")) + " " + of;
+    }
+    if (!complete)
+      throw_error(ErrorCode::kIo, "[hub] download of " + what_ + " gave up after " + std::to_string(attempts_) +
+                                      (attempts_ == 1 ? " attempt" : " attempts") + " (last: " + failure + "); " +
+                                      of_size(written_, meta_) + " are kept in " + part_.string() +
+                                      ": rerun to resume");
+    if (verify_) {
+      std::string digest = hasher_.hex_digest();
+      if (digest != lower(meta_.etag)) {
+        fs::remove(part_, ec);
+        throw_error(ErrorCode::kIo, "[hub] sha256 mismatch for " + what_ + ": expected " + lower(meta_.etag) + ", got " +
+                                        digest + " (corrupted download); the bad file " + part_.string() +
+                                        " was deleted, rerun to fetch it again");
+      }
+    }
+    fs::rename(part_, blob_, ec);
+    if (ec) throw_error(ErrorCode::kIo, "[hub] cannot move " + part_.string() + " into place: " + ec.message());
+    report(true);
+  }
+
+ private:
+  struct Try {
+    enum Kind { kComplete, kRetry, kRestart } kind;
+    std::string why;  // for kRetry and kRestart
+  };
+
+  // One GET from written_ on, appended to the partial file.
+  Try transfer() {
+    check_free_space(part_.parent_path(), meta_.size_known ? meta_.size - written_ : 0, what_);
+    FILE* f = std::fopen(part_.c_str(), "ab");
+    if (!f) throw_error(ErrorCode::kIo, "[hub] cannot open " + part_.string() + " for writing: " + std::strerror(errno));
+    std::setvbuf(f, nullptr, _IOFBF, 1 << 20);
+    const uint64_t offset = written_;
+    int write_errno = 0;
+    bool started = false;
+    std::string mismatch;  // why this answer's body cannot continue the partial file
+    Throttle throttle;
+    HttpRequest req;
+    req.url = resolve_url(o_, repo_, revision_, path_);
+    req.token = o_.token;
+    req.range_start = offset;
+    req.cancel = o_.cancel;
+    req.stall_timeout_ms = std::max(1, o_.stall_timeout_ms);
+    HttpResponse r = http_request(req, [&](const HttpResponse& head, const char* data, size_t n) {
+      if (!started) {
+        started = true;
+        mismatch = check_answer(head, offset);
+        if (!mismatch.empty()) return false;
+        if (head.status != 206 && written_ > 0) {  // the server ignored Range: the body is the whole file
+          std::fflush(f);
+          if (::ftruncate(::fileno(f), 0) != 0) {
+            write_errno = errno;
+            return false;
+          }
+          written_ = 0;
+          hasher_ = Sha256();
+          progress_.note = "the server ignored the Range request: started again from 0 (attempt " +
+                           std::to_string(progress_.attempt) + "/" + std::to_string(attempts_) + ")";
+        }
+      }
+      if (std::fwrite(data, 1, n, f) != n) {
+        write_errno = errno;
+        return false;
+      }
+      if (verify_) hasher_.update(data, n);
+      written_ += n;
+      if (throttle.due()) report(false);
+      return true;
+    });
+    if (std::fflush(f) != 0 && write_errno == 0) write_errno = errno;
+    if (write_errno == 0 && ::fsync(::fileno(f)) != 0 && errno != EINVAL) write_errno = errno;
+    if (std::fclose(f) != 0 && write_errno == 0) write_errno = errno;
+
+    if (write_errno == ENOSPC || write_errno == EDQUOT)
+      throw_error(ErrorCode::kIo, "[hub] disk full while writing " + part_.string() + " (" + of_size(written_, meta_) +
+                                      " of " + what_ + "); free some space and rerun to resume");
+    if (write_errno != 0)
+      throw_error(ErrorCode::kIo, "[hub] cannot write " + part_.string() + ": " + std::strerror(write_errno) +
+                                      "; rerun to resume");
+    if (r.cancelled) throw_cancelled();
+    if (!mismatch.empty()) return {Try::kRestart, mismatch};
+    if (r.status == 416 && offset > 0)
+      return {Try::kRestart, "the server cannot resume at byte " + std::to_string(offset) + " (HTTP 416)"};
+    if (r.status != 0 && (r.status < 200 || r.status >= 300)) {
+      if (is_transient_status(r.status)) return {Try::kRetry, "HTTP " + std::to_string(r.status)};
+      throw_http_error(r, o_, repo_, revision_, path_);  // 401/403/404: asking again changes nothing
+    }
+    if (r.transport_error) {
+      if (r.transport_transient) return {Try::kRetry, r.transport_message};
+      throw_error(ErrorCode::kIo, "[hub] download of " + what_ + " failed after " + of_size(written_, meta_) + " (" +
+                                      r.transport_message + "); the partial file is kept at " + part_.string() +
+                                      ": rerun to resume");
+    }
+    if (meta_.size_known && written_ < meta_.size) return {Try::kRetry, "the server closed the stream early"};
+    if (meta_.size_known && written_ > meta_.size)
+      return {Try::kRestart, "got " + std::to_string(written_) + " bytes, " + std::to_string(meta_.size) + " expected"};
+    return {Try::kComplete, ""};
+  }
+
+  // "" when the body of `head` continues the partial file of `offset` bytes,
+  // else why not. A 200 is the whole file (the caller starts over with it);
+  // a 206 must start at our byte and be of the file seen before: its total
+  // size and, once an earlier answer of this call gave one, its ETag.
+  std::string check_answer(const HttpResponse& head, uint64_t offset) {
+    const std::string etag = normalize_etag(head.header("etag"));
+    if (head.status != 206) {
+      etag_seen_ = etag;
+      return "";
+    }
+    if (!etag_seen_.empty() && !etag.empty() && etag != etag_seen_)
+      return "the file changed on the server (ETag " + etag + ", before " + etag_seen_ + ")";
+    if (etag_seen_.empty()) etag_seen_ = etag;
+    const std::string range = head.header("content-range");
+    uint64_t first = 0, total = 0;
+    if (!parse_content_range(range, &first, &total)) return "unreadable Content-Range '" + range + "'";
+    if (first != offset)
+      return "asked for bytes from " + std::to_string(offset) + ", got them from " + std::to_string(first);
+    if (total != 0 && meta_.size_known && total != meta_.size)
+      return "the file on the server is now " + std::to_string(total) + " bytes, " + std::to_string(meta_.size) +
+             " expected";
+    return "";
+  }
+
+  void restart() {
+    std::error_code ec;
+    if (fs::exists(part_, ec)) {
+      fs::resize_file(part_, 0, ec);
+      if (ec) throw_error(ErrorCode::kIo, "[hub] cannot truncate " + part_.string() + ": " + ec.message());
+    }
+    written_ = 0;
+    hasher_ = Sha256();
+  }
+
+  // Before try `attempt` (2, 3, ...): base, 2 base, 4 base, ... at most the cap.
+  long retry_delay_ms(int attempt) const {
+    const long base = std::max(0, o_.retry_base_delay_ms);
+    const long cap = std::max(base, static_cast<long>(o_.retry_max_delay_ms));
+    const int doublings = std::min(attempt - 2, 30);
+    return std::min(cap, base << doublings);
+  }
+
+  void sleep_unless_cancelled(long ms) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < until) {
+      if (o_.cancel && o_.cancel()) throw_cancelled();
+      auto left = until - std::chrono::steady_clock::now();
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(20)));
+    }
+  }
+
+  [[noreturn]] void throw_cancelled() const {
+    throw_error(ErrorCode::kCancelled, "[hub] download of " + what_ + " cancelled after " + of_size(written_, meta_) +
+                                           "; the partial file " + part_.string() + " is kept, rerun to resume");
+  }
+
+  void report(bool done) {
+    if (!o_.progress) return;
+    progress_.downloaded = written_;
+    progress_.done = done;
+    o_.progress(progress_);
+  }
+
+  const std::string repo_, path_, revision_;
+  const FileMetadata& meta_;
+  const fs::path blob_;
+  fs::path part_;
+  const HubOptions& o_;
+  const std::string what_;
+  const bool verify_;      // LFS files: their ETag is the sha256 of the content
+  const int attempts_;
+  uint64_t written_ = 0;   // bytes in part_, all of them hashed into hasher_
+  Sha256 hasher_;
+  std::string etag_seen_;  // the ETag of this call's last full answer or first 206
+  DownloadProgress progress_;
+};
+
 // Streams the file into blobs/<etag>.incomplete (resuming it), verifies it and
 // renames it to blobs/<etag>.
 void download_blob(const std::string& repo, const std::string& path, const std::string& revision,
@@ -191,104 +447,7 @@ void download_blob(const std::string& repo, const std::string& path, const std::
   if (ec) throw_error(ErrorCode::kIo, "[hub] cannot create " + blob.parent_path().string() + ": " + ec.message());
   BlobLock lock(fs::path(o.cache_dir) / ".locks" / repo_folder_name(repo) / (meta.etag + ".lock"));
   if (fs::exists(blob, ec)) return;  // another process finished it while we waited
-
-  const std::string what = repo + "/" + path;
-  const bool verify = is_sha256(meta.etag);
-  fs::path part = blob;
-  part += ".incomplete";
-  DownloadProgress progress{repo, path, 0, meta.size_known ? meta.size : 0, false};
-  auto report = [&](uint64_t done, bool finished) {
-    if (!o.progress) return;
-    progress.downloaded = done;
-    progress.done = finished;
-    o.progress(progress);
-  };
-
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    uint64_t offset = fs::is_regular_file(part, ec) ? fs::file_size(part, ec) : 0;
-    if (meta.size_known && offset > meta.size) {  // not ours to resume: start over
-      fs::resize_file(part, 0, ec);
-      offset = 0;
-    }
-    Sha256 hasher;
-    if (verify && offset > 0) hash_prefix(part, offset, &hasher);
-    uint64_t written = offset;
-    report(written, false);
-
-    if (!(meta.size_known && offset == meta.size)) {
-      check_free_space(blob.parent_path(), meta.size_known ? meta.size - offset : 0, what);
-      FILE* f = std::fopen(part.c_str(), "ab");
-      if (!f) throw_error(ErrorCode::kIo, "[hub] cannot open " + part.string() + " for writing: " + std::strerror(errno));
-      std::setvbuf(f, nullptr, _IOFBF, 1 << 20);
-      int write_errno = 0;
-      bool started = false;
-      Throttle throttle;
-      HttpRequest req;
-      req.url = resolve_url(o, repo, revision, path);
-      req.token = o.token;
-      req.range_start = offset;
-      req.cancel = o.cancel;
-      HttpResponse r = http_request(req, [&](long status, const char* data, size_t n) {
-        if (!started) {
-          started = true;
-          if (status == 200 && written > 0) {  // the server ignored Range: the body is the whole file
-            std::fflush(f);
-            if (::ftruncate(::fileno(f), 0) != 0) {
-              write_errno = errno;
-              return false;
-            }
-            written = 0;
-            hasher = Sha256();
-          }
-        }
-        if (std::fwrite(data, 1, n, f) != n) {
-          write_errno = errno;
-          return false;
-        }
-        if (verify) hasher.update(data, n);
-        written += n;
-        if (throttle.due()) report(written, false);
-        return true;
-      });
-      if (std::fflush(f) != 0 && write_errno == 0) write_errno = errno;
-      if (write_errno == 0 && ::fsync(::fileno(f)) != 0 && errno != EINVAL) write_errno = errno;
-      if (std::fclose(f) != 0 && write_errno == 0) write_errno = errno;
-
-      if (write_errno == ENOSPC || write_errno == EDQUOT)
-        throw_error(ErrorCode::kIo, "[hub] disk full while writing " + part.string() + " (" + of_size(written, meta) +
-                                        " of " + what + "); free some space and rerun to resume");
-      if (write_errno != 0)
-        throw_error(ErrorCode::kIo, "[hub] cannot write " + part.string() + ": " + std::strerror(write_errno) +
-                                        "; rerun to resume");
-      if (r.cancelled)
-        throw_error(ErrorCode::kCancelled, "[hub] download of " + what + " cancelled after " + of_size(written, meta) +
-                                               "; the partial file " + part.string() + " is kept, rerun to resume");
-      if (r.status == 416 && offset > 0) {  // the partial does not fit the file any more
-        fs::remove(part, ec);
-        continue;
-      }
-      if (r.status != 0 && (r.status < 200 || r.status >= 300)) throw_http_error(r, o, repo, revision, path);
-      if (r.transport_error || (meta.size_known && written != meta.size)) {
-        std::string why = r.transport_error ? r.transport_message : "the server closed the stream early";
-        throw_error(ErrorCode::kIo, "[hub] download of " + what + " was interrupted after " + of_size(written, meta) +
-                                        " (" + why + "); the partial file is kept at " + part.string() +
-                                        ": rerun to resume");
-      }
-    }
-    if (verify) {
-      std::string digest = hasher.hex_digest();
-      if (digest != lower(meta.etag)) {
-        fs::remove(part, ec);
-        throw_error(ErrorCode::kIo, "[hub] sha256 mismatch for " + what + ": expected " + meta.etag + ", got " + digest +
-                                        " (corrupted download); the bad file was deleted, rerun to fetch it again");
-      }
-    }
-    fs::rename(part, blob, ec);
-    if (ec) throw_error(ErrorCode::kIo, "[hub] cannot move " + part.string() + " into place: " + ec.message());
-    report(written, true);
-    return;
-  }
-  throw_error(ErrorCode::kIo, "[hub] the server refused to resume " + what + " (HTTP 416) twice");
+  BlobDownload(repo, path, revision, meta, blob, o).run();
 }
 
 bool is_shard_index(const std::string& file) {

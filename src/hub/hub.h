@@ -23,9 +23,14 @@ namespace diffuse::hub {
 //  3. GET (following the CDN redirect) into blobs/<etag>.incomplete,
 //     resuming with Range when a partial exists; the sha256 of LFS files is
 //     checked while streaming; the blob is renamed into place only when whole.
+//     A broken transfer (reset, stall, early end, HTTP 5xx/429) is retried
+//     from where it stopped with backoff, options.download_attempts tries in
+//     all; an answer that cannot continue the partial file (200 to a Range
+//     request, 416, another ETag or size) starts it over from 0.
 // Errors: Error(kInvalidArgument) gated/private repo or bad ids, kNotFound
-// missing repo/revision/file, kIo network, disk full, interrupted (the partial
-// is kept: rerun to resume), checksum mismatch; kCancelled via options.cancel.
+// missing repo/revision/file, kIo network, disk full, every try broken (the
+// partial is kept: rerun to resume), checksum mismatch (the partial is
+// deleted); kCancelled via options.cancel.
 // Without network, a file already cached for `revision` is returned.
 std::string hub_download(const std::string& repo, const std::string& path, const std::string& revision,
                          const HubOptions& options);

@@ -14,6 +14,13 @@ struct DownloadProgress {
   uint64_t downloaded = 0;   // bytes of this file on disk so far (a resumed part counts)
   uint64_t total = 0;        // bytes of this file; 0 when the server did not say
   bool done = false;         // the last call for this file
+  int attempt = 1;           // which try at this file (1..HubOptions::download_attempts)
+  // What the progress line should add, "" while nothing unusual happened:
+  //   "resumed at 1.20 GiB (attempt 2/5)"  (kept for the rest of the file)
+  //   "interrupted at 1.20 GiB (<why>); retrying in 2 s (attempt 2/5)"
+  //   "resumed at 80.0 MiB (partial file from an earlier run)"
+  //   "restarted from 0: <why> (attempt 3/5)"
+  std::string note;
 };
 
 struct HubOptions {
@@ -26,6 +33,17 @@ struct HubOptions {
   std::function<void(const DownloadProgress&)> progress;
   // Polled during transfers; true stops with Error(kCancelled), keeping the partial file.
   std::function<bool()> cancel;
+
+  // A file transfer that breaks (connection reset or refused, the stream
+  // ending early, no byte for stall_timeout_ms, HTTP 5xx or 429) is retried
+  // inside the same call with "Range: bytes=<have>-", as huggingface_hub's
+  // http_get does: at most download_attempts tries per file in all. Before
+  // try k+1 it waits retry_base_delay_ms * 2^(k-1), at most retry_max_delay_ms
+  // (1, 2, 4, 8 s). 401/403/404 are never retried.
+  int download_attempts = 5;
+  int retry_base_delay_ms = 1000;
+  int retry_max_delay_ms = 8000;
+  int stall_timeout_ms = 60000;
 
   // endpoint: $HF_ENDPOINT, else https://huggingface.co.
   // token: $HF_TOKEN, else $HUGGING_FACE_HUB_TOKEN, else the file $HF_TOKEN_PATH,

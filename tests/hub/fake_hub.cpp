@@ -54,6 +54,7 @@ struct FakeHub::Reply {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   size_t drop_after = std::string::npos;  // send only this many body bytes, then close
+  bool stall = false;                     // ... or, after them, wait silently for the client to hang up
 
   static Reply error(int status, const std::string& reason, const std::string& code) {
     Reply r;
@@ -109,9 +110,16 @@ std::map<std::string, std::string> FakeHub::read_tree(const std::string& dir) {
   return files;
 }
 
-void FakeHub::drop_next_blob_get(const std::string& sha256, size_t after_bytes) {
+void FakeHub::script_blob_gets(const std::string& sha256, std::vector<BlobFault> faults) {
   std::lock_guard<std::mutex> lock(mu_);
-  drops_[sha256] = after_bytes;
+  auto& queue = faults_[sha256];
+  for (auto& f : faults) queue.push_back(std::move(f));
+}
+
+void FakeHub::cut_blob_gets(const std::string& sha256, size_t after_bytes, int times) {
+  BlobFault cut;
+  cut.cut_after = after_bytes;
+  script_blob_gets(sha256, std::vector<BlobFault>(static_cast<size_t>(std::max(times, 0)), cut));
 }
 
 void FakeHub::corrupt_blob(const std::string& sha256, bool on) {
@@ -195,7 +203,13 @@ void FakeHub::handle(int fd) {
   if (!send_all(fd, header.data(), header.size())) return;
   if (req.method == "HEAD") return;
   size_t n = std::min(reply.body.size(), reply.drop_after);
-  send_all(fd, reply.body.data(), n);
+  if (!send_all(fd, reply.body.data(), n) || !reply.stall) return;
+  // A stalled link: the connection stays open and silent until the client
+  // gives up and closes it (recv sees EOF), or 10 s pass.
+  for (int waited_ms = 0; waited_ms < 10000 && !stop_; waited_ms += 20) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 20) != 0 && ::recv(fd, buf, sizeof(buf), 0) <= 0) return;
+  }
 }
 
 FakeHub::Reply FakeHub::route(const Request& req) {
@@ -207,11 +221,21 @@ FakeHub::Reply FakeHub::route(const Request& req) {
     std::string sha = t.substr(7);
     const std::string* found = find_blob(sha);
     if (!found) return Reply::error(404, "Not Found", "EntryNotFound");
-    std::string bytes = *found;
+    BlobFault fault;
+    auto queued = faults_.find(sha);
+    if (req.method == "GET" && queued != faults_.end() && !queued->second.empty()) {
+      fault = queued->second.front();
+      queued->second.pop_front();
+    }
+    if (fault.status != 0) return Reply::error(fault.status, "Scripted Failure", "ScriptedFailure");
+    std::string bytes = fault.bytes.empty() ? *found : fault.bytes;
     if (corrupt_[sha] && !bytes.empty()) bytes[bytes.size() / 2] ^= 0x5a;
     size_t start = 0;
     Reply r;
-    if (req.range.rfind("bytes=", 0) == 0) {
+    r.headers.emplace_back("ETag", quote(fault.etag.empty() ? sha : fault.etag));
+    r.drop_after = fault.cut_after;
+    r.stall = fault.stall;
+    if (req.range.rfind("bytes=", 0) == 0 && !fault.ignore_range) {
       start = std::stoull(req.range.substr(6));
       if (start >= bytes.size()) {
         Reply e = Reply::error(416, "Range Not Satisfiable", "RangeNotSatisfiable");
@@ -225,10 +249,6 @@ FakeHub::Reply FakeHub::route(const Request& req) {
     }
     r.headers.emplace_back("Accept-Ranges", "bytes");
     r.body = bytes.substr(start);
-    if (req.method == "GET" && drops_.count(sha)) {
-      r.drop_after = drops_[sha];
-      drops_.erase(sha);
-    }
     return r;
   }
 

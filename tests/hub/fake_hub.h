@@ -6,13 +6,17 @@
 //   HEAD|GET /{repo}/resolve/{rev}/{path}      X-Repo-Commit, ETag; LFS files (>= lfs_threshold
 //                                              bytes) answer 302 -> /blobs/{sha256} with
 //                                              X-Linked-Etag and X-Linked-Size
-//   GET  /blobs/{sha256}                        the bytes, honouring "Range: bytes=N-"
+//   GET  /blobs/{sha256}                        the bytes with ETag "{sha256}", honouring
+//                                              "Range: bytes=N-" (206 + Content-Range)
 //   401 + X-Error-Code GatedRepo for a gated repo without the right bearer token,
 //   401 RepoNotFound, 404 RevisionNotFound / EntryNotFound.
-// Faults: drop a blob's connection after N bytes (Content-Length promised the
-// whole), or serve a blob with one byte flipped. Every request is logged.
+// Faults, scripted per GET of a blob: cut the connection after N body bytes
+// (Content-Length promised them all), go silent after N bytes, answer an
+// error status, ignore Range, send another ETag or other bytes; or serve a
+// blob with one byte flipped. Every request is logged.
 #pragma once
 #include <atomic>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -45,9 +49,22 @@ class FakeHub {
   // Every regular file under `dir`, keyed by its relative path.
   static std::map<std::string, std::string> read_tree(const std::string& dir);
 
-  // The next GET of blob `sha256` sends the full Content-Length but only
-  // `after_bytes` bytes of body, then closes the connection. One shot.
-  void drop_next_blob_get(const std::string& sha256, size_t after_bytes);
+  // What one GET of a blob does instead of a plain answer.
+  struct BlobFault {
+    static constexpr size_t kAll = static_cast<size_t>(-1);
+    size_t cut_after = kAll;    // send this many body bytes of the full Content-Length, then
+    bool stall = false;         //   close (false) or go silent until the client hangs up (true)
+    int status = 0;             // non-zero: answer this HTTP status, no file
+    bool ignore_range = false;  // answer 200 with the whole file even to "Range: bytes=N-"
+    std::string etag;           // non-empty: this ETag instead of the blob's sha256
+    std::string bytes;          // non-empty: serve these bytes instead (the file changed)
+  };
+  // The next GETs of blob `sha256` follow `faults`, one entry per GET in
+  // order; the GETs after them are answered normally.
+  void script_blob_gets(const std::string& sha256, std::vector<BlobFault> faults);
+  // The next `times` GETs of blob `sha256` each send `after_bytes` body bytes
+  // (counted from where the request's Range starts), then close.
+  void cut_blob_gets(const std::string& sha256, size_t after_bytes, int times = 1);
   // Blob `sha256` is served with one byte changed, until cleared.
   void corrupt_blob(const std::string& sha256, bool on);
 
@@ -72,7 +89,7 @@ class FakeHub {
   mutable std::mutex mu_;
   std::map<std::string, Repo> repos_;
   std::map<std::string, std::string> blobs_;  // sha256 -> bytes
-  std::map<std::string, size_t> drops_;
+  std::map<std::string, std::deque<BlobFault>> faults_;
   std::map<std::string, bool> corrupt_;
   std::vector<Request> log_;
 };

@@ -1,7 +1,8 @@
 // hub_download / pull_pipeline against a real HTTP server on 127.0.0.1 that
 // behaves like huggingface.co (tests/hub/fake_hub.h): full pull, resume after
-// a dropped connection, a corrupted byte, a gated repo, no-op second pull,
-// and the cache layout huggingface_hub expects.
+// a dropped connection (in the same run, and by a rerun), a corrupted byte, a
+// gated repo, no-op second pull, and the cache layout huggingface_hub expects.
+// The fault cases of the retry loop are in test_hub_resume.cpp.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -191,18 +192,49 @@ TEST_F(HubDownload, SecondPullIsANoOp) {
   EXPECT_EQ(hub_.count("GET"), 0);
 }
 
-TEST_F(HubDownload, ResumesAfterTheConnectionDrops) {
+TEST_F(HubDownload, BrokenConnectionIsResumedInTheSameRun) {
   const std::string weights = "unet/diffusion_pytorch_model.safetensors";
   const std::string expected = sha(repo_.files.at(weights));
-  hub_.drop_next_blob_get(expected, 80000);
+  hub_.cut_blob_gets(expected, 80000, 2);  // two cuts, 80000 bytes each
+  opts_.retry_base_delay_ms = 1;
+  std::vector<std::string> notes;
+  opts_.progress = [&](const DownloadProgress& p) {
+    if (p.path == weights && !p.note.empty() && (notes.empty() || notes.back() != p.note)) notes.push_back(p.note);
+  };
+  std::string snap = pull_pipeline(kRepo, PullOptions{}, opts_);
+
+  std::vector<std::string> ranges;
+  for (const auto& r : hub_.requests())
+    if (r.method == "GET" && r.target == "/blobs/" + expected) ranges.push_back(r.range);
+  EXPECT_EQ(ranges, (std::vector<std::string>{"", "bytes=80000-", "bytes=160000-"}));
+  EXPECT_EQ(diffuse::sha256_file((fs::path(snap) / weights).string()), expected);
+  EXPECT_EQ(read(fs::path(snap) / weights), repo_.files.at(weights));
+  fs::path part = blob_of(weights);
+  part += ".incomplete";
+  EXPECT_FALSE(fs::exists(part));
+  EXPECT_EQ(resolve_cached(kRepo, opts_).value_or(""), snap);
+  std::string all;
+  for (const auto& n : notes) all += n + "\n";
+  EXPECT_NE(all.find("resumed at 78.1 KiB (attempt 2/5)"), std::string::npos) << all;
+  EXPECT_NE(all.find("resumed at 156.2 KiB (attempt 3/5)"), std::string::npos) << all;
+  EXPECT_NE(all.find("interrupted at 78.1 KiB"), std::string::npos) << all;
+}
+
+TEST_F(HubDownload, RerunResumesWhatAGivenUpPullLeft) {
+  const std::string weights = "unet/diffusion_pytorch_model.safetensors";
+  const std::string expected = sha(repo_.files.at(weights));
+  hub_.cut_blob_gets(expected, 80000, 2);
+  opts_.download_attempts = 2;
+  opts_.retry_base_delay_ms = 1;
   std::string msg;
   EXPECT_EQ(code_of([&] { pull_pipeline(kRepo, PullOptions{}, opts_); }, &msg), ErrorCode::kIo);
-  EXPECT_NE(msg.find("interrupted after 80000 of 200000 bytes"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("download of org/tiny-sd/" + weights + " gave up after 2 attempts"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("160000 of 200000 bytes are kept"), std::string::npos) << msg;
   EXPECT_NE(msg.find("rerun to resume"), std::string::npos) << msg;
   fs::path part = blob_of(weights);
   part += ".incomplete";
   ASSERT_TRUE(fs::exists(part));
-  EXPECT_EQ(fs::file_size(part), 80000u);
+  EXPECT_EQ(fs::file_size(part), 160000u);
   EXPECT_FALSE(fs::exists(blob_of(weights)));
   EXPECT_FALSE(fs::exists(storage() / "refs" / "main"));  // an unfinished pull is not "main"
   EXPECT_FALSE(resolve_cached(kRepo, opts_).has_value());
@@ -210,11 +242,16 @@ TEST_F(HubDownload, ResumesAfterTheConnectionDrops) {
   EXPECT_TRUE(scan_hf_cache(cache_)[0].has_incomplete);
 
   hub_.clear_requests();
+  std::string first_note;
+  opts_.progress = [&](const DownloadProgress& p) {
+    if (p.path == weights && first_note.empty()) first_note = p.note;
+  };
   std::string snap = pull_pipeline(kRepo, PullOptions{}, opts_);
-  bool resumed = false;
+  std::vector<std::string> ranges;
   for (const auto& r : hub_.requests())
-    if (r.method == "GET" && r.target == "/blobs/" + expected) resumed = resumed || r.range == "bytes=80000-";
-  EXPECT_TRUE(resumed) << "no Range request for the partial blob";
+    if (r.method == "GET" && r.target == "/blobs/" + expected) ranges.push_back(r.range);
+  EXPECT_EQ(ranges, std::vector<std::string>{"bytes=160000-"});
+  EXPECT_EQ(first_note, "resumed at 156.2 KiB (partial file from an earlier run)");
   EXPECT_EQ(diffuse::sha256_file((fs::path(snap) / weights).string()), expected);
   EXPECT_FALSE(fs::exists(part));
   EXPECT_EQ(resolve_cached(kRepo, opts_).value_or(""), snap);
@@ -225,8 +262,11 @@ TEST_F(HubDownload, CorruptedByteIsDetectedAndNothingIsPlaced) {
   hub_.corrupt_blob(sha(repo_.files.at(weights)), true);
   std::string msg;
   EXPECT_EQ(code_of([&] { hub_download(kRepo, weights, "main", opts_); }, &msg), ErrorCode::kIo);
-  EXPECT_NE(msg.find("sha256 mismatch"), std::string::npos) << msg;
-  EXPECT_NE(msg.find(sha(repo_.files.at(weights))), std::string::npos) << msg;
+  std::string corrupted = repo_.files.at(weights);
+  corrupted[corrupted.size() / 2] ^= 0x5a;  // what FakeHub::corrupt_blob serves
+  EXPECT_NE(msg.find("sha256 mismatch for org/tiny-sd/" + weights), std::string::npos) << msg;
+  EXPECT_NE(msg.find("expected " + sha(repo_.files.at(weights)) + ", got " + sha(corrupted)), std::string::npos) << msg;
+  EXPECT_EQ(hub_.count("GET", "/blobs/"), 1);  // a whole file with a wrong hash is not retried
   fs::path part = blob_of(weights);
   part += ".incomplete";
   EXPECT_FALSE(fs::exists(blob_of(weights)));
