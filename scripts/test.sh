@@ -16,7 +16,11 @@ cmake --build build -j"$(nproc)"
 # Tests run in parallel processes: oneDNN's OpenMP threads must sleep, not spin,
 # while they wait, or two processes on 2 cores slow each other down ~25x.
 export OMP_WAIT_POLICY=PASSIVE
-ctest --test-dir build -LE cuda --output-on-failure -j"$(nproc)" --timeout 900
+ctest_status=0
+ctest --test-dir build -LE cuda --output-on-failure -j"$(nproc)" --timeout 900 || ctest_status=$?
+# How many tests were skipped, and why (only a GPU's absence should skip one).
+python3 scripts/skipped_tests.py build --not-run cuda || true
+[ "$ctest_status" = 0 ] || exit "$ctest_status"
 if [ "${DIFFUSE_NO_SANITIZE:-0}" != "1" ]; then
   ./scripts/sanitize.sh --ci
 fi

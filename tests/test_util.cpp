@@ -10,6 +10,8 @@
 
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 namespace diffuse::testing {
 
 std::string fixtures_dir() {
@@ -17,7 +19,33 @@ std::string fixtures_dir() {
   return DIFFUSE_DEFAULT_FIXTURES;
 }
 
-bool fixtures_available() { return std::filesystem::exists(fixtures_dir() + "/sd1/cases.json"); }
+std::string missing_fixtures() {
+  // The files the tests read: the keys of "files" in tests/data/manifest.json.
+  static const std::vector<std::string> files = [] {
+    std::vector<std::string> out;
+    const auto manifest = nlohmann::json::parse(read_file(DIFFUSE_SOURCE_DIR "/tests/data/manifest.json"));
+    for (const auto& [name, entry] : manifest.at("files").items()) out.push_back(name);
+    return out;
+  }();
+  const std::string dir = fixtures_dir();
+  std::vector<std::string> missing;
+  for (const auto& f : files)
+    if (!std::filesystem::exists(dir + "/" + f)) missing.push_back(f);
+  if (missing.empty()) return "";
+  std::ostringstream ss;
+  ss << "missing fixture file " << dir << "/" << missing[0];
+  if (missing.size() > 1) ss << " (and " << missing.size() - 1 << " more of the " << files.size() << ")";
+  ss << ".\n";
+  if (std::getenv("DIFFUSE_FIXTURES"))
+    ss << "DIFFUSE_FIXTURES names a fixture set without it: unset it to use the build's copy, or point it at a "
+          "complete set (e.g. ../shared/fixtures).";
+  else  // DIFFUSE_DEFAULT_FIXTURES is <build>/test-data/fixtures
+    ss << "The build writes the fixtures from tests/data: `cmake --build "
+       << std::filesystem::path(DIFFUSE_DEFAULT_FIXTURES).parent_path().parent_path().string()
+       << " --target test_data` writes them again; or set DIFFUSE_FIXTURES to a complete fixture set (e.g. "
+          "../shared/fixtures).";
+  return ss.str();
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -8,13 +8,17 @@
 
 namespace diffuse::testing {
 
-// ../shared/fixtures beside the checkout, or $DIFFUSE_FIXTURES.
+// The golden fixtures: $DIFFUSE_FIXTURES, else the tree the build makes from
+// tests/data (<build>/test-data/fixtures, CMake target test_data).
 std::string fixtures_dir();
-bool fixtures_available();
-// Skips the calling test (GTEST_SKIP) when the fixtures are absent; CI always has them.
-#define DIFFUSE_REQUIRE_FIXTURES()                                              \
-  do {                                                                          \
-    if (!::diffuse::testing::fixtures_available()) GTEST_SKIP() << "no fixtures"; \
+// Empty when every file of tests/data/manifest.json is in fixtures_dir();
+// otherwise a message naming the missing file(s) and how to get them.
+std::string missing_fixtures();
+// Fails the calling test (never skips it) when a fixture file is missing.
+#define DIFFUSE_REQUIRE_FIXTURES()                                               \
+  do {                                                                           \
+    const std::string diffuse_missing_ = ::diffuse::testing::missing_fixtures(); \
+    if (!diffuse_missing_.empty()) FAIL() << diffuse_missing_;                   \
   } while (0)
 
 std::string read_file(const std::string& path);

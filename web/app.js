@@ -18,15 +18,11 @@
            [1536, 640], [640, 1536]],
   };
 
-  // A1111 sampler names (history entries made through /sdapi) -> ours.
-  const kSamplerAlias = {
-    'euler a': 'euler_a', 'euler_ancestral': 'euler_a', 'euler': 'euler', 'lms': 'lms', 'ddim': 'ddim',
-    'plms': 'pndm', 'pndm': 'pndm', 'dpm++ 2m': 'dpmpp_2m', 'dpm++ 2m karras': 'dpmpp_2m',
-    'dpmpp_2m': 'dpmpp_2m', 'unipc': 'unipc', 'uni_pc': 'unipc', 'lcm': 'lcm', 'euler_a': 'euler_a',
-  };
 
   const state = {
     models: [],
+    samplerAlias: {},    // any spelling (lower case) -> {name, schedule}: from GET /api/samplers
+    schedules: [],       // the catalogue's schedules
     lastSeed: null,
     jobs: new Map(),     // id -> {id, request, es, state, finalized}
     activeId: null,      // the job the progress bar follows
@@ -94,6 +90,46 @@
   }
 
   function showFormError(msg) { $('form-error').textContent = msg || ''; }
+
+  // ---------- samplers ----------
+  // The sampler and schedule lists come from the server's catalogue (GET /api/samplers,
+  // src/sampling/sampler_catalog.h), as does the map from other spellings (A1111 names of
+  // history entries made through /sdapi, ComfyUI names, "DPM++ 2M Karras") to ours.
+  async function loadSamplers() {
+    let cat;
+    try {
+      cat = await api('/api/samplers');
+    } catch (e) {
+      showFormError(`Cannot list samplers: ${e.message}`);
+      return;
+    }
+    const sel = $('sampler');
+    sel.replaceChildren(el('option', { value: '', text: 'Model default' }));
+    state.samplerAlias = {};
+    const karrasName = (cat.schedules.find((x) => x.name === 'karras') || {}).name;
+    for (const s of cat.samplers) {
+      sel.append(el('option', { value: s.name, text: s.label, title: s.summary }));
+      const spellings = [s.name, s.label, s.a1111_name, s.comfyui, s.diffusers_class, ...s.a1111_aliases, ...s.aliases];
+      for (const sp of spellings) {
+        if (sp) state.samplerAlias[sp.toLowerCase()] = { name: s.name };
+      }
+      // A1111 before 1.9 put the schedule in the sampler's name.
+      if (karrasName && s.schedules.includes(karrasName)) {
+        state.samplerAlias[`${s.a1111_name} karras`.toLowerCase()] = { name: s.name, schedule: karrasName };
+      }
+    }
+    state.schedules = cat.schedules;
+    const sched = $('schedule');
+    sched.replaceChildren(...cat.schedules.map((x) => el('option', { value: x.name, text: x.label })));
+  }
+
+  // Our schedule name from ours, A1111's name or its infotext label ("Karras"); the first (default) otherwise.
+  function scheduleName(v) {
+    const s = String(v || '').toLowerCase();
+    const hit = state.schedules.find((x) => [x.name, x.label, x.a1111_name, x.a1111_label]
+      .some((n) => n && n.toLowerCase() === s));
+    return hit ? hit.name : (state.schedules[0] ? state.schedules[0].name : 'default');
+  }
 
   // ---------- models ----------
   async function loadModels() {
@@ -190,9 +226,13 @@
   }
 
   function setSampler(name) {
-    const s = kSamplerAlias[String(name).toLowerCase()] || name || '';
+    let key = String(name || '').toLowerCase();
+    if (!state.samplerAlias[key] && key.startsWith('k_')) key = key.slice(2);  // k-diffusion style names
+    const hit = state.samplerAlias[key];
+    const s = hit ? hit.name : (name || '');
     const sel = $('sampler');
     sel.value = [...sel.options].some((o) => o.value === s) ? s : '';
+    if (hit && hit.schedule) $('schedule').value = hit.schedule;
   }
 
   function buildPresets(m) {
@@ -278,7 +318,7 @@
       const k = m[1].trim(), v = m[2].trim();
       if (k === 'Steps') out.steps = Number(v);
       else if (k === 'Sampler') out.sampler = v;
-      else if (k === 'Schedule type') out.schedule = v.toLowerCase() === 'karras' ? 'karras' : 'default';
+      else if (k === 'Schedule type') out.schedule = scheduleName(v);
       else if (k === 'CFG scale') out.cfg_scale = Number(v);
       else if (k === 'Seed') out.seed = Number(v);
       else if (k === 'Size') { const [w, h] = v.split('x').map(Number); out.width = w; out.height = h; }
@@ -302,7 +342,7 @@
     if (p.steps) $('steps').value = p.steps;
     if (p.cfg_scale !== undefined && p.cfg_scale !== null) $('cfg').value = p.cfg_scale;
     if (p.sampler !== undefined) setSampler(p.sampler);
-    if (p.schedule) $('schedule').value = p.schedule === 'karras' ? 'karras' : 'default';
+    if (p.schedule) $('schedule').value = scheduleName(p.schedule);
     if (p.width) $('width').value = p.width;
     if (p.height) $('height').value = p.height;
     if (image && image.seed !== undefined) $('seed').value = image.seed;
@@ -717,6 +757,7 @@
 
   async function main() {
     wire();
+    await loadSamplers();  // before the models: their defaults and saved forms pick a sampler
     await loadModels();
     loadHistory(0);
     refreshQueue();

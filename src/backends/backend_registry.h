@@ -1,9 +1,11 @@
 // Hooks between the device-independent core and the backends.
-// The CPU backend is always built; the CUDA functions exist only when the
-// library is built with DIFFUSE_HAVE_CUDA (src/backends/cuda/ implements them).
+//
+// The core (core/ops.cpp backend_for, core/tensor.cpp) reaches a device only
+// through its Backend (ops.h: ops plus device services) and these hooks. The
+// one place that knows which backends this binary was built with is
+// src/backends/registry.cpp; the CPU backend is always there.
 #pragma once
-#include <cstddef>
-#include <memory>
+#include <string>
 
 #include "core/ops.h"
 
@@ -11,16 +13,15 @@ namespace diffuse {
 
 Backend& cpu_backend();
 
-#if defined(DIFFUSE_HAVE_CUDA)
-// Throws kUnsupported when no CUDA device is present.
-Backend& cuda_backend();
-// True when a CUDA device can be used (never throws).
-bool cuda_device_available();
-// Device memory from the CUDA caching allocator; the Storage's deleter returns it.
-std::shared_ptr<Storage> cuda_allocate(size_t nbytes);
-// Copies bytes between host and device (or device and device); synchronous
-// with respect to the host for device->host copies.
-void cuda_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
-#endif
+// What the core needs of a non-CPU backend beyond its Backend.
+struct DeviceBackendHooks {
+  Backend& (*backend)();             // throws kUnsupported without a usable device
+  std::string (*start)();            // "" when usable, else why not; never throws
+  void (*select_ordinal)(int);       // which physical device, before first use
+  std::string (*library_versions)(); // "CUDA runtime 13.0, cuBLASLt ..., cuDNN ..."
+};
+
+// nullptr when the binary was built without a backend for `device`.
+const DeviceBackendHooks* device_backend_hooks(Device device);
 
 }  // namespace diffuse

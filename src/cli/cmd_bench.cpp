@@ -16,12 +16,11 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "core/ops.h"
 #include "core/thread_pool.h"
 #include "pipeline/pipeline.h"
+#include "sys/device_select.h"
 
-#ifdef DIFFUSE_HAVE_CUDA
-#include "backends/cuda/cuda_api.h"
-#endif
 
 namespace diffuse::cli {
 namespace {
@@ -29,7 +28,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct BenchOptions {
-  std::string arch = "sd15", model, device = "cpu", precision, sampler = "euler";
+  std::string arch = "sd15", model, device = "auto", precision, sampler = "euler";
   int size = 0, steps = 0, images = 4, threads = 0;
   bool json = false, skip_batch = false;
 };
@@ -105,33 +104,30 @@ struct RunStats {
   double step_ms = 0;  // median step time (after the first step)
   double faults_per_step = -1;  // minor page faults per step after the first (new memory touched), -1: one step
   double text_ms = 0, vae_ms = 0, total_s = 0, first_step_s = 0;
-  double peak_reserved_gib = 0, peak_in_use_gib = 0;  // device memory (CUDA allocator), this run
+  double peak_reserved_gib = 0, peak_in_use_gib = 0;  // the device allocator's peaks, this run
+  double transfers_per_step = 0;  // host<->device copies in the denoising loop, per step (0 by design)
   double peak_in_use_denoise_gib = 0, peak_in_use_vae_gib = 0;  // the same, split at the last step
 };
 
-// Device memory high-water marks of the caching allocator (weights included;
-// the CUDA context and library handles are not counted, as in torch's
-// max_memory_reserved / max_memory_allocated).
-void reset_device_peaks() {
-#ifdef DIFFUSE_HAVE_CUDA
-  cuda_empty_cache();  // cached blocks of earlier runs would count as reserved
-  cuda_reset_peak_stats();
-#endif
+// Memory high-water marks of the device's allocator (Backend::memory_stats:
+// the CUDA caching allocator, or the host allocator on the CPU). Weights are
+// included; the CUDA context and library handles are not counted, as in
+// torch's max_memory_reserved / max_memory_allocated.
+void reset_device_peaks(Device device) {
+  Backend& be = backend_for(device);
+  be.empty_cache();  // cached blocks of earlier runs would count as reserved
+  be.reset_peak_memory_stats();
 }
-void read_device_peaks(RunStats& st) {
-#ifdef DIFFUSE_HAVE_CUDA
-  CudaAllocatorStats a = cuda_allocator_stats();
+void read_device_peaks(Device device, RunStats& st) {
+  const DeviceMemoryStats a = backend_for(device).memory_stats();
   st.peak_reserved_gib = a.peak_reserved_bytes / double(1ull << 30);
   st.peak_in_use_gib = a.peak_in_use_bytes / double(1ull << 30);
-#else
-  (void)st;
-#endif
 }
 
 // fresh_memory: start from an empty allocator cache and report this run's
 // peaks (used for the untimed runs, so timed runs keep a warm cache).
 RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time_point t_origin,
-                  RssMonitor& rss, bool fresh_memory = false) {
+                  RssMonitor& rss, Device device, bool fresh_memory = false) {
   GenerationParams p;
   p.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
   p.negative_prompt = "blurry, low quality";
@@ -141,13 +137,15 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
   p.seed = 42;
   p.sampler = o.sampler;
   std::vector<double> step_times;
-  if (fresh_memory) reset_device_peaks();
+  if (fresh_memory) reset_device_peaks(device);
+  Backend& backend = backend_for(device);
   rss.set_phase(RssMonitor::kDenoise);
   auto last = Clock::now();
   double first_step_s = 0;
   long faults_after_first = 0, faults_at_last = 0;
   size_t denoise_peak = 0, denoise_reserved = 0;
   GenerationResult r = pipe.generate(p, [&](const StepProgress& s) {
+    backend.synchronize();  // the loop only enqueues work on a GPU: time the finished step
     auto now = Clock::now();
     step_times.push_back(std::chrono::duration<double, std::milli>(now - last).count());
     if (s.step == 1) {
@@ -158,14 +156,12 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
     last = now;
     if (s.step == s.total_steps) {
       rss.set_phase(RssMonitor::kVae);  // what follows is the decode
-#ifdef DIFFUSE_HAVE_CUDA
       if (fresh_memory) {  // device peak of text encoding + denoising; restart the count for the decode
-        const CudaAllocatorStats a = cuda_allocator_stats();
+        const DeviceMemoryStats a = backend.memory_stats();
         denoise_peak = a.peak_in_use_bytes;
         denoise_reserved = a.peak_reserved_bytes;
-        cuda_reset_peak_stats();
+        backend.reset_peak_memory_stats();
       }
-#endif
     }
     std::fprintf(stderr, "\r  %d images: step %d/%d  %.1f ms   ", images, s.step, s.total_steps, step_times.back());
     return interrupted();
@@ -182,8 +178,9 @@ RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time
   st.first_step_s = first_step_s;
   if (step_times.size() > 1)
     st.faults_per_step = static_cast<double>(faults_at_last - faults_after_first) / (step_times.size() - 1);
+  st.transfers_per_step = static_cast<double>(r.timings.loop_transfers) / std::max<size_t>(step_times.size(), 1);
   if (fresh_memory) {
-    read_device_peaks(st);
+    read_device_peaks(device, st);
     st.peak_in_use_vae_gib = st.peak_in_use_gib;
     st.peak_in_use_denoise_gib = denoise_peak / double(1ull << 30);
     st.peak_in_use_gib = std::max(st.peak_in_use_denoise_gib, st.peak_in_use_vae_gib);
@@ -196,11 +193,10 @@ int run_bench(BenchOptions o) {
   install_signal_handlers();
   if (o.threads > 0) set_num_threads(o.threads);
   LoadOptions load;
-  if (o.device == "cuda") {
-    load.device = Device::kCUDA;
-  } else if (o.device != "cpu") {
-    throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda");
-  }
+  const sys::DeviceChoice device = sys::select_device(o.device);
+  std::fprintf(stderr, "%s\n", device.line.c_str());
+  load.device = device.device;
+  o.device = device.name;  // the report names what ran: "cpu", "cuda:0"
   if (!o.precision.empty()) load.precision = precision_from_name(o.precision);
   const bool cpu = load.device == Device::kCPU;
   if (o.steps == 0) o.steps = cpu ? 3 : 30;
@@ -220,16 +216,16 @@ int run_bench(BenchOptions o) {
 
   // A cold run first (its first step also picks the cuDNN/cuBLASLt plans),
   // then the timed runs: steady state, as a server sees it.
-  RunStats cold = run_once(*pipe, o, 1, t0, rss, true);
-  RunStats one = cpu ? cold : run_once(*pipe, o, 1, Clock::now(), rss);
+  RunStats cold = run_once(*pipe, o, 1, t0, rss, load.device, true);
+  RunStats one = cpu ? cold : run_once(*pipe, o, 1, Clock::now(), rss, load.device);
   one.peak_reserved_gib = cold.peak_reserved_gib;
   one.peak_in_use_gib = cold.peak_in_use_gib;
   one.peak_in_use_denoise_gib = cold.peak_in_use_denoise_gib;
   one.peak_in_use_vae_gib = cold.peak_in_use_vae_gib;
   RunStats four;
   if (!o.skip_batch) {
-    RunStats warm = cpu ? RunStats{} : run_once(*pipe, o, o.images, Clock::now(), rss, true);  // batch shapes' warm-up
-    four = run_once(*pipe, o, o.images, Clock::now(), rss);
+    RunStats warm = cpu ? RunStats{} : run_once(*pipe, o, o.images, Clock::now(), rss, load.device, true);  // batch shapes' warm-up
+    four = run_once(*pipe, o, o.images, Clock::now(), rss, load.device);
     four.peak_reserved_gib = warm.peak_reserved_gib;
     four.peak_in_use_gib = warm.peak_in_use_gib;
   }
@@ -258,7 +254,8 @@ int run_bench(BenchOptions o) {
                      {"vae_decode_ms", one.vae_ms}, {"vae_tflops", tflops(vae_tflop, one.vae_ms)},
                      {"whole_image_s", one.total_s}, {"peak_reserved_gib", one.peak_reserved_gib},
                      {"peak_in_use_gib", one.peak_in_use_gib}, {"peak_in_use_denoise_gib", one.peak_in_use_denoise_gib},
-                     {"peak_in_use_vae_gib", one.peak_in_use_vae_gib}, {"page_faults_per_step", one.faults_per_step}}},
+                     {"peak_in_use_vae_gib", one.peak_in_use_vae_gib}, {"page_faults_per_step", one.faults_per_step},
+                     {"host_device_copies_per_step", one.transfers_per_step}}},
       {"peak_rss_gib", peak_rss_gib()},
       {"peak_rss_load_gib", rss.peak_gib(RssMonitor::kLoad)},
       {"rss_after_load_gib", rss_loaded_gib},
@@ -270,7 +267,8 @@ int run_bench(BenchOptions o) {
                   {"it_per_s", 1e3 / four.step_ms}, {"unet_tflops", tflops(unet_tflop * o.images, four.step_ms)},
                   {"vae_decode_ms", four.vae_ms}, {"vae_tflops", tflops(vae_tflop * o.images, four.vae_ms)},
                   {"whole_s", four.total_s}, {"peak_reserved_gib", four.peak_reserved_gib},
-                  {"peak_in_use_gib", four.peak_in_use_gib}};
+                  {"peak_in_use_gib", four.peak_in_use_gib},
+                  {"host_device_copies_per_step", four.transfers_per_step}};
   }
   if (o.json) {
     std::cout << j.dump(2) << std::endl;
@@ -294,16 +292,18 @@ int run_bench(BenchOptions o) {
     if (!o.skip_batch) std::printf(" %14.2f", tflops(vae_tflop * o.images, four.vae_ms));
   }
   if (one.faults_per_step >= 0) std::printf("\n%-28s %14.0f", "page faults per step", one.faults_per_step);
+  std::printf("\n%-28s %14.1f", "host<->device copies/step", one.transfers_per_step);
+  if (!o.skip_batch) std::printf(" %14.1f", four.transfers_per_step);
   std::printf("\n%-28s %14.2f", "whole image(s) (s)", one.total_s);
   if (!o.skip_batch) std::printf(" %14.2f", four.total_s);
-  if (!cpu) {
-    std::printf("\n%-28s %14.2f", "peak device reserved (GiB)", one.peak_reserved_gib);
-    if (!o.skip_batch) std::printf(" %14.2f", four.peak_reserved_gib);
-    std::printf("\n%-28s %14.2f", "peak device in use (GiB)", one.peak_in_use_gib);
-    if (!o.skip_batch) std::printf(" %14.2f", four.peak_in_use_gib);
-    std::printf("\n%-28s %8.2f / %.2f", "  denoise / VAE phase (GiB)", one.peak_in_use_denoise_gib,
-                one.peak_in_use_vae_gib);
-  }
+  // The device allocator's own counters (CUDA caching allocator, or the host allocator).
+  std::printf("\n%-28s %14.2f", cpu ? "peak allocator reserved (GiB)" : "peak device reserved (GiB)",
+              one.peak_reserved_gib);
+  if (!o.skip_batch && !cpu) std::printf(" %14.2f", four.peak_reserved_gib);
+  std::printf("\n%-28s %14.2f", cpu ? "peak allocator in use (GiB)" : "peak device in use (GiB)", one.peak_in_use_gib);
+  if (!o.skip_batch && !cpu) std::printf(" %14.2f", four.peak_in_use_gib);
+  std::printf("\n%-28s %8.2f / %.2f", "  denoise / VAE phase (GiB)", one.peak_in_use_denoise_gib,
+              one.peak_in_use_vae_gib);
   std::printf("\n%-28s %14.2f\n%-28s %14.2f\n%-28s %14.2f\n", "cold first image (s)", cold.total_s,
               "time to first step (s)", cold.first_step_s, "peak RSS (GiB)", peak_rss_gib());
   std::printf("%-28s %14.2f\n", "RSS after load (GiB)", rss_loaded_gib);
@@ -329,7 +329,7 @@ Action add_bench(CLI::App& app) {
       "VAE), DIFFUSE_CUDA_ATTN_SINGLE_BUFFER=1, DIFFUSE_CUDA_LOG=1 (cuDNN choices).");
   c->add_option("--arch", o->arch, "sd15, sd21 or sdxl (default: sd15)");
   c->add_option("--model", o->model, "Benchmark a real checkpoint instead of random weights");
-  c->add_option("--device", o->device, "cpu or cuda");
+  c->add_option("--device", o->device, sys::kDeviceHelp);
   c->add_option("--size", o->size, "Image side in pixels (default: the architecture's native size)");
   c->add_option("--steps", o->steps, "Denoising steps (default: 3 on cpu, 30 on cuda)");
   c->add_option("--images", o->images, "Images in the batched run (default: 4)");

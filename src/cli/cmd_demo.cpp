@@ -17,6 +17,7 @@
 #include "io/png.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/pipeline.h"
+#include "sys/device_select.h"
 
 namespace fs = std::filesystem;
 
@@ -60,11 +61,9 @@ int run_demo_eval(const DemoEvalOptions& o) {
   const DemoEvalSet set = load_demo_eval_set(cases_path);
 
   LoadOptions load;
-  if (o.device == "cuda") {
-    load.device = Device::kCUDA;
-  } else if (o.device != "cpu") {
-    throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, got '" + o.device + "'");
-  }
+  const sys::DeviceChoice device = sys::select_device(o.device);
+  std::fprintf(stderr, "%s\n", device.line.c_str());
+  load.device = device.device;
   std::unique_ptr<Pipeline> pipe = Pipeline::load(model_path, load);
 
   GenerationParams p = demo_eval_params(set, o.steps, o.seed);
@@ -150,7 +149,8 @@ Action add_demo_eval(CLI::App& app) {
   c->add_option("--min-colour", o->min_colour, "Exit 1 when shape-colour adherence is below this percent");
   c->add_option("--min-position", o->min_position, "Exit 1 when position adherence is below this percent");
   c->add_option("--min-shape", o->min_shape, "Exit 1 when shape adherence is below this percent");
-  c->add_option("--device", o->device, "cpu or cuda (default: cpu)");
+  c->add_option("--device", o->device,
+                "auto, cpu, cuda or cuda:N (default: cpu, where the README's scores were measured)");
   c->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   c->add_flag("--json", o->json, "Print the per-caption readings and percentages as JSON");
   return [o]() { return run_demo_eval(*o); };

@@ -11,8 +11,11 @@
 #include "cli/progress_bar.h"
 #include "core/thread_pool.h"
 #include "io/png.h"
+#include "pipeline/data_dir.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/pipeline.h"
+#include "sampling/sampler_catalog.h"
+#include "sys/device_select.h"
 
 namespace fs = std::filesystem;
 
@@ -21,7 +24,7 @@ namespace {
 
 struct GenerateOptions {
   std::string model, prompt, prompt_positional, output, sampler, schedule = "default", rng = "cpu";
-  std::string precision, device = "cpu", config_dir, prediction;
+  std::string precision, device = "auto", config_dir, prediction;
   std::optional<std::string> negative_prompt;
   int steps = 0, width = 0, height = 0, images = 1, clip_skip = 1, threads = 0;
   float cfg_scale = -1.0f;
@@ -64,11 +67,7 @@ int run_generate(const GenerateOptions& o) {
   std::string prompt = !o.prompt.empty() ? o.prompt : o.prompt_positional;
 
   LoadOptions load;
-  if (o.device == "cuda") {
-    load.device = Device::kCUDA;
-  } else if (o.device != "cpu") {
-    throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, got '" + o.device + "'");
-  }
+  sys::parse_device_spec(o.device);  // a bad value is a usage error before anything else
   if (!o.precision.empty()) load.precision = precision_from_name(o.precision);
   if (!o.prediction.empty()) {
     if (o.prediction == "epsilon") {
@@ -106,6 +105,9 @@ int run_generate(const GenerateOptions& o) {
   p.validate();  // bad flags fail before a multi-GB model is loaded
 
   std::string model_path = resolve_model(o.model);
+  const sys::DeviceChoice device = sys::select_device(o.device);
+  std::fprintf(stderr, "%s\n", device.line.c_str());
+  load.device = device.device;
   auto t_load = std::chrono::steady_clock::now();
   std::unique_ptr<Pipeline> pipe = Pipeline::load(model_path, load);
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
@@ -157,14 +159,14 @@ int run_generate(const GenerateOptions& o) {
 Action add_generate(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* c = app.add_subcommand("generate", "Make images from a text prompt");
-  c->footer(
+  const std::string examples =
       "Examples:\n"
       "  diffuse generate \"a red circle on the left, on a blue background\"   (built-in demo model)\n"
       "  diffuse generate --model ~/models/v1-5-pruned-emaonly.safetensors --prompt \"a red fox in snow\"\n"
-      "  diffuse generate --model sd15 --prompt \"a castle\" --images 4 --sampler dpmpp_2m --schedule karras\n"
-      "Samplers: ddim, pndm (PLMS), lms, euler, euler_a, dpmpp_2m, unipc, lcm.\n"
-      "Several images are written as FILE-1.png ... FILE-N.png. Exit codes: 0 ok, 1 runtime error,\n"
-      "2 usage error, 130 interrupted.");
+      "  diffuse generate --model sd15 --prompt \"a castle\" --images 4 --sampler dpmpp_2m --schedule karras\n";
+  c->footer(examples + sampler_help_text() +  // the sampler list comes from the catalogue
+            "Several images are written as FILE-1.png ... FILE-N.png. Exit codes: 0 ok, 1 runtime error,\n"
+            "2 usage error, 130 interrupted.");
   c->add_option("prompt_text", o->prompt_positional, "The prompt (same as --prompt)");
   c->add_option("-m,--model", o->model,
                 "Model: a diffusers folder, a .safetensors/.ckpt file, a repo id in the Hugging Face cache, "
@@ -173,8 +175,8 @@ Action add_generate(CLI::App& app) {
   c->add_option("-n,--negative-prompt", o->negative_prompt, "What the image should not show");
   c->add_option("--steps", o->steps, "Denoising steps (default: 50; the demo model: 20)")->check(CLI::Range(1, 1000));
   c->add_option("--cfg-scale", o->cfg_scale, "Classifier-free guidance scale (default: 7.5; SDXL 5.0; <=1: off)");
-  c->add_option("--sampler", o->sampler, "Sampler (default: the model's scheduler)");
-  c->add_option("--schedule", o->schedule, "Sigma schedule: default or karras");
+  c->add_option("--sampler", o->sampler, "Sampler: " + sampler_names_list() + " (default: the model's scheduler)");
+  c->add_option("--schedule", o->schedule, "Sigma schedule: default or karras (see Samplers below)");
   c->add_option("-W,--width", o->width, "Image width, a multiple of 8 (default: the model's native size: 512 SD1, 768 SD2-v, 1024 SDXL, 128 demo)");
   c->add_option("-H,--height", o->height, "Image height, a multiple of 8");
   c->add_option("-s,--seed", o->seed, "Seed; -1 picks a random one and prints it (default: -1)");
@@ -183,7 +185,7 @@ Action add_generate(CLI::App& app) {
       ->check(CLI::Range(1, 64));
   c->add_option("--clip-skip", o->clip_skip, "Stop at the N-th last text encoder layer (default: 1)");
   c->add_option("--precision", o->precision, "fp32, bf16 or fp16 (default: fp32 on cpu, fp16 on cuda)");
-  c->add_option("--device", o->device, "cpu or cuda (default: cpu)");
+  c->add_option("--device", o->device, sys::kDeviceHelp);
   c->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   c->add_option("--config", o->config_dir,
                 "For a single-file checkpoint: a diffusers folder with its configs (default: the family's)");
@@ -201,7 +203,8 @@ Action add_generate(CLI::App& app) {
       if (!demo_model_path()) {
         throw_error(ErrorCode::kInvalidArgument,
                     "generate needs --model (a diffusers folder, a .safetensors/.ckpt file, a cached repo id or an "
-                    "alias such as sd15; `diffuse models` lists what is available)");
+                    "alias such as sd15; `diffuse models` lists what is available): the built-in demo model was "
+                    "not found (" + data_search_note() + ")");
       }
       o->model = "demo";
       std::fprintf(stderr,

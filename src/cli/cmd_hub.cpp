@@ -1,4 +1,5 @@
 // diffuse pull / diffuse models, and --model resolution (path, cached repo id, alias).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -8,12 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
-#include "pipeline/demo_model.h"
 #include "cli/progress_bar.h"
 #include "hub/hub.h"
 #include "io/checkpoint.h"
 #include "io/hash_cache.h"
-#include "models/detect.h"
+#include "models/probe.h"
+#include "pipeline/data_dir.h"
+#include "pipeline/demo_model.h"
 #include "sys/devices.h"
 
 namespace fs = std::filesystem;
@@ -36,47 +38,23 @@ uint64_t folder_bytes(const fs::path& dir) {
   return size;
 }
 
-// Family and stored precision of a model without loading its weights: single
-// files are read through their (mmap'd, lazily paged) header; folders by config.
+// Family (with its variant: "sd1 inpaint (9-channel)") and stored precision
+// of a model from its headers and configs (models/probe.h); weights are not read.
 struct Peek {
-  std::string family = "?";
+  std::string family = "?";   // the family row's name: "sd1"
+  std::string variant = "?";  // "base", "inpaint", ...
+  std::string label = "?";    // for the table: "sd1 inpaint (9-channel)"
   std::string precision = "?";
 };
 
 Peek peek_model(const fs::path& p) {
   Peek out;
   try {
-    if (fs::is_directory(p)) {
-      bool xl = fs::exists(p / "text_encoder_2");
-      std::ifstream te(p / "text_encoder" / "config.json");
-      nlohmann::json j = nlohmann::json::parse(te, nullptr, false);
-      out.family = xl ? "sdxl" : (j.is_object() && j.value("hidden_act", "") == "gelu" ? "sd2" : "sd1");
-      bool fp16 = false, fp32 = false;
-      for (const auto& f : fs::directory_iterator(p / "unet")) {
-        std::string n = f.path().filename().string();
-        if (n.find(".fp16.") != std::string::npos) fp16 = true;
-        else if (n.find("diffusion_pytorch_model") == 0) fp32 = true;
-      }
-      out.precision = fp32 ? "as stored" : fp16 ? "fp16" : "?";
-      if (fp32) {
-        Checkpoint c = load_checkpoint((p / "unet" / "diffusion_pytorch_model.safetensors").string());
-        if (!c.tensors.empty()) out.precision = dtype_name(c.tensors.begin()->second.dtype());
-      }
-    } else {
-      Checkpoint c = load_checkpoint(p.string());
-      Detected d = detect_single_file(c.tensors);
-      out.family = family_name(d.family);
-      if (d.inpaint) out.family += "-inpaint";
-      std::map<std::string, int> counts;
-      for (const auto& [name, t] : c.tensors) counts[dtype_name(t.dtype())]++;
-      int best = 0;
-      for (const auto& [dt, n] : counts) {
-        if (n > best) {
-          best = n;
-          out.precision = dt;
-        }
-      }
-    }
+    const CheckpointInfo info = probe(p.string());
+    out.family = info.family->name;
+    out.variant = info.variant_spec().name;
+    out.label = info.label();
+    out.precision = info.precision;
   } catch (const std::exception&) {
     // Listed with "?" rather than hidden: the user can still try to load it.
   }
@@ -91,7 +69,8 @@ std::string resolve_model(const std::string& spec) {
   if (fs::exists(spec, ec)) return spec;
   if (spec == "demo") {
     if (auto demo = demo_model_path()) return *demo;
-    throw_error(ErrorCode::kNotFound, "the built-in demo model (models/demo of the source tree) was not found");
+    throw_error(ErrorCode::kNotFound,
+                "the built-in demo model (models/demo) was not found (" + data_search_note() + ")");
   }
   hub::HubOptions hub = hub::HubOptions::from_env();
   const hub::ModelAlias* alias = hub::find_alias(spec);
@@ -167,7 +146,7 @@ Action add_models(CLI::App& app) {
   c->add_flag("--hash", o->hash, "Compute missing A1111 hashes (reads each file once; cached afterwards)");
   return [o]() {
     struct Row {
-      std::string name, source, path, family, precision, size, hash;
+      std::string name, source, path, family, variant, label, precision, size, hash;
     };
     std::vector<Row> rows;
     hub::HubOptions hub = hub::HubOptions::from_env();
@@ -188,7 +167,7 @@ Action add_models(CLI::App& app) {
           hash = "?";
         }
       }
-      rows.push_back({name, source, path.string(), pk.family, pk.precision, human_size(size), hash});
+      rows.push_back({name, source, path.string(), pk.family, pk.variant, pk.label, pk.precision, human_size(size), hash});
     };
     if (auto demo = demo_model_path()) {
       add("demo", "built-in", *demo, folder_bytes(*demo));  // `--model demo`, and generate's default
@@ -215,7 +194,7 @@ Action add_models(CLI::App& app) {
     if (o->json) {
       nlohmann::json j = nlohmann::json::array();
       for (const Row& r : rows) {
-        j.push_back({{"name", r.name}, {"source", r.source}, {"path", r.path}, {"family", r.family},
+        j.push_back({{"name", r.name}, {"source", r.source}, {"path", r.path}, {"family", r.family}, {"variant", r.variant},
                      {"precision", r.precision}, {"size", r.size}, {"hash", r.hash}});
       }
       std::cout << j.dump(2) << std::endl;
@@ -225,10 +204,13 @@ Action add_models(CLI::App& app) {
       std::cout << "No models found in " << hub.cache_dir << ".\nDownload one with: diffuse pull sd15\n";
       return kExitOk;
     }
-    std::printf("%-48s %-6s %-9s %10s  %-10s  %s\n", "MODEL", "FAMILY", "PRECISION", "SIZE", "HASH", "PATH");
+    int family_width = 6;  // "sd1 inpaint (9-channel)" widens the column
+    for (const Row& r : rows) family_width = std::max(family_width, static_cast<int>(r.label.size()));
+    std::printf("%-48s %-*s %-9s %10s  %-10s  %s\n", "MODEL", family_width, "FAMILY", "PRECISION", "SIZE", "HASH",
+                "PATH");
     for (const Row& r : rows) {
-      std::printf("%-48s %-6s %-9s %10s  %-10s  %s\n", r.name.c_str(), r.family.c_str(), r.precision.c_str(),
-                  r.size.c_str(), r.hash.c_str(), r.path.c_str());
+      std::printf("%-48s %-*s %-9s %10s  %-10s  %s\n", r.name.c_str(), family_width, r.label.c_str(),
+                  r.precision.c_str(), r.size.c_str(), r.hash.c_str(), r.path.c_str());
     }
     return kExitOk;
   };

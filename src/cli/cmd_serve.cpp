@@ -8,12 +8,13 @@
 #include "core/thread_pool.h"
 #include "pipeline/demo_model.h"
 #include "server/server.h"
+#include "sys/device_select.h"
 
 namespace diffuse::cli {
 
 Action add_serve(CLI::App& app) {
   auto o = std::make_shared<server::ServerOptions>();
-  auto device = std::make_shared<std::string>("cpu");
+  auto device = std::make_shared<std::string>("auto");
   auto precision = std::make_shared<std::string>();
   auto no_hf = std::make_shared<bool>(false);
   auto threads = std::make_shared<int>(0);
@@ -30,21 +31,23 @@ Action add_serve(CLI::App& app) {
   c->add_option("--data-dir", o->data_dir, "Where history.db and images/ live (default ~/.local/share/diffuse)");
   c->add_option("--api-key", o->api_key, "Require this key (Authorization: Bearer KEY) on every request");
   c->add_option("--max-loaded", o->max_loaded, "Models kept in memory at once (LRU, default 1)");
-  c->add_option("--device", *device, "cpu or cuda");
+  c->add_option("--device", *device, sys::kDeviceHelp);
   c->add_option("--precision", *precision, "fp32, bf16 or fp16");
   c->add_flag("--no-hf-cache", *no_hf, "Do not list models from the Hugging Face cache");
   c->add_option("--threads", *threads, "CPU threads (default: all cores)");
   c->add_flag("--no-demo", *no_demo, "Do not list the built-in demo model (listed first otherwise)");
   return [o, device, precision, no_hf, threads, no_demo]() {
     if (*threads > 0) set_num_threads(*threads);
-    if (*device == "cuda") o->load.device = Device::kCUDA;
-    else if (*device != "cpu") throw_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda");
+    sys::parse_device_spec(*device);  // a bad value is a usage error before anything else
     if (!precision->empty()) o->load.precision = precision_from_name(*precision);
     o->scan_hf_cache = !*no_hf;
     for (std::string& m : o->model_files) m = resolve_model(m);
     if (!*no_demo) {
       if (auto demo = demo_model_path()) o->model_files.insert(o->model_files.begin(), *demo);
     }
+    const sys::DeviceChoice chosen = sys::select_device(*device);
+    std::fprintf(stderr, "%s\n", chosen.line.c_str());
+    o->load.device = chosen.device;
     server::Server srv(*o);
     int port = srv.bind();
     std::fprintf(stderr, "diffuse serve: http://%s:%d/  (Ctrl-C to stop)\n", o->host.c_str(), port);

@@ -7,6 +7,8 @@
 #include <iostream>
 
 #include "cli/cli.h"
+#include "core/runtime_options.h"
+#include "cli/version.h"
 #include "core/error.h"
 
 namespace diffuse::cli {
@@ -31,7 +33,7 @@ namespace {
 // when it is loaded, so the variable is set here and the program executes
 // itself again, once. A policy the user set is kept.
 void prefer_passive_openmp(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  if (!runtime_options().omp_wait_policy.empty()) return;
   if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
   execv("/proc/self/exe", argv);
   // exec failed (no /proc): run on with the library's default policy.
@@ -42,12 +44,27 @@ void prefer_passive_openmp(char** argv) {
 
 int main(int argc, char** argv) {
   using namespace diffuse;
+  try {
+    (void)runtime_options();  // a bad environment variable is an error before anything runs
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.what() << " (see diffuse --help-env)\n";
+    return cli::kExitUsage;
+  }
   cli::prefer_passive_openmp(argv);
   CLI::App app{"diffuse " DIFFUSE_VERSION
                " - Stable Diffusion (SD 1.x, SD 2.x, SDXL) text-to-image engine and playground.\n"
                "Run `diffuse <command> --help` for a command's options."};
   app.require_subcommand(1);
-  app.set_version_flag("--version", DIFFUSE_VERSION);
+  app.add_flag_callback(
+         "--help-env",
+         [] {
+           std::cout << runtime_options_help();
+           std::exit(0);
+         },
+         "Print the environment variables diffuse reads (docs/runtime-options.md), and exit")
+      ->trigger_on_parse();
+  app.set_version_flag("--version", [] { return cli::version_text(); },
+                       "Print the version, commit, backends and data directory, and exit");
   std::vector<cli::Action> actions = {cli::add_generate(app), cli::add_devices(app), cli::add_monitor(app),
                                       cli::add_pull(app),     cli::add_models(app),  cli::add_serve(app),
                                       cli::add_bench(app),    cli::add_make_checkpoint(app),

@@ -89,20 +89,39 @@ Tensor unary(const Tensor& x, Activation act, const char* name) {
 
 Backend& backend_for(Device device) {
   if (device == Device::kCPU) return cpu_backend();
-#if defined(DIFFUSE_HAVE_CUDA)
-  return cuda_backend();
-#else
-  throw_error(ErrorCode::kUnsupported, "[backend] cuda is not available: built without CUDA");
-#endif
+  const DeviceBackendHooks* hooks = device_backend_hooks(device);
+  if (!hooks)
+    throw_error(ErrorCode::kUnsupported,
+                std::string("[backend] ") + device_name(device) + " is not available: built without it");
+  return hooks->backend();
 }
 
-bool device_available(Device device) {
-  if (device == Device::kCPU) return true;
-#if defined(DIFFUSE_HAVE_CUDA)
-  return cuda_device_available();
-#else
-  return false;
-#endif
+bool device_available(Device device) { return device_unavailable_reason(device).empty(); }
+
+std::string device_unavailable_reason(Device device) {
+  if (device == Device::kCPU) return "";
+  const DeviceBackendHooks* hooks = device_backend_hooks(device);
+  if (!hooks) return std::string(device_name(device)) + ": built without it";
+  return hooks->start();
+}
+
+bool backend_compiled(Device device) { return device == Device::kCPU || device_backend_hooks(device) != nullptr; }
+
+void select_device_ordinal(Device device, int ordinal) {
+  const DeviceBackendHooks* hooks = device == Device::kCPU ? nullptr : device_backend_hooks(device);
+  if (!hooks) {
+    DIFFUSE_CHECK(device != Device::kCPU || ordinal == 0, ErrorCode::kInvalidArgument,
+                  "[backend] there is one cpu device, cpu:0; got cpu:" + std::to_string(ordinal));
+    DIFFUSE_CHECK(device == Device::kCPU, ErrorCode::kUnsupported,
+                  std::string("[backend] ") + device_name(device) + " is not available: built without it");
+    return;
+  }
+  hooks->select_ordinal(ordinal);
+}
+
+std::string backend_library_versions(Device device) {
+  const DeviceBackendHooks* hooks = device == Device::kCPU ? nullptr : device_backend_hooks(device);
+  return hooks ? hooks->library_versions() : "";
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act, const Tensor& residual) {

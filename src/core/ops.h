@@ -118,11 +118,39 @@ class AllowTf32 {
   bool prev_;
 };
 
-// Backend interface: one implementation per device. ops.cpp validates, then calls these.
+// A recorded sequence of a device's ops, replayed with one launch (CUDA graphs).
+class DeviceGraph {
+ public:
+  virtual ~DeviceGraph() = default;
+  virtual void replay() = 0;  // enqueues the recorded work; does not wait
+};
+
+// Backend interface: one implementation per device. ops.cpp validates, then
+// calls the ops; the core (tensor.cpp) allocates, copies and synchronises only
+// through the device services below, so it never names a device API.
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+
+  // --- Device services ---
+  // `nbytes` of this device's memory; the Storage's deleter gives it back.
+  virtual std::shared_ptr<Storage> allocate(size_t nbytes) = 0;
+  // Copies `bytes` between this device's memory and the host, or within this
+  // device. Synchronous for the host when the destination is host memory.
+  virtual void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) = 0;
+  // Waits for all work enqueued on this device (host-side timing, tests).
+  virtual void synchronize() {}
+  virtual DeviceMemoryStats memory_stats() const = 0;
+  virtual void reset_peak_memory_stats() = 0;
+  // Gives cached, unused memory back to the system / driver.
+  virtual void empty_cache() {}
+  // Records `fn`'s ops on this device without running them, for replay().
+  // Tensors allocated inside `fn` stay owned by the graph; `fn` must not
+  // synchronise with the host. nullptr when the device has no graphs (CPU).
+  virtual std::unique_ptr<DeviceGraph> capture(const std::function<void()>& fn) { return nullptr; }
+
+  // --- Ops ---
   // Whether 4-D activations of this dtype run faster stored channels-last.
   virtual bool prefers_channels_last(DType) const { return false; }
   virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act,
@@ -153,8 +181,20 @@ class Backend {
 };
 
 // The backend for a device. Throws kUnsupported for CUDA when built without it
-// or when no CUDA device is present.
+// or when no CUDA device is present (the message says which).
 Backend& backend_for(Device device);
 bool device_available(Device device);
+// "" when `device` can be used, else why not ("built without CUDA", "no CUDA
+// device: ..."). Starts the device's backend if needed; never throws.
+std::string device_unavailable_reason(Device device);
+// Whether this binary was built with the backend for `device`.
+bool backend_compiled(Device device);
+// Chooses which physical device of a kind the backend runs on (cuda:N), before
+// its first use; throws kUnsupported afterwards for another ordinal, or when
+// the backend is not compiled in.
+void select_device_ordinal(Device device, int ordinal);
+// The libraries a backend loaded ("CUDA runtime 13.0, cuBLASLt ..., cuDNN ...");
+// "" when not compiled in.
+std::string backend_library_versions(Device device);
 
 }  // namespace diffuse

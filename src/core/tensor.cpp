@@ -9,7 +9,6 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "backends/backend_registry.h"
 #include "core/ops.h"
 
 namespace diffuse {
@@ -45,86 +44,27 @@ Storage::~Storage() {
   if (deleter && data) deleter(data);
 }
 
-namespace {
-
-// Large host buffers are recycled by exact size. Diffusion repeats the same
-// activation shapes every step, and glibc serves blocks above 32 MB with a
-// fresh mmap each time, so without this every big op pays ~10k page faults
-// (measured: a bf16 GEMM spent a third of its time in clear_page). Bounded;
-// purged when an allocation fails.
-class HostBlockCache {
- public:
-  static constexpr size_t kMinBytes = size_t{1} << 20;
-  static constexpr size_t kMaxCached = size_t{2} << 30;
-
-  void* take(size_t bytes) {
-    std::lock_guard<std::mutex> lk(mu_);
-    auto it = free_.find(bytes);
-    if (it == free_.end()) return nullptr;
-    void* p = it->second;
-    free_.erase(it);
-    cached_ -= bytes;
-    return p;
-  }
-  void give(void* p, size_t bytes) {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (cached_ + bytes <= kMaxCached) {
-        free_.emplace(bytes, p);
-        cached_ += bytes;
-        return;
-      }
-    }
-    std::free(p);
-  }
-  void purge() {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto& [bytes, p] : free_) std::free(p);
-    free_.clear();
-    cached_ = 0;
-  }
-
- private:
-  std::mutex mu_;
-  std::unordered_multimap<size_t, void*> free_;
-  size_t cached_ = 0;
-};
-
-HostBlockCache& host_cache() {
-  static HostBlockCache* cache = new HostBlockCache;  // leaked: tensors may die during static destruction
-  return *cache;
+std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device) {
+  return backend_for(device).allocate(nbytes);
 }
 
+namespace {
+thread_local TransferStats t_transfers;
 }  // namespace
 
-std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device) {
-  if (device == Device::kCUDA) {
-#if defined(DIFFUSE_HAVE_CUDA)
-    return cuda_allocate(nbytes);
-#else
-    throw_error(ErrorCode::kUnsupported, "[tensor] cannot allocate on cuda: built without CUDA");
-#endif
+TransferStats transfer_stats() { return t_transfers; }
+
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_dev == Device::kCPU && src_dev == Device::kCPU) {
+    std::memcpy(dst, src, bytes);
+    return;
   }
-  size_t rounded = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
-  bool cached = rounded >= HostBlockCache::kMinBytes;
-  void* p = cached ? host_cache().take(rounded) : nullptr;
-  if (!p) p = std::aligned_alloc(64, rounded);
-  if (!p && cached) {
-    host_cache().purge();
-    p = std::aligned_alloc(64, rounded);
+  if (dst_dev != src_dev) {
+    (dst_dev == Device::kCPU ? t_transfers.device_to_host : t_transfers.host_to_device) += 1;
+    t_transfers.bytes += bytes;
   }
-  if (!p)
-    throw_error(ErrorCode::kOutOfMemory, "[tensor] cannot allocate " + std::to_string(nbytes) + " bytes on cpu");
-  auto s = std::make_shared<Storage>();
-  s->data = p;
-  s->nbytes = nbytes;
-  s->device = Device::kCPU;
-  if (cached) {
-    s->deleter = [rounded](void* q) { host_cache().give(q, rounded); };
-  } else {
-    s->deleter = [](void* q) { std::free(q); };
-  }
-  return s;
+  backend_for(dst_dev == Device::kCPU ? src_dev : dst_dev).copy_bytes(dst, dst_dev, src, src_dev, bytes);
 }
 
 namespace {
@@ -258,15 +198,10 @@ Tensor Tensor::to(DType dtype) const {
 
 Tensor Tensor::to(Device dev) const {
   if (!defined() || dev == device()) return *this;
-#if defined(DIFFUSE_HAVE_CUDA)
   Tensor src = contiguous();
   Tensor dst = empty(shape_, dtype_, dev);
-  if (src.nbytes() > 0) cuda_copy(dst.raw_data(), dev, src.raw_data(), src.device(), src.nbytes());
+  copy_bytes(dst.raw_data(), dev, src.raw_data(), src.device(), src.nbytes());
   return dst;
-#else
-  throw_error(ErrorCode::kUnsupported, std::string("[to] cannot move a tensor to ") + device_name(dev) +
-                                           ": built without CUDA");
-#endif
 }
 
 std::vector<Tensor> pack_on_device(const std::vector<size_t>& sizes, Device device,
@@ -298,14 +233,7 @@ std::vector<Tensor> pack_on_device(const std::vector<size_t>& sizes, Device devi
     Tensor view = base.defined() && base.dtype() == t.dtype()
                       ? make_view(base, phys, contiguous_strides(phys), static_cast<int64_t>(offsets[i] / es))
                       : Tensor::from_blob(slot, phys, t.dtype(), arena, device);
-    if (t.nbytes() > 0) {
-#if defined(DIFFUSE_HAVE_CUDA)
-      if (device == Device::kCUDA || t.device() == Device::kCUDA)
-        cuda_copy(slot, device, t.raw_data(), t.device(), t.nbytes());
-      else
-#endif
-        std::memcpy(slot, t.raw_data(), t.nbytes());
-    }
+    copy_bytes(slot, device, t.raw_data(), t.device(), t.nbytes());
     out.push_back(cl ? view.permute({0, 3, 1, 2}) : view);
   }
   return out;

@@ -36,10 +36,33 @@ struct Storage {
   ~Storage();
 };
 
-// Allocates device memory. CPU memory is 64-byte aligned. CUDA memory comes
-// from the CUDA backend's caching allocator (throws kUnsupported when the
-// binary was built without CUDA).
+// A device allocator's counters (bench, tests): Backend::memory_stats(). The
+// host's come from the one host allocator (core/host_allocator.h).
+struct DeviceMemoryStats {
+  uint64_t malloc_calls = 0;       // blocks taken from the system / driver (cache misses)
+  uint64_t alloc_calls = 0;        // allocations served
+  size_t reserved_bytes = 0;       // held from the system / driver (in use + cached)
+  size_t in_use_bytes = 0;
+  size_t peak_reserved_bytes = 0;  // high-water marks since start or reset_peak_memory_stats()
+  size_t peak_in_use_bytes = 0;
+};
+
+// Allocates device memory through the device's Backend: host memory from the
+// host allocator (64-byte aligned), CUDA memory from the CUDA backend's
+// caching allocator (throws kUnsupported when there is none).
 std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device);
+
+// Copies bytes between any two devices (through the non-CPU one's Backend).
+// Every host<->device transfer goes through here and is counted.
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+
+// Host<->device transfers made by the calling thread since it started (the
+// pipeline reports those of its denoising loop: none).
+struct TransferStats {
+  uint64_t host_to_device = 0, device_to_host = 0, bytes = 0;
+  uint64_t count() const { return host_to_device + device_to_host; }
+};
+TransferStats transfer_stats();
 
 class Tensor {
  public:

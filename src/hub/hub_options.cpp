@@ -1,5 +1,7 @@
 #include "hub/hub_options.h"
 
+#include "core/runtime_options.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
@@ -9,6 +11,7 @@
 namespace diffuse::hub {
 namespace {
 
+// HOME / XDG_CACHE_HOME only: every other variable comes from RuntimeOptions.
 std::string env(const char* name) {
   const char* v = std::getenv(name);
   return v ? std::string(v) : std::string();
@@ -29,20 +32,17 @@ std::string read_token_file(const std::string& path) {
   return trim(ss.str());
 }
 
-bool truthy(std::string v) {
-  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
-  return v == "1" || v == "true" || v == "yes" || v == "on";
-}
-
 }  // namespace
 
 HubOptions HubOptions::from_env() {
+  // A fresh read each call (tests set HF_* between calls).
+  const RuntimeOptions r = RuntimeOptions::from_env();
   HubOptions o;
-  std::string endpoint = trim(env("HF_ENDPOINT"));
+  std::string endpoint = r.hf_endpoint;
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
   if (!endpoint.empty()) o.endpoint = endpoint;
 
-  std::string hf_home = env("HF_HOME");
+  std::string hf_home = r.hf_home;
   if (hf_home.empty()) {
     std::string xdg = env("XDG_CACHE_HOME");
     std::string home = env("HOME");
@@ -50,17 +50,12 @@ HubOptions HubOptions::from_env() {
     hf_home = base + "/huggingface";
   }
 
-  o.token = trim(env("HF_TOKEN"));
-  if (o.token.empty()) o.token = trim(env("HUGGING_FACE_HUB_TOKEN"));
-  if (o.token.empty()) {
-    std::string token_path = env("HF_TOKEN_PATH");
-    o.token = read_token_file(token_path.empty() ? hf_home + "/token" : token_path);
-  }
+  o.token = r.hf_token;
+  if (o.token.empty()) o.token = read_token_file(r.hf_token_path.empty() ? hf_home + "/token" : r.hf_token_path);
 
-  o.cache_dir = env("HF_HUB_CACHE");
-  if (o.cache_dir.empty()) o.cache_dir = env("HUGGINGFACE_HUB_CACHE");
+  o.cache_dir = r.hf_hub_cache;
   if (o.cache_dir.empty()) o.cache_dir = hf_home + "/hub";
-  o.offline = truthy(env("HF_HUB_OFFLINE"));
+  o.offline = r.hf_hub_offline;
   return o;
 }
 

@@ -1,21 +1,18 @@
-// SHA-256 (FIPS 180-4), own implementation: used for A1111's "Model hash"
-// (AutoV2 = first 10 hex digits of sha256(file)) and for cache integrity.
+// SHA-256 by OpenSSL's libcrypto (EVP_sha256, which picks SHA-NI / AVX2 code
+// itself): used for A1111's "Model hash" (AutoV2 = first 10 hex digits of
+// sha256(file)), for hub downloads and for cache integrity.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX, kept out of this header
 
 namespace diffuse {
 
-// Block functions, exposed so tests can check the SHA-NI path against the
-// portable one: each consumes `blocks` 64-byte blocks into `state`.
-namespace sha256_detail {
-void compress_portable(uint32_t state[8], const uint8_t* data, size_t blocks);
-void compress_hw(uint32_t state[8], const uint8_t* data, size_t blocks);  // needs hw_available()
-bool hw_available();  // x86 SHA extensions + SSE4.1 (CPUID, checked once)
-}  // namespace sha256_detail
-
-// Incremental hasher (uses the SHA extensions when the CPU has them): update() any number of times, then hex_digest() once.
+// Incremental hasher: update() any number of times, then digest() or hex_digest() once.
+// Movable, not copyable.
 class Sha256 {
  public:
   Sha256();
@@ -24,12 +21,10 @@ class Sha256 {
   std::string hex_digest();      // lowercase hex of digest()
 
  private:
-  void compress(const uint8_t* blocks, size_t count);
-
-  uint32_t state_[8];
-  uint8_t buffer_[64];
-  size_t buffered_ = 0;
-  uint64_t total_bytes_ = 0;
+  struct FreeContext {
+    void operator()(evp_md_ctx_st* ctx) const;
+  };
+  std::unique_ptr<evp_md_ctx_st, FreeContext> ctx_;
   bool finished_ = false;
 };
 

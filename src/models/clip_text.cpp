@@ -4,7 +4,6 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "models/keymap.h"
 
 namespace diffuse {
 
@@ -120,7 +119,7 @@ std::vector<std::pair<std::string, Shape>> ClipTextModel::expected_tensors(const
 }
 
 TensorMap ClipTextModel::random_weights(const ClipTextConfig& config, uint64_t seed, DType dtype) {
-  return random_tensors(expected_tensors(config), seed, dtype);
+  return diffuse::random_weights(expected_tensors(config), seed, dtype);
 }
 
 ClipTextModel::ClipTextModel(const ClipTextConfig& config, const TensorMap& weights, DType dtype, Device device)
@@ -128,15 +127,18 @@ ClipTextModel::ClipTextModel(const ClipTextConfig& config, const TensorMap& weig
   config_.validate();
   DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("[ClipTextModel] dtype must be floating, got ") +
                                             dtype_name(dtype));
-  check_weights(weights, expected_tensors(config_), "ClipTextModel");
-  std::vector<Tensor*> slots;
-  std::vector<Tensor> src;
-  visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) {
-    slots.push_back(&slot);
-    src.push_back(weights.at(name));
-  });
-  const std::vector<Tensor> placed = place_weights(src, dtype, device);  // one allocation on a GPU
-  for (size_t i = 0; i < slots.size(); ++i) *slots[i] = placed[i];
+  // One allocation on a GPU.
+  weights_ = WeightTable("text_encoder", expected_tensors(config_), weights, dtype, device, ExtraWeights::kAllow);
+  bind();
+}
+
+void ClipTextModel::bind() {
+  visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) { slot = weights_.get(name); });
+}
+
+void ClipTextModel::replace_weight(const std::string& name, const Tensor& value) {
+  weights_.replace(name, value);
+  bind();
 }
 
 // ---- forward ---------------------------------------------------------------

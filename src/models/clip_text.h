@@ -19,6 +19,7 @@
 #include "core/ops.h"
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "models/weights.h"
 
 namespace diffuse {
 
@@ -48,9 +49,10 @@ struct ClipTextConfig {
 
 class ClipTextModel {
  public:
-  // Every tensor of expected_tensors() must be present with that shape; extra
-  // names are an error too (they mean a wrong key table). Weights are converted
-  // to `dtype` on `device` once here.
+  // Every tensor of expected_tensors() must be present with that shape
+  // (models/weights.h: Error(kIo) naming each problem); extra names are allowed
+  // (older files carry buffers such as position_ids). Weights are converted to
+  // `dtype` on `device` once here.
   ClipTextModel(const ClipTextConfig& config, const TensorMap& weights, DType dtype = DType::kF32,
                 Device device = Device::kCPU);
 
@@ -73,8 +75,12 @@ class ClipTextModel {
   void set_activation_dtype(DType dtype) { act_dtype_ = dtype; }
   Device device() const { return device_; }
 
-  // Deterministic pseudo-random weights (benchmarks, tests): LayerNorms 1/0,
-  // matrices N(0, 1/fan_in), embeddings N(0, 0.02).
+  // The placed weights by name, and one replaced (then bound again): how
+  // adapters such as LoRA patch the model.
+  const WeightTable& weights() const { return weights_; }
+  void replace_weight(const std::string& name, const Tensor& value);
+
+  // Deterministic pseudo-random weights (benchmarks, tests; models/weights.h random_weights).
   static TensorMap random_weights(const ClipTextConfig& config, uint64_t seed, DType dtype = DType::kF32);
   // Every tensor the model needs, by diffusers name, with its shape.
   static std::vector<std::pair<std::string, Shape>> expected_tensors(const ClipTextConfig& config);
@@ -91,11 +97,14 @@ class ClipTextModel {
   };
 
  private:
+  void bind();  // w_'s slots, from weights_
+
   ClipTextConfig config_;
   DType dtype_;
   DType act_dtype_;
   Device device_;
   Activation act_;
+  WeightTable weights_;
   Weights w_;
 };
 

@@ -1,25 +1,14 @@
+// Family names come from the family table (family_spec.h).
 #include "models/family.h"
 
-#include "core/error.h"
+#include "models/family_spec.h"
 
 namespace diffuse {
 
-const char* family_name(Family f) {
-  switch (f) {
-    case Family::kSD1: return "sd1";
-    case Family::kSD2: return "sd2";
-    case Family::kSDXL: return "sdxl";
-  }
-  return "?";
-}
+const char* family_name(Family f) { return family_spec(f).name.c_str(); }
 
-Family family_from_name(const std::string& s) {
-  if (s == "sd1" || s == "sd14" || s == "sd15" || s == "sd1.x") return Family::kSD1;
-  if (s == "sd2" || s == "sd21" || s == "sd2.x") return Family::kSD2;
-  if (s == "sdxl" || s == "sdxl-base") return Family::kSDXL;
-  throw_error(ErrorCode::kInvalidArgument, "unknown model family '" + s + "' (expected sd1, sd2 or sdxl)");
-}
+Family family_from_name(const std::string& s) { return family_spec_named(s).family; }
 
-const char* prediction_name(Prediction p) { return p == Prediction::kEpsilon ? "epsilon" : "v_prediction"; }
+// prediction_name() is defined in sampling/prediction.h.
 
 }  // namespace diffuse

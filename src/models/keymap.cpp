@@ -2,12 +2,12 @@
 #include "models/keymap.h"
 
 #include <algorithm>
-#include <cmath>
 #include <map>
 #include <set>
 
 #include "models/unet.h"
 #include "models/vae.h"
+#include "models/weights.h"
 
 #if __has_include("models/unet_keys.h")
 #include "models/unet_keys.h"
@@ -87,22 +87,44 @@ struct ComponentSource {
 };
 constexpr const char* kUNetPrefix = "model.diffusion_model.";
 
-std::vector<ComponentSource> component_sources(Family family) {
+// Text-encoder names the configured model uses (others, e.g. SD2's 24th layer, are ignored).
+std::map<std::string, Shape> expected_names(const ClipTextConfig& c) {
+  std::map<std::string, Shape> m;
+  for (auto& [name, shape] : ClipTextModel::expected_tensors(c)) m.emplace(name, shape);
+  return m;
+}
+
+// The diffusers component a text encoder of a family row loads into.
+Component text_component(const TextEncoderSpec& te) {
+  return te.folder == "text_encoder_2" ? Component::kTextEncoder2 : Component::kTextEncoder;
+}
+
+std::vector<ComponentSource> component_sources(const FamilySpec& family) {
   std::vector<ComponentSource> s = {{kUNetPrefix, Component::kUNet, {}},
                                     {"first_stage_model.", Component::kVae, kVaeRules}};
-  switch (family) {
-    case Family::kSD1:
-      s.push_back({"cond_stage_model.transformer.", Component::kTextEncoder, kClipHfRules});
-      break;
-    case Family::kSD2:
-      s.push_back({"cond_stage_model.model.", Component::kTextEncoder, kOpenClipRules});
-      break;
-    case Family::kSDXL:
-      s.push_back({"conditioner.embedders.0.transformer.", Component::kTextEncoder, kClipHfRules});
-      s.push_back({"conditioner.embedders.1.model.", Component::kTextEncoder2, kOpenClipRules});
-      break;
+  for (const TextEncoderSpec& te : family.text_encoders) {
+    s.push_back({te.single_file_prefix.c_str(), text_component(te),
+                 te.layout == ClipLayout::kOpenClip ? std::span<const KeyRule>(kOpenClipRules)
+                                                    : std::span<const KeyRule>(kClipHfRules)});
   }
   return s;
+}
+
+// Names and shapes each text-encoder component expects (others, e.g. SD2's 24th layer, are ignored).
+std::map<Component, std::map<std::string, Shape>> wanted_text_names(const FamilySpec& family,
+                                                                    const std::vector<ClipTextConfig>& configs) {
+  DIFFUSE_CHECK_ARG(configs.size() == family.text_encoders.size(),
+                    "[keymap] " + family.name + " has " + std::to_string(family.text_encoders.size()) +
+                        " text encoders, got " + std::to_string(configs.size()) + " configs");
+  std::map<Component, std::map<std::string, Shape>> wanted;
+  for (size_t i = 0; i < configs.size(); ++i) wanted[text_component(family.text_encoders[i])] = expected_names(configs[i]);
+  return wanted;
+}
+
+std::vector<ClipTextConfig> base_text_configs(const ClipTextConfig& te1, const std::optional<ClipTextConfig>& te2) {
+  std::vector<ClipTextConfig> v = {te1};
+  if (te2) v.push_back(*te2);
+  return v;
 }
 
 std::vector<std::string> split_dots(const std::string& s) {
@@ -199,13 +221,6 @@ int vae_levels(const std::vector<std::string>& vae_keys) {
     if (seg.size() > 2 && all_digits(seg[2])) levels = std::max(levels, std::stoi(seg[2]) + 1);
   }
   return levels;
-}
-
-// Text-encoder names the configured model uses (others, e.g. SD2's 24th layer, are ignored).
-std::map<std::string, Shape> expected_names(const ClipTextConfig& c) {
-  std::map<std::string, Shape> m;
-  for (auto& [name, shape] : ClipTextModel::expected_tensors(c)) m.emplace(name, shape);
-  return m;
 }
 
 // One routed key: its component and the renamed targets (empty: ignored).
@@ -310,13 +325,16 @@ Tensor transform_tensor(const Tensor& t, KeyTransform transform, int part) {
 SingleFilePlan plan_single_file(const std::vector<std::pair<std::string, Shape>>& keys, Family family,
                                 const UNetConfig& unet_config, const ClipTextConfig& te1,
                                 const std::optional<ClipTextConfig>& te2) {
+  return plan_single_file(keys, family_spec(family), unet_config, base_text_configs(te1, te2));
+}
+
+SingleFilePlan plan_single_file(const std::vector<std::pair<std::string, Shape>>& keys, const FamilySpec& family,
+                                const UNetConfig& unet_config, const std::vector<ClipTextConfig>& text_encoders) {
   const std::vector<ComponentSource> sources = component_sources(family);
   std::vector<std::string> names;
   for (const auto& [k, s] : keys) names.push_back(k);
   const std::vector<Routed> routed = route_keys(names, sources);
-  std::map<Component, std::map<std::string, Shape>> wanted;
-  wanted[Component::kTextEncoder] = expected_names(te1);
-  if (te2) wanted[Component::kTextEncoder2] = expected_names(*te2);
+  std::map<Component, std::map<std::string, Shape>> wanted = wanted_text_names(family, text_encoders);
 
   SingleFilePlan plan;
   std::vector<std::string> unet_keys;
@@ -355,13 +373,16 @@ SingleFilePlan plan_single_file(const std::vector<std::pair<std::string, Shape>>
 
 SingleFileParts split_single_file(const TensorMap& all, Family family, const UNetConfig& unet_config,
                                   const ClipTextConfig& te1, const std::optional<ClipTextConfig>& te2) {
+  return split_single_file(all, family_spec(family), unet_config, base_text_configs(te1, te2));
+}
+
+SingleFileParts split_single_file(const TensorMap& all, const FamilySpec& family, const UNetConfig& unet_config,
+                                  const std::vector<ClipTextConfig>& text_encoders) {
   const std::vector<ComponentSource> sources = component_sources(family);
   std::vector<std::string> names;
   for (const auto& [k, t] : all) names.push_back(k);
   const std::vector<Routed> routed = route_keys(names, sources);
-  std::map<Component, std::map<std::string, Shape>> wanted;
-  wanted[Component::kTextEncoder] = expected_names(te1);
-  if (te2) wanted[Component::kTextEncoder2] = expected_names(*te2);
+  std::map<Component, std::map<std::string, Shape>> wanted = wanted_text_names(family, text_encoders);
 
   SingleFileParts parts;
   TensorMap unet_ldm;
@@ -405,74 +426,12 @@ SingleFileParts split_single_file(const TensorMap& all, Family family, const UNe
 
   // Text encoders must be complete here: a wrong family or a truncated file
   // is reported with the single-file view of the problem.
-  check_weights(parts.text_encoder, ClipTextModel::expected_tensors(te1), "text_encoder (single file)");
-  if (te2) check_weights(parts.text_encoder_2, ClipTextModel::expected_tensors(*te2), "text_encoder_2 (single file)");
+  for (size_t i = 0; i < text_encoders.size(); ++i) {
+    const TextEncoderSpec& te = family.text_encoders[i];
+    check_weights(slot(text_component(te)), ClipTextModel::expected_tensors(text_encoders[i]),
+                  te.folder + " (single file, " + te.single_file_prefix + "*)");
+  }
   return parts;
-}
-
-// ---- helpers ---------------------------------------------------------------
-
-void check_weights(const TensorMap& weights, const std::vector<std::pair<std::string, Shape>>& expected,
-                   const std::string& model) {
-  std::vector<std::string> problems;
-  size_t count = 0;
-  for (const auto& [name, shape] : expected) {
-    auto it = weights.find(name);
-    std::string problem;
-    if (it == weights.end()) {
-      problem = "missing " + name + " " + shape_str(shape);
-    } else if (it->second.shape() != shape) {
-      problem = name + " has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(shape);
-    } else if (!is_floating(it->second.dtype())) {
-      problem = name + " has non-floating dtype " + dtype_name(it->second.dtype());
-    }
-    if (problem.empty()) continue;
-    ++count;
-    if (problems.size() < 8) problems.push_back(problem);
-  }
-  if (count == 0) return;
-  std::string msg = "[" + model + "] " + std::to_string(count) + " weight problem(s): ";
-  for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
-  if (count > problems.size()) msg += "; ...";
-  throw_error(ErrorCode::kInvalidArgument, msg);
-}
-
-TensorMap random_tensors(const std::vector<std::pair<std::string, Shape>>& specs, uint64_t seed, DType dtype) {
-  // splitmix64 stream + Box-Muller: cheap, deterministic, good enough for test weights.
-  uint64_t state = seed;
-  auto next = [&]() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  };
-  auto uniform = [&]() { return (static_cast<double>(next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); };
-  TensorMap out;
-  for (const auto& [name, shape] : specs) {
-    const int64_t n = shape_numel(shape);
-    std::vector<float> v(static_cast<size_t>(n));
-    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    if (is_bias) {
-      std::fill(v.begin(), v.end(), 0.0f);
-    } else if (shape.size() == 1) {
-      std::fill(v.begin(), v.end(), 1.0f);
-    } else {
-      const double stdev = name.find("embedding") != std::string::npos
-                               ? 0.02
-                               : 1.0 / std::sqrt(static_cast<double>(n / std::max<int64_t>(shape[0], 1)));
-      for (int64_t i = 0; i < n; i += 2) {
-        const double r = std::sqrt(-2.0 * std::log(uniform())), th = 6.283185307179586 * uniform();
-        v[i] = static_cast<float>(stdev * r * std::cos(th));
-        if (i + 1 < n) v[i + 1] = static_cast<float>(stdev * r * std::sin(th));
-      }
-    }
-    // Straight into the target dtype: an f32 Tensor in between would leave its
-    // block in the host allocator's size-keyed cache (RSS) after load.
-    Tensor t = Tensor::empty(shape, dtype);
-    convert(v.data(), DType::kF32, t.raw_data(), dtype, v.size());
-    out.emplace(name, t);
-  }
-  return out;
 }
 
 }  // namespace diffuse

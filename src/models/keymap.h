@@ -1,6 +1,8 @@
 // Checkpoint key tables: how original (LDM/SGM) single-file checkpoints name
 // the VAE and text-encoder tensors, and how they become diffusers names.
-// The UNet's table lives in unet_keys.h; split_single_file() drives all of them.
+// The UNet's table lives in unet_keys.h; split_single_file() drives all of them,
+// with the prefix and layout of each text encoder from the family's row
+// (family_spec.h).
 //
 // Tables are data: one KeyRule row per tensor family, matched segment by
 // segment (no substring rewriting), and no key may match two rows of a table.
@@ -30,6 +32,7 @@
 #include "io/checkpoint.h"
 #include "models/clip_text.h"
 #include "models/family.h"
+#include "models/family_spec.h"
 
 namespace diffuse {
 
@@ -87,8 +90,12 @@ struct SingleFileParts {
 // Splits a single-file checkpoint into diffusers-named components. Tensors
 // keep their stored dtype (views where no transform is needed). Keys that map
 // to no expected tensor (DDPM buffers, model_ema.*, SD2's 24th layer and
-// logit_scale, position_ids...) are listed in `ignored`. Throws
-// kInvalidArgument naming missing text-encoder tensors.
+// logit_scale, position_ids...) are listed in `ignored`. `text_encoders` are
+// the configs of family.text_encoders, in that order. Throws Error(kIo) naming
+// missing text-encoder tensors (models/weights.h).
+SingleFileParts split_single_file(const TensorMap& all, const FamilySpec& family, const UNetConfig& unet_config,
+                                  const std::vector<ClipTextConfig>& text_encoders);
+// The same for a family's base row (text_encoder, then text_encoder_2).
 SingleFileParts split_single_file(const TensorMap& all, Family family, const UNetConfig& unet_config,
                                   const ClipTextConfig& te1, const std::optional<ClipTextConfig>& te2);
 
@@ -104,21 +111,10 @@ struct SingleFilePlan {
   std::vector<Target> targets;
   std::vector<std::string> ignored;
 };
+SingleFilePlan plan_single_file(const std::vector<std::pair<std::string, Shape>>& keys, const FamilySpec& family,
+                                const UNetConfig& unet_config, const std::vector<ClipTextConfig>& text_encoders);
 SingleFilePlan plan_single_file(const std::vector<std::pair<std::string, Shape>>& keys, Family family,
                                 const UNetConfig& unet_config, const ClipTextConfig& te1,
                                 const std::optional<ClipTextConfig>& te2);
-
-// ---- helpers shared by the models ------------------------------------------------
-
-// Throws kInvalidArgument when a tensor of `expected` is missing or has another
-// shape, naming up to 8 of them (model = "Vae", "ClipTextModel", ...). Extra
-// names in `weights` are allowed (old files carry buffers such as position_ids).
-void check_weights(const TensorMap& weights, const std::vector<std::pair<std::string, Shape>>& expected,
-                   const std::string& model);
-
-// Pseudo-random tensors for every spec (deterministic in seed): names ending in
-// ".bias" are 0, other 1-D tensors 1 (norm scales), "*embedding*" N(0, 0.02),
-// other matrices/kernels N(0, 1/fan_in).
-TensorMap random_tensors(const std::vector<std::pair<std::string, Shape>>& specs, uint64_t seed, DType dtype);
 
 }  // namespace diffuse

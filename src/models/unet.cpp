@@ -6,10 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include "core/ops.h"
-#include "core/thread_pool.h"
 #include "models/unet_layout.h"
 
 namespace diffuse {
@@ -84,23 +82,20 @@ void declare_block(TensorList& out, const BlockLayout& b, const UNetConfig& c) {
     // The mid block interleaves resnet, attention, resnet; others pair resnet j with attention j.
     const int a = mid ? static_cast<int>(j) - 1 : static_cast<int>(j);
     if (a >= 0 && a < b.attentions)
-      declare_transformer(out, b.prefix + "attentions." + std::to_string(a) + ".", b.channels, b.transformer_layers,
-                          b.cross_dim, c.use_linear_projection);
+      declare_transformer(out, b.prefix + "attentions." + std::to_string(a) + ".", b.channels,
+                          b.transformer_layers[a], b.cross_dim, c.use_linear_projection);
   }
   if (b.downsample) declare_conv(out, b.prefix + "downsamplers.0.conv.", b.channels, b.channels, 3);
   if (b.upsample) declare_conv(out, b.prefix + "upsamplers.0.conv.", b.channels, b.channels, 3);
 }
 
-// ---- binding: look up converted tensors into the weight structs -------------
+// ---- binding: look up placed tensors into the weight structs ----------------
 
 class Binder {
  public:
-  explicit Binder(const TensorMap& w) : w_(w) {}
-  Tensor get(const std::string& name) const { return w_.at(name); }  // presence checked at load
-  Tensor maybe(const std::string& name) const {
-    auto it = w_.find(name);
-    return it == w_.end() ? Tensor() : it->second;
-  }
+  explicit Binder(const WeightTable& w) : w_(w) {}
+  Tensor get(const std::string& name) const { return w_.get(name); }  // presence checked at load
+  Tensor maybe(const std::string& name) const { return w_.find(name); }
   // proj_in / proj_out: a 1x1 conv [C, C, 1, 1] is the same map as a linear [C, C].
   Tensor as_matrix(const std::string& name) const {
     Tensor t = get(name);
@@ -163,14 +158,14 @@ class Binder {
     for (size_t j = 0; j < b.resnets.size(); ++j) out.resnets.push_back(resnet(b.prefix + "resnets." + std::to_string(j) + "."));
     for (int a = 0; a < b.attentions; ++a)
       out.attentions.push_back(
-          transformer(b.prefix + "attentions." + std::to_string(a) + ".", b.heads, b.transformer_layers));
+          transformer(b.prefix + "attentions." + std::to_string(a) + ".", b.heads, b.transformer_layers[a]));
     const std::string s = b.downsample ? "downsamplers.0.conv." : "upsamplers.0.conv.";
     if (b.downsample || b.upsample) out.sample_w = get(b.prefix + s + "weight"), out.sample_b = get(b.prefix + s + "bias");
     return out;
   }
 
  private:
-  const TensorMap& w_;
+  const WeightTable& w_;
 };
 
 // ---- forward helpers ---------------------------------------------------------
@@ -242,13 +237,6 @@ Tensor mlp_embedding(const Tensor& x, const Tensor& w1, const Tensor& b1, const 
   return linear(linear(x, w1, b1, Activation::kSilu), w2, b2);
 }
 
-std::string list_some(const std::vector<std::string>& items) {
-  std::ostringstream ss;
-  for (size_t i = 0; i < items.size() && i < 8; ++i) ss << "\n  " << items[i];
-  if (items.size() > 8) ss << "\n  ... and " << items.size() - 8 << " more";
-  return ss.str();
-}
-
 }  // namespace
 
 std::vector<std::pair<std::string, Shape>> UNet::expected_tensors(const UNetConfig& c) {
@@ -273,49 +261,32 @@ std::vector<std::pair<std::string, Shape>> UNet::expected_tensors(const UNetConf
 UNet::UNet(const UNetConfig& config, const TensorMap& weights, DType dtype, Device device)
     : config_(config), dtype_(dtype), act_dtype_(dtype), device_(device) {
   DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("unet: dtype must be floating, got ") + dtype_name(dtype));
+  // Every name and shape is checked first, so one error lists all the problems;
+  // conv weights are placed channels-last where the backend prefers it.
+  weights_ = WeightTable("unet", expected_tensors(config_), weights, dtype_, device_, ExtraWeights::kReject);
+  bind();
+}
+
+void UNet::bind() {
   const Layout l = layout_of(config_);
-  const auto expected = expected_tensors(config_);
-
-  // Check every name and shape first, so one error lists all the problems.
-  std::vector<std::string> problems;
-  std::map<std::string, bool> wanted;
-  for (const auto& [name, shape] : expected) {
-    wanted[name] = true;
-    auto it = weights.find(name);
-    if (it == weights.end())
-      problems.push_back("missing '" + name + "' " + shape_str(shape));
-    else if (it->second.shape() != shape)
-      problems.push_back("'" + name + "' has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(shape));
-  }
-  for (const auto& [name, t] : weights)
-    if (!wanted.count(name)) problems.push_back("unexpected '" + name + "' " + shape_str(t.shape()));
-  if (!problems.empty()) {
-    const std::string head = problems.size() == 1 ? "unet: " + problems[0]
-                                                  : "unet: " + std::to_string(problems.size()) + " weight problems:";
-    throw_error(ErrorCode::kIo, problems.size() == 1 ? head : head + list_some(problems));
-  }
-
-  std::vector<Tensor> src;
-  for (const auto& [name, shape] : expected) {
-    const Tensor& t = weights.at(name);
-    DIFFUSE_CHECK(is_floating(t.dtype()), ErrorCode::kIo,
-                  "unet: '" + name + "' has dtype " + dtype_name(t.dtype()) + ", expected a floating type");
-    src.push_back(t);
-  }
-  const std::vector<Tensor> placed = place_weights(src, dtype_, device_);  // conv weights channels-last if preferred
-  TensorMap converted;
-  for (size_t i = 0; i < expected.size(); ++i) converted[expected[i].first] = placed[i];
-  Binder b(converted);
+  Binder b(weights_);
   conv_in_w_ = b.get("conv_in.weight"), conv_in_b_ = b.get("conv_in.bias");
   time_w1_ = b.get("time_embedding.linear_1.weight"), time_b1_ = b.get("time_embedding.linear_1.bias");
   time_w2_ = b.get("time_embedding.linear_2.weight"), time_b2_ = b.get("time_embedding.linear_2.bias");
   add_w1_ = b.maybe("add_embedding.linear_1.weight"), add_b1_ = b.maybe("add_embedding.linear_1.bias");
   add_w2_ = b.maybe("add_embedding.linear_2.weight"), add_b2_ = b.maybe("add_embedding.linear_2.bias");
+  down_.clear();
+  up_.clear();
   for (const auto& blk : l.down) down_.push_back(b.block(blk));
   mid_ = b.block(l.mid);
   for (const auto& blk : l.up) up_.push_back(b.block(blk));
   norm_out_w_ = b.get("conv_norm_out.weight"), norm_out_b_ = b.get("conv_norm_out.bias");
   conv_out_w_ = b.get("conv_out.weight"), conv_out_b_ = b.get("conv_out.bias");
+}
+
+void UNet::replace_weight(const std::string& name, const Tensor& value) {
+  weights_.replace(name, value);
+  bind();  // q/k/v no longer adjacent fall back to separate GEMMs (Binder::stacked_rows)
 }
 
 Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor& context, const Tensor& text_embeds,
@@ -395,10 +366,15 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
     if (im) im->down.push_back(h);
   }
 
-  // Mid block (UNetMidBlock2DCrossAttn): resnet, attention, resnet.
-  h = resnet_forward(h, temb, mid_.resnets[0], groups, c.norm_eps);  // [B, Cn, h, w]
-  h = transformer_forward(h, ctx, mid_.attentions[0], groups);
-  h = resnet_forward(h, temb, mid_.resnets[1], groups, c.norm_eps);
+  // Mid block: resnet, then (attention, resnet) pairs (UNetMidBlock2DCrossAttn:
+  // one pair; UNetMidBlock2D: none); a UNet without a mid block skips it.
+  if (!mid_.resnets.empty()) {
+    h = resnet_forward(h, temb, mid_.resnets[0], groups, c.norm_eps);  // [B, Cn, h, w]
+    for (size_t a = 0; a < mid_.attentions.size(); ++a) {
+      h = transformer_forward(h, ctx, mid_.attentions[a], groups);
+      h = resnet_forward(h, temb, mid_.resnets[a + 1], groups, c.norm_eps);
+    }
+  }
   if (im) im->mid = h;
 
   // Up blocks (CrossAttnUpBlock2D / UpBlock2D): each resnet eats the latest skip.
@@ -426,39 +402,7 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
 }
 
 TensorMap UNet::random_weights(const UNetConfig& config, uint64_t seed, DType dtype) {
-  DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("unet: random weights need a floating dtype, got ") + dtype_name(dtype));
-  TensorMap out;
-  const auto list = expected_tensors(config);
-  constexpr int64_t kChunk = 1 << 16;
-  const float half_width = 0.02f * std::sqrt(3.0f);  // uniform with std 0.02
-  for (size_t ti = 0; ti < list.size(); ++ti) {
-    const auto& [name, shape] = list[ti];
-    // Norm scales (1-D "weight" of norm layers) sit near 1 so activations keep their scale.
-    const bool norm_scale = shape.size() == 1 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
-    Tensor t = Tensor::empty(shape, dtype);
-    char* base = static_cast<char*>(t.raw_data());
-    const int64_t n = t.numel(), chunks = (n + kChunk - 1) / kChunk;
-    const size_t esize = dtype_size(dtype);
-    parallel_for(chunks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> buf(kChunk);
-      for (int64_t ci = begin; ci < end; ++ci) {
-        // splitmix64 seeded per (seed, tensor, chunk): the result is independent of the thread count.
-        uint64_t s = seed * 0x9E3779B97F4A7C15ull + ti * 0xBF58476D1CE4E5B9ull + static_cast<uint64_t>(ci) * 0x94D049BB133111EBull;
-        const int64_t lo = ci * kChunk, cnt = std::min(kChunk, n - lo);
-        for (int64_t i = 0; i < cnt; ++i) {
-          uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-          z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-          z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-          z ^= z >> 31;
-          const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;  // [-1, 1)
-          buf[i] = (norm_scale ? 1.0f : 0.0f) + u * half_width;
-        }
-        convert(buf.data(), DType::kF32, base + lo * esize, dtype, static_cast<size_t>(cnt));
-      }
-    });
-    out[name] = t;
-  }
-  return out;
+  return diffuse::random_weights(expected_tensors(config), seed, dtype);
 }
 
 }  // namespace diffuse

@@ -8,7 +8,9 @@
 // .safetensors); single-file (LDM) checkpoints are renamed by unet_keys.h.
 //
 // Supported block types: CrossAttnDownBlock2D, DownBlock2D, CrossAttnUpBlock2D,
-// UpBlock2D, UNetMidBlock2DCrossAttn. Other config options that change the
+// UpBlock2D; mid blocks UNetMidBlock2DCrossAttn, UNetMidBlock2D (one resnet) or
+// none, and per-layer transformer depths (the distilled UNets of SSD-1B, Segmind
+// Vega and BK-SDM). Other config options that change the
 // architecture (class embeddings, time_cond_proj_dim, scale_shift resnets...)
 // are rejected with Error(kUnsupported) naming the field.
 #pragma once
@@ -21,6 +23,7 @@
 
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "models/weights.h"
 
 namespace diffuse {
 
@@ -36,6 +39,8 @@ struct UNetConfig {
                                                "CrossAttnDownBlock2D", "DownBlock2D"};
   std::vector<std::string> up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
                                              "CrossAttnUpBlock2D"};
+  // "UNetMidBlock2DCrossAttn" (resnet, attention, resnet), "UNetMidBlock2D" (one
+  // resnet, no attention: SSD-1B) or "" (no mid block, the JSON's null: BK-SDM).
   std::string mid_block_type = "UNetMidBlock2DCrossAttn";
   // diffusers' naming quirk: when num_attention_heads is null, attention_head_dim
   // is used as the *number of heads* per block (SD1: 8; SD2.1: [5,10,20,20]).
@@ -43,10 +48,15 @@ struct UNetConfig {
   std::vector<int> attention_head_dim = {8, 8, 8, 8};
   std::vector<int> num_attention_heads;  // empty = null in the JSON
   std::vector<int> cross_attention_dim = {1280, 1280, 1280, 1280};  // diffusers default; SD1: 768
-  std::vector<int> transformer_layers_per_block = {1, 1, 1, 1};
-  // Up blocks use this when set (diffusers: reverse_transformer_layers_per_block),
-  // else the reverse of transformer_layers_per_block. Indexed by up block.
-  std::vector<int> reverse_transformer_layers_per_block;
+  // BasicTransformerBlocks in each attention, per down block: one entry for all
+  // the block's layers (diffusers' int per block) or one per layer (its list per
+  // block, for asymmetric UNets such as SSD-1B). The mid block uses the last
+  // block's first entry, as diffusers does.
+  std::vector<std::vector<int>> transformer_layers_per_block = {{1}, {1}, {1}, {1}};
+  // The same per up block (one entry, or one per layer: layers_per_block + 1),
+  // diffusers' reverse_transformer_layers_per_block; empty = the down blocks'
+  // mirrored, which needs one entry per down block.
+  std::vector<std::vector<int>> reverse_transformer_layers_per_block;
   bool use_linear_projection = false;  // Transformer2DModel proj_in/out: Linear (SD2/SDXL) or 1x1 conv (SD1)
   bool upcast_attention = false;       // f32 scores; our attention op always accumulates in f32
   int norm_num_groups = 32;
@@ -69,10 +79,18 @@ struct UNetConfig {
   static UNetConfig sd15();       // runwayml/stable-diffusion-v1-5
   static UNetConfig sd21();       // stabilityai/stable-diffusion-2-1 (768-v)
   static UNetConfig sdxl_base();  // stabilityai/stable-diffusion-xl-base-1.0
+  static UNetConfig sdxl_refiner();  // stabilityai/stable-diffusion-xl-refiner-1.0
 
   void validate() const;                  // throws kInvalidArgument / kUnsupported
   int num_blocks() const { return static_cast<int>(block_out_channels.size()); }
   int heads(int down_block) const;        // attention heads of down block i (the mid block uses the last)
+  // Transformer depth of layer j of down block i / up block i (the lists above, expanded).
+  int down_transformer_layers(int block, int layer) const;
+  int up_transformer_layers(int block, int layer) const;
+  // The fields whose values differ between the networks the two configs build
+  // (empty: the same architecture). Values that build nothing, such as the depth
+  // of a block without attention, are not compared.
+  std::vector<std::string> architecture_differences(const UNetConfig& other) const;
   int time_embed_dim() const { return time_embedding_dim > 0 ? time_embedding_dim : block_out_channels[0] * 4; }
   bool has_text_time() const { return addition_embed_type == "text_time"; }
 };
@@ -88,8 +106,9 @@ struct UNetIntermediates {
 class UNet {
  public:
   // weights: diffusers names. Every expected tensor is checked by name and
-  // shape; missing, unexpected or misshapen tensors throw Error(kIo) naming
-  // them. Weights are converted once to `dtype` and moved to `device`.
+  // shape (models/weights.h: missing, unexpected or misshapen tensors throw
+  // Error(kIo) naming them). Weights are converted once to `dtype` and moved to
+  // `device`.
   UNet(const UNetConfig& config, const TensorMap& weights, DType dtype = DType::kF32,
        Device device = Device::kCPU);
 
@@ -111,8 +130,13 @@ class UNet {
   void set_activation_dtype(DType dtype) { act_dtype_ = dtype; }
   Device device() const { return device_; }
 
-  // Random full-size weights for benchmarks (diffusers names, CPU): linear and
-  // conv weights and biases ~ U with std 0.02, norm scales ~ 1 +- 0.02.
+  // The placed weights by diffusers name, and one replaced (then bound again):
+  // how adapters such as LoRA patch the model.
+  const WeightTable& weights() const { return weights_; }
+  void replace_weight(const std::string& name, const Tensor& value);
+
+  // Random weights for benchmarks and tests (models/weights.h random_weights:
+  // std 0.02, norm scales 1 +- 0.02), on the CPU in `dtype`.
   static TensorMap random_weights(const UNetConfig& config, uint64_t seed, DType dtype);
   // Every (diffusers name, shape) the config expects: the one list that serves
   // loading, random init and the key tests.
@@ -146,10 +170,13 @@ class UNet {
   };
 
  private:
+  void bind();  // the slots below, from weights_
+
   UNetConfig config_;
   DType dtype_;
   DType act_dtype_;
   Device device_;
+  WeightTable weights_;
   Tensor conv_in_w_, conv_in_b_;
   Tensor time_w1_, time_b1_, time_w2_, time_b2_;
   Tensor add_w1_, add_b1_, add_w2_, add_b2_;  // SDXL add_embedding

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/unet.h"
+#include "models/unet_layout.h"
 
 namespace diffuse {
 namespace {
@@ -21,6 +22,38 @@ std::vector<int> per_block(const nlohmann::json& j, const char* key, int n, cons
     DIFFUSE_CHECK(e.is_number_integer(), ErrorCode::kInvalidArgument,
                   std::string("unet config: '") + key + "' must hold ints, got " + v.dump());
     out.push_back(e.get<int>());
+  }
+  DIFFUSE_CHECK(static_cast<int>(out.size()) == n, ErrorCode::kInvalidArgument,
+                std::string("unet config: '") + key + "' has " + std::to_string(out.size()) + " entries for " +
+                    std::to_string(n) + " blocks");
+  return out;
+}
+
+// Transformer depths per block: an int for all blocks, or a list with one entry
+// per block, each an int (all the block's layers) or a list (one per layer).
+std::vector<std::vector<int>> depths_per_block(const nlohmann::json& j, const char* key, int n,
+                                               const std::vector<std::vector<int>>& fallback) {
+  if (!has(j, key)) return fallback;
+  const auto& v = j.at(key);
+  auto fail = [&]() {
+    throw_error(ErrorCode::kInvalidArgument, std::string("unet config: '") + key +
+                                                 "' must be an int or a list of ints / lists of ints, got " + v.dump());
+  };
+  if (v.is_number_integer()) return std::vector<std::vector<int>>(n, {v.get<int>()});
+  if (!v.is_array()) fail();
+  std::vector<std::vector<int>> out;
+  for (const auto& e : v) {
+    if (e.is_number_integer()) {
+      out.push_back({e.get<int>()});
+    } else if (e.is_array() && !e.empty()) {
+      out.emplace_back();
+      for (const auto& d : e) {
+        if (!d.is_number_integer()) fail();
+        out.back().push_back(d.get<int>());
+      }
+    } else {
+      fail();
+    }
   }
   DIFFUSE_CHECK(static_cast<int>(out.size()) == n, ErrorCode::kInvalidArgument,
                 std::string("unet config: '") + key + "' has " + std::to_string(out.size()) + " entries for " +
@@ -77,17 +110,18 @@ UNetConfig UNetConfig::from_json(const nlohmann::json& j) {
     if (has(j, "sample_size")) c.sample_size = j.at("sample_size").get<int>();
     c.down_block_types = strings(j, "down_block_types", c.down_block_types);
     c.up_block_types = strings(j, "up_block_types", c.up_block_types);
-    DIFFUSE_CHECK(has(j, "mid_block_type") || !j.contains("mid_block_type"), ErrorCode::kUnsupported,
-                  "unet config: mid_block_type=null is not supported");
-    if (has(j, "mid_block_type")) c.mid_block_type = j.at("mid_block_type").get<std::string>();
+    // A null mid_block_type is a UNet without a mid block (diffusers get_mid_block -> None).
+    if (j.contains("mid_block_type"))
+      c.mid_block_type = j.at("mid_block_type").is_null() ? "" : j.at("mid_block_type").get<std::string>();
     if (has(j, "block_out_channels")) c.block_out_channels = j.at("block_out_channels").get<std::vector<int>>();
     const int n = static_cast<int>(c.block_out_channels.size());
     c.layers_per_block = per_block(j, "layers_per_block", n, std::vector<int>(n, 2));
     c.attention_head_dim = per_block(j, "attention_head_dim", n, std::vector<int>(n, 8));
     c.num_attention_heads = per_block(j, "num_attention_heads", n, {});
     c.cross_attention_dim = per_block(j, "cross_attention_dim", n, std::vector<int>(n, 1280));
-    c.transformer_layers_per_block = per_block(j, "transformer_layers_per_block", n, std::vector<int>(n, 1));
-    c.reverse_transformer_layers_per_block = per_block(j, "reverse_transformer_layers_per_block", n, {});
+    c.transformer_layers_per_block =
+        depths_per_block(j, "transformer_layers_per_block", n, std::vector<std::vector<int>>(n, {1}));
+    c.reverse_transformer_layers_per_block = depths_per_block(j, "reverse_transformer_layers_per_block", n, {});
     if (has(j, "use_linear_projection")) c.use_linear_projection = j.at("use_linear_projection").get<bool>();
     if (has(j, "upcast_attention")) c.upcast_attention = j.at("upcast_attention").get<bool>();
     DIFFUSE_CHECK(!j.contains("norm_num_groups") || has(j, "norm_num_groups"), ErrorCode::kUnsupported,
@@ -126,13 +160,32 @@ void UNetConfig::validate() const {
   sized(attention_head_dim, "attention_head_dim", false);
   sized(num_attention_heads, "num_attention_heads", true);
   sized(cross_attention_dim, "cross_attention_dim", false);
-  sized(transformer_layers_per_block, "transformer_layers_per_block", false);
-  sized(reverse_transformer_layers_per_block, "reverse_transformer_layers_per_block", true);
+  // Depth lists: one per block, each with one entry or one per layer.
+  auto depths = [&](const std::vector<std::vector<int>>& v, const char* name, bool optional, int extra_layers) {
+    if (optional && v.empty()) return;
+    arg(static_cast<int>(v.size()) == n, std::string(name) + " needs one entry per block (" + std::to_string(n) + ")");
+    for (int i = 0; i < n; ++i) {
+      const int r = extra_layers ? n - 1 - i : i;  // up blocks mirror the down blocks' layer counts
+      const int layers = layers_per_block[r] + extra_layers;
+      arg(v[i].size() == 1 || static_cast<int>(v[i].size()) == layers,
+          std::string(name) + "[" + std::to_string(i) + "] has " + std::to_string(v[i].size()) +
+              " entries for a block of " + std::to_string(layers) + " layers");
+      for (int d : v[i]) arg(d >= 1, std::string(name) + " entries must be >= 1");
+    }
+  };
+  depths(transformer_layers_per_block, "transformer_layers_per_block", false, 0);
+  depths(reverse_transformer_layers_per_block, "reverse_transformer_layers_per_block", true, 1);
+  if (reverse_transformer_layers_per_block.empty()) {
+    for (const auto& d : transformer_layers_per_block)
+      arg(d.size() == 1, "per-layer transformer_layers_per_block needs reverse_transformer_layers_per_block "
+                         "(diffusers: an asymmetric UNet names its up blocks' depths)");
+  }
   for (const auto& t : down_block_types)
     sup(t == "CrossAttnDownBlock2D" || t == "DownBlock2D", "down block type '" + t + "' is not supported");
   for (const auto& t : up_block_types)
     sup(t == "CrossAttnUpBlock2D" || t == "UpBlock2D", "up block type '" + t + "' is not supported");
-  sup(mid_block_type == "UNetMidBlock2DCrossAttn", "mid block type '" + mid_block_type + "' is not supported");
+  sup(mid_block_type == "UNetMidBlock2DCrossAttn" || mid_block_type == "UNetMidBlock2D" || mid_block_type.empty(),
+      "mid block type '" + mid_block_type + "' is not supported");
   sup(addition_embed_type.empty() || addition_embed_type == "text_time",
       "addition_embed_type '" + addition_embed_type + "' is not supported");
   if (has_text_time())
@@ -148,6 +201,63 @@ void UNetConfig::validate() const {
     arg(heads(i) > 0 && c % heads(i) == 0, "block " + std::to_string(i) + ": " + std::to_string(c) +
                                                " channels do not split into " + std::to_string(heads(i)) + " heads");
   }
+}
+
+int UNetConfig::down_transformer_layers(int block, int layer) const {
+  const std::vector<int>& d = transformer_layers_per_block.at(block);
+  return d.size() == 1 ? d[0] : d.at(layer);
+}
+
+int UNetConfig::up_transformer_layers(int block, int layer) const {
+  // diffusers: reverse_transformer_layers_per_block, else reversed(transformer_layers_per_block).
+  if (reverse_transformer_layers_per_block.empty()) return transformer_layers_per_block.at(num_blocks() - 1 - block).at(0);
+  const std::vector<int>& d = reverse_transformer_layers_per_block.at(block);
+  return d.size() == 1 ? d[0] : d.at(layer);
+}
+
+std::vector<std::string> UNetConfig::architecture_differences(const UNetConfig& o) const {
+  std::vector<std::string> out;
+  auto cmp = [&](bool same, const char* field) {
+    if (!same) out.push_back(field);
+  };
+  cmp(in_channels == o.in_channels, "in_channels");
+  cmp(out_channels == o.out_channels, "out_channels");
+  cmp(block_out_channels == o.block_out_channels, "block_out_channels");
+  cmp(layers_per_block == o.layers_per_block, "layers_per_block");
+  cmp(down_block_types == o.down_block_types, "down_block_types");
+  cmp(up_block_types == o.up_block_types, "up_block_types");
+  cmp(mid_block_type == o.mid_block_type, "mid_block_type");
+  cmp(cross_attention_dim == o.cross_attention_dim, "cross_attention_dim");
+  cmp(use_linear_projection == o.use_linear_projection, "use_linear_projection");
+  cmp(norm_num_groups == o.norm_num_groups, "norm_num_groups");
+  cmp(norm_eps == o.norm_eps, "norm_eps");
+  cmp(flip_sin_to_cos == o.flip_sin_to_cos && freq_shift == o.freq_shift, "flip_sin_to_cos / freq_shift");
+  cmp(addition_embed_type == o.addition_embed_type, "addition_embed_type");
+  cmp(!has_text_time() || (addition_time_embed_dim == o.addition_time_embed_dim &&
+                           projection_class_embeddings_input_dim == o.projection_class_embeddings_input_dim),
+      "addition_time_embed_dim / projection_class_embeddings_input_dim");
+  cmp(time_embed_dim() == o.time_embed_dim(), "time_embedding_dim");
+  cmp(conv_in_kernel == o.conv_in_kernel && conv_out_kernel == o.conv_out_kernel, "conv_in_kernel / conv_out_kernel");
+  if (!out.empty()) return out;  // the layouts below need the same block structure
+  // Heads and depths only where a block has attention (the layout holds exactly those).
+  const unet_detail::Layout a = unet_detail::layout_of(*this), b = unet_detail::layout_of(o);
+  auto blocks = [](const unet_detail::Layout& l) {
+    std::vector<const unet_detail::BlockLayout*> v;
+    for (const auto& x : l.down) v.push_back(&x);
+    v.push_back(&l.mid);
+    for (const auto& x : l.up) v.push_back(&x);
+    return v;
+  };
+  const auto ba = blocks(a), bb = blocks(b);
+  bool heads_same = true, depth_same = true;
+  for (size_t i = 0; i < ba.size(); ++i) {
+    if (ba[i]->attentions == 0) continue;
+    heads_same = heads_same && ba[i]->heads == bb[i]->heads;
+    depth_same = depth_same && ba[i]->transformer_layers == bb[i]->transformer_layers;
+  }
+  cmp(heads_same, "attention heads (attention_head_dim / num_attention_heads)");
+  cmp(depth_same, "transformer_layers_per_block / reverse_transformer_layers_per_block");
+  return out;
 }
 
 int UNetConfig::heads(int down_block) const {
@@ -182,11 +292,27 @@ UNetConfig UNetConfig::sdxl_base() {
   c.up_block_types = {"CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"};
   c.attention_head_dim = {5, 10, 20};
   c.cross_attention_dim = {2048, 2048, 2048};
-  c.transformer_layers_per_block = {1, 2, 10};
+  c.transformer_layers_per_block = {{1}, {2}, {10}};
   c.use_linear_projection = true;
   c.addition_embed_type = "text_time";
   c.addition_time_embed_dim = 256;
   c.projection_class_embeddings_input_dim = 2816;
+  return c;
+}
+
+UNetConfig UNetConfig::sdxl_refiner() {
+  UNetConfig c;
+  c.sample_size = 128;
+  c.block_out_channels = {384, 768, 1536, 1536};
+  c.down_block_types = {"DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"};
+  c.up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"};
+  c.attention_head_dim = {6, 12, 24, 24};
+  c.cross_attention_dim = {1280, 1280, 1280, 1280};
+  c.transformer_layers_per_block = {{4}, {4}, {4}, {4}};
+  c.use_linear_projection = true;
+  c.addition_embed_type = "text_time";
+  c.addition_time_embed_dim = 256;
+  c.projection_class_embeddings_input_dim = 2560;  // pooled 1280 + 5 time ids (sizes, crop, aesthetic score) * 256
   return c;
 }
 

@@ -40,9 +40,11 @@ std::vector<ModuleRename> module_table(const UNetConfig& config) {
     }
     if (b.downsample) t.push_back({"input_blocks." + std::to_string(n++) + ".0.op.", b.prefix + "downsamplers.0.conv."});
   }
-  t.push_back({"middle_block.0.", "mid_block.resnets.0.", true});
-  t.push_back({"middle_block.1.", "mid_block.attentions.0."});
-  t.push_back({"middle_block.2.", "mid_block.resnets.1.", true});
+  // middle_block: resnet, then (attention, resnet) pairs; nothing without a mid block.
+  for (size_t j = 0; j < l.mid.resnets.size(); ++j) {
+    if (j > 0) t.push_back({"middle_block." + std::to_string(2 * j - 1) + ".", "mid_block.attentions." + std::to_string(j - 1) + "."});
+    t.push_back({"middle_block." + std::to_string(2 * j) + ".", "mid_block.resnets." + std::to_string(j) + ".", true});
+  }
   // output_blocks: resnet, [attention], and the upsampler rides in the last entry of the block.
   n = 0;
   for (const auto& b : l.up) {
@@ -104,6 +106,13 @@ std::map<std::string, std::string> unet_ldm_to_diffusers(const std::vector<std::
     if (unknown.size() > 8) ss << "\n  ... and " << unknown.size() - 8 << " more";
     throw_error(ErrorCode::kIo, ss.str());
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, Shape>> unet_ldm_tensors(const UNetConfig& config) {
+  const std::map<std::string, std::string> names = diffusers_to_ldm(config);
+  std::vector<std::pair<std::string, Shape>> out;
+  for (const auto& [name, shape] : UNet::expected_tensors(config)) out.emplace_back(names.at(name), shape);
   return out;
 }
 

@@ -7,7 +7,7 @@
 //   input_blocks.0.0            conv_in
 //   input_blocks.{n}.0 / .1     down_blocks.{i}.resnets.{j} / attentions.{j}
 //   input_blocks.{n}.0.op       down_blocks.{i}.downsamplers.0.conv
-//   middle_block.{0,1,2}        mid_block.resnets.0, attentions.0, resnets.1
+//   middle_block.{0,1,2}        mid_block.resnets.0, attentions.0, resnets.1 (as many as the mid block has)
 //   output_blocks.{n}.0 / .1    up_blocks.{i}.resnets.{j} / attentions.{j}
 //   output_blocks.{n}.{1|2}.conv  up_blocks.{i}.upsamplers.0.conv
 //   out.0 / out.2               conv_norm_out / conv_out
@@ -30,6 +30,11 @@ namespace diffuse {
 // absent are not an error here (UNet's constructor reports them).
 std::map<std::string, std::string> unet_ldm_to_diffusers(const std::vector<std::string>& ldm_keys,
                                                          const UNetConfig& config);
+
+// Every tensor of the config under its LDM name (prefix stripped), with its
+// shape, in declaration order: the inverse of unet_ldm_to_diffusers (for writing
+// single files).
+std::vector<std::pair<std::string, Shape>> unet_ldm_tensors(const UNetConfig& config);
 
 // Renames a whole (stripped) LDM UNet state dict. Tensors are shared, not
 // copied; a 1x1-conv / linear projection stored in the other form ([C, C, 1, 1]

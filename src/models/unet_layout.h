@@ -17,7 +17,7 @@ struct BlockLayout {
   int attentions = 0;                       // Transformer2DModels (0 for DownBlock2D / UpBlock2D)
   int channels = 0;                         // width of the block's output and transformers
   int heads = 1;
-  int transformer_layers = 1;
+  std::vector<int> transformer_layers;      // BasicTransformerBlocks of each attention
   int cross_dim = 0;
   bool downsample = false;  // Downsample2D after the last resnet (down blocks)
   bool upsample = false;    // Upsample2D after the last resnet (up blocks)
@@ -43,20 +43,26 @@ inline Layout layout_of(const UNetConfig& c) {
     b.attentions = c.down_block_types[i] == "CrossAttnDownBlock2D" ? c.layers_per_block[i] : 0;
     b.channels = out;
     b.heads = c.heads(i);
-    b.transformer_layers = c.transformer_layers_per_block[i];
+    for (int j = 0; j < b.attentions; ++j) b.transformer_layers.push_back(c.down_transformer_layers(i, j));
     b.cross_dim = c.cross_attention_dim[i];
     b.downsample = i + 1 < n;
     l.down.push_back(b);
   }
-  // Mid block (UNetMidBlock2DCrossAttn, num_layers=1): resnet, attention, resnet.
+  // Mid block: UNetMidBlock2DCrossAttn (num_layers=1) is resnet, attention,
+  // resnet; UNetMidBlock2D as UNet2DConditionModel builds it (num_layers=0,
+  // add_attention=False) one resnet; "" none.
   const int top = c.block_out_channels[n - 1];
   l.mid.prefix = "mid_block.";
-  l.mid.resnets = {{top, top}, {top, top}};
-  l.mid.attentions = 1;
   l.mid.channels = top;
   l.mid.heads = c.heads(n - 1);
-  l.mid.transformer_layers = c.transformer_layers_per_block[n - 1];
   l.mid.cross_dim = c.cross_attention_dim[n - 1];
+  if (c.mid_block_type == "UNetMidBlock2DCrossAttn") {
+    l.mid.resnets = {{top, top}, {top, top}};
+    l.mid.attentions = 1;
+    l.mid.transformer_layers = {c.down_transformer_layers(n - 1, 0)};
+  } else if (c.mid_block_type == "UNetMidBlock2D") {
+    l.mid.resnets = {{top, top}};
+  }
   // Up blocks: per-block lists are reversed; each has layers_per_block + 1
   // resnets whose inputs concatenate a skip connection (CrossAttnUpBlock2D).
   out = c.block_out_channels[n - 1];
@@ -75,8 +81,7 @@ inline Layout layout_of(const UNetConfig& c) {
     b.attentions = c.up_block_types[i] == "CrossAttnUpBlock2D" ? layers : 0;
     b.channels = out;
     b.heads = c.heads(r);
-    b.transformer_layers = c.reverse_transformer_layers_per_block.empty() ? c.transformer_layers_per_block[r]
-                                                                          : c.reverse_transformer_layers_per_block[i];
+    for (int j = 0; j < b.attentions; ++j) b.transformer_layers.push_back(c.up_transformer_layers(i, j));
     b.cross_dim = c.cross_attention_dim[r];
     b.upsample = i + 1 < n;
     l.up.push_back(b);

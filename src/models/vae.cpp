@@ -219,27 +219,27 @@ std::vector<std::pair<std::string, Shape>> Vae::expected_tensors(const VaeConfig
 }
 
 TensorMap Vae::random_weights(const VaeConfig& config, uint64_t seed, DType dtype) {
-  return random_tensors(expected_tensors(config), seed, dtype);
+  return diffuse::random_weights(expected_tensors(config), seed, dtype);
 }
 
 Vae::Vae(const VaeConfig& config, const TensorMap& weights, DType dtype, Device device)
     : config_(config), dtype_(dtype), act_dtype_(dtype), device_(device) {
   config_.validate();
   DIFFUSE_CHECK_ARG(is_floating(dtype), std::string("[Vae] dtype must be floating, got ") + dtype_name(dtype));
-  const TensorMap renamed = rename_legacy_attention(weights);
-  check_weights(renamed, expected_tensors(config_), "Vae");
-  place([&](const std::string& name, const Tensor&) { return renamed.at(name); });
+  // Conv weights channels-last where the backend prefers it.
+  weights_ = WeightTable("vae", expected_tensors(config_), rename_legacy_attention(weights), dtype_, device_,
+                         ExtraWeights::kAllow);
+  bind();
 }
 
-void Vae::place(const std::function<Tensor(const std::string& name, const Tensor& current)>& source) {
-  std::vector<Tensor*> slots;
-  std::vector<Tensor> src;
-  visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) {
-    slots.push_back(&slot);
-    src.push_back(source(name, slot));
-  });
-  const std::vector<Tensor> placed = place_weights(src, dtype_, device_);  // conv weights channels-last if preferred
-  for (size_t i = 0; i < slots.size(); ++i) *slots[i] = placed[i];
+void Vae::bind() {
+  visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) { slot = weights_.get(name); });
+}
+
+void Vae::replace_weight(const std::string& name, const Tensor& value) {
+  AllowTf32 scope(tf32_);  // placed in the layout the other weights have
+  weights_.replace(name, value);
+  bind();
 }
 
 void Vae::set_allow_tf32(bool on) {
@@ -248,7 +248,8 @@ void Vae::set_allow_tf32(bool on) {
   // Only turning TF32 on can change the preferred layout (f32 goes channels-last with it).
   if (!on || device_ == Device::kCPU || !backend_for(device_).prefers_channels_last(dtype_)) return;
   // A fresh arena in the new layout; the old one goes when its last view does.
-  place([](const std::string&, const Tensor& current) { return current; });
+  weights_.place_again();
+  bind();
 }
 
 // ---- forward ---------------------------------------------------------------

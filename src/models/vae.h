@@ -18,6 +18,7 @@
 
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "models/weights.h"
 
 namespace diffuse {
 
@@ -47,7 +48,8 @@ struct VaeConfig {
 class Vae {
  public:
   // Every tensor of expected_tensors() must be present with its shape (1x1
-  // attention convs must already be linears: keymap.h does that).
+  // attention convs must already be linears: keymap.h does that); problems are
+  // Error(kIo) naming each tensor (models/weights.h). Extra names are allowed.
   Vae(const VaeConfig& config, const TensorMap& weights, DType dtype = DType::kF32, Device device = Device::kCPU);
 
   // z [B, latent, h, w], already divided by scaling_factor (and shifted) ->
@@ -73,6 +75,11 @@ class Vae {
   void set_allow_tf32(bool on);
   bool allow_tf32() const { return tf32_; }
 
+  // The placed weights by name, and one replaced (then bound again).
+  const WeightTable& weights() const { return weights_; }
+  void replace_weight(const std::string& name, const Tensor& value);
+
+  // Deterministic pseudo-random weights (benchmarks, tests; models/weights.h random_weights).
   static TensorMap random_weights(const VaeConfig& config, uint64_t seed, DType dtype = DType::kF32);
   static std::vector<std::pair<std::string, Shape>> expected_tensors(const VaeConfig& config);
 
@@ -114,8 +121,8 @@ class Vae {
   DType act_dtype_;
   Device device_;
   bool tf32_ = false;
-  // Places every weight slot's new value, source(name, current), with place_weights.
-  void place(const std::function<Tensor(const std::string& name, const Tensor& current)>& source);
+  void bind();  // w_'s slots, from weights_
+  WeightTable weights_;
   Weights w_;
 };
 

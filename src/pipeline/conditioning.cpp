@@ -3,6 +3,7 @@
 // prompts longer than 75 tokens, encoded in 77-token chunks and concatenated
 // (modules/sd_hijack_clip.py). A prompt with no emphasis and <= 75 tokens takes
 // exactly diffusers' path.
+#include <algorithm>
 #include <cmath>
 
 #include "core/ops.h"
@@ -34,17 +35,36 @@ struct EncodedPrompt {
   Tensor pooled;   // [1, P] or undefined
 };
 
-EncodedPrompt encode_one(const std::vector<TextEncoderSlot>& encoders, const std::string& prompt, int clip_skip,
+// A prompt tokenized for every encoder (once: the chunk count and the
+// encoding read the same chunks).
+using Tokenized = std::vector<PromptChunks>;
+
+Tokenized tokenize(const std::vector<TextEncoderSlot>& encoders, const std::string& prompt) {
+  Tokenized t;
+  for (const TextEncoderSlot& slot : encoders) t.push_back(encode_weighted(*slot.tokenizer, prompt));
+  return t;
+}
+
+int chunk_count(const Tokenized& t) {
+  int n = 1;
+  for (const PromptChunks& c : t) n = std::max(n, static_cast<int>(c.ids.size()));
+  return n;
+}
+
+EncodedPrompt encode_one(const std::vector<TextEncoderSlot>& encoders, Tokenized tokens, int clip_skip,
                          int min_chunks) {
   std::vector<Tensor> per_encoder;
   Tensor pooled;
-  for (const TextEncoderSlot& slot : encoders) {
-    PromptChunks chunks = encode_weighted(*slot.tokenizer, prompt);
+  for (size_t e = 0; e < encoders.size(); ++e) {
+    const TextEncoderSlot& slot = encoders[e];
+    PromptChunks& chunks = tokens[e];
     // Pad with empty chunks so that prompt and negative prompt line up (A1111).
-    while (static_cast<int>(chunks.ids.size()) < min_chunks) {
-      PromptChunks empty = encode_weighted(*slot.tokenizer, "");
-      chunks.ids.push_back(empty.ids[0]);
-      chunks.weights.push_back(empty.weights[0]);
+    if (static_cast<int>(chunks.ids.size()) < min_chunks) {
+      const PromptChunks empty = encode_weighted(*slot.tokenizer, "");
+      while (static_cast<int>(chunks.ids.size()) < min_chunks) {
+        chunks.ids.push_back(empty.ids[0]);
+        chunks.weights.push_back(empty.weights[0]);
+      }
     }
     std::vector<Tensor> hidden_chunks;
     for (size_t c = 0; c < chunks.ids.size(); ++c) {
@@ -80,29 +100,36 @@ EncodedPrompt encode_one(const std::vector<TextEncoderSlot>& encoders, const std
   return e;
 }
 
-int chunk_count(const std::vector<TextEncoderSlot>& encoders, const std::string& prompt) {
-  int n = 1;
-  for (const TextEncoderSlot& slot : encoders) {
-    n = std::max(n, static_cast<int>(encode_weighted(*slot.tokenizer, prompt).ids.size()));
-  }
-  return n;
-}
-
 }  // namespace
 
 Pipeline::Impl::Conditioning Pipeline::Impl::encode_prompts(const std::vector<std::string>& prompts,
                                                             int clip_skip) const {
+  // Each distinct prompt is tokenized once and encoded once; a batch of n
+  // copies of one prompt runs the text encoders once.
+  std::vector<std::string> distinct;
+  std::vector<size_t> row_of(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto it = std::find(distinct.begin(), distinct.end(), prompts[i]);
+    row_of[i] = static_cast<size_t>(it - distinct.begin());
+    if (it == distinct.end()) distinct.push_back(prompts[i]);
+  }
+  std::vector<Tokenized> tokens;
   int chunks = 1;
-  for (const std::string& p : prompts) chunks = std::max(chunks, chunk_count(encoders, p));
+  for (const std::string& p : distinct) {
+    tokens.push_back(tokenize(encoders, p));
+    chunks = std::max(chunks, chunk_count(tokens.back()));
+  }
+  std::vector<EncodedPrompt> encoded;
+  for (Tokenized& t : tokens) encoded.push_back(encode_one(encoders, std::move(t), clip_skip, chunks));
   std::vector<Tensor> contexts, pooled;
-  for (const std::string& p : prompts) {
-    EncodedPrompt e = encode_one(encoders, p, clip_skip, chunks);
-    contexts.push_back(e.context);
-    if (e.pooled.defined()) pooled.push_back(e.pooled);
+  for (size_t r : row_of) {
+    contexts.push_back(encoded[r].context);
+    if (encoded[r].pooled.defined()) pooled.push_back(encoded[r].pooled);
   }
   Conditioning c;
   c.context = contexts.size() == 1 ? contexts[0] : concat(contexts, 0);
   if (!pooled.empty()) c.pooled = pooled.size() == 1 ? pooled[0] : concat(pooled, 0);
+  c.encoder_runs = static_cast<int>(distinct.size());
   return c;
 }
 
@@ -118,7 +145,7 @@ void Pipeline::Impl::match_lengths(Conditioning& a, Conditioning& b, int clip_sk
     int64_t have = c.context.dim(1);
     if (have >= target) return;
     // Append empty-prompt chunks (77 tokens each) for every batch row.
-    EncodedPrompt empty = encode_one(encoders, "", clip_skip, 1);
+    EncodedPrompt empty = encode_one(encoders, tokenize(encoders, ""), clip_skip, 1);
     std::vector<Tensor> rows;
     for (int64_t r = 0; r < c.context.dim(0); ++r) {
       std::vector<Tensor> parts = {c.context.slice(0, r, r + 1)};

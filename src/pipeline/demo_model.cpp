@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "pipeline/data_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -55,10 +56,7 @@ std::string nearest(const std::map<std::string, std::array<int, 3>>& palette, co
 }  // namespace
 
 std::optional<std::string> demo_model_path() {
-  for (fs::path p : {fs::path(DIFFUSE_SOURCE_DIR) / "models/demo", fs::path("/usr/local/share/diffuse/models/demo")}) {
-    std::error_code ec;
-    if (fs::exists(p / "model_index.json", ec)) return p.string();
-  }
+  if (std::optional<fs::path> p = find_data("models/demo/model_index.json")) return p->parent_path().string();
   return std::nullopt;
 }
 

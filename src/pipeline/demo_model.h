@@ -13,8 +13,9 @@
 
 namespace diffuse {
 
-// The demo model's folder: models/demo of the source tree, else
-// /usr/local/share/diffuse/models/demo. nullopt when neither exists.
+// The demo model's folder, models/demo of the data directory (data_dir.h:
+// <prefix>/share/diffuse when installed, the source tree for a build-tree
+// executable). nullopt when it is not there.
 std::optional<std::string> demo_model_path();
 
 // One held-out caption and the attributes an image made from it must show.

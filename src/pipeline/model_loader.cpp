@@ -1,23 +1,24 @@
 // Loads a pipeline from a diffusers folder (model_index.json + component
 // subfolders) or from a single-file checkpoint (.safetensors / .ckpt in the
-// original LDM/SGM key layout). Single files carry no configs, so the family's
-// published configs are used unless LoadOptions::config_dir names a diffusers
-// folder to take them from (like diffusers' from_single_file(config=...)).
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include <chrono>
+// original LDM/SGM key layout). What the checkpoint is comes from probe()
+// (models/probe.h); everything about its family from its row of the family
+// table (models/family_spec.h). Single files carry no configs: their tensor
+// shapes give them (models/infer_config.h) unless LoadOptions::config_dir names
+// a diffusers folder to take them from (like diffusers' from_single_file(config=...)).
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "io/checkpoint.h"
 #include "io/hash_cache.h"
 #include "io/json_util.h"
 #include "io/tensor_checks.h"
-#include "models/detect.h"
+#include "models/family_spec.h"
 #include "models/keymap.h"
+#include "models/probe.h"
+#include "models/weights.h"
+#include "pipeline/data_dir.h"
 #include "pipeline/pipeline_impl.h"
+#include "sampling/sampler_catalog.h"
 
 namespace fs = std::filesystem;
 
@@ -26,31 +27,8 @@ namespace {
 
 nlohmann::json read_json(const fs::path& path) { return read_python_json_file(path.string()); }
 
-// The weights file of a diffusers component folder, preferring safetensors and
-// the fp16 variant only when no full-precision file exists.
-fs::path find_weights(const fs::path& dir) {
-  static const char* kNames[] = {
-      "diffusion_pytorch_model.safetensors",        "model.safetensors",
-      "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json",
-      "diffusion_pytorch_model.fp16.safetensors",   "model.fp16.safetensors",
-      "diffusion_pytorch_model.fp16.safetensors.index.json", "model.fp16.safetensors.index.json",
-      "diffusion_pytorch_model.bin",                "pytorch_model.bin",
-      "diffusion_pytorch_model.fp16.bin",           "pytorch_model.fp16.bin"};
-  for (const char* name : kNames) {
-    if (fs::exists(dir / name)) return dir / name;
-  }
-  throw_error(ErrorCode::kIo, "no weights file (diffusion_pytorch_model.safetensors, model.safetensors, "
-                              "*.bin, or an fp16 variant) in " + dir.string());
-}
-
-TensorMap load_component(const fs::path& dir) { return load_checkpoint(find_weights(dir).string()).tensors; }
-
-// diffusers' StableDiffusionXLPipeline decodes in fp32 when an fp16 VAE has
-// force_upcast (the SDXL VAE overflows fp16); StableDiffusionPipeline (SD1/SD2)
-// never upcasts, so their VAEs decode in fp16 like the reference.
-DType vae_dtype_for(Family family, DType compute, const VaeConfig& vae) {
-  const bool pipeline_upcasts = family == Family::kSDXL;
-  return compute == DType::kF16 && vae.force_upcast && pipeline_upcasts ? DType::kF32 : compute;
+TensorMap load_component(const fs::path& dir) {
+  return load_checkpoint(find_component_weights(dir.string())).tensors;
 }
 
 // Activations run in the weight dtype, except bf16 on the CPU: without bf16
@@ -66,37 +44,6 @@ void apply_activation_dtype(Pipeline::Impl& impl) {
   for (TextEncoderSlot& slot : impl.encoders) slot.model->set_activation_dtype(impl.act_dtype);
 }
 
-// Hands the memory pages wholly inside t's bytes back to the kernel. For a
-// tensor read from an mmap'd checkpoint they are clean file pages: the kernel
-// drops them, and a later read would fetch them from the file again, so the
-// data never changes. MADV_PAGEOUT (not DONTNEED) so that heap memory is never
-// zeroed: without swap the kernel just leaves such pages alone.
-void release_pages(const Tensor& t) {
-#ifdef MADV_PAGEOUT
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.raw_data());
-  const uintptr_t lo = (begin + page - 1) / page * page, hi = (begin + t.nbytes()) / page * page;
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT);
-#else
-  (void)t;
-#endif
-}
-
-// Converts a component's weights to the dtype its model computes with, once,
-// at load (the models' own .to(dtype) then has nothing left to do). Each
-// source tensor's pages are released as soon as it is converted, so a 16-bit
-// checkpoint does not stay resident next to its converted copy (SD1.5 f16 ->
-// bf16 or f32: the peak while loading was file + copy, 2 + 2 GiB). The
-// conversion of each tensor runs on the thread pool (cpu::cast).
-void convert_weights_for_cpu(TensorMap& weights, DType dtype) {
-  for (auto& [name, t] : weights) {
-    if (t.dtype() == dtype || !is_floating(t.dtype()) || t.device() != Device::kCPU) continue;
-    Tensor converted = t.to(dtype);
-    release_pages(t);
-    t = converted;
-  }
-}
-
 DType dtype_for(Precision p) {
   switch (p) {
     case Precision::kFp32: return DType::kF32;
@@ -106,44 +53,11 @@ DType dtype_for(Precision p) {
   return DType::kF32;
 }
 
-// The configs of each family's published model (SD1.5, SD2.1 768-v, SDXL base
-// 1.0), used for single files without --config and for benchmarks.
-struct PublishedConfigs {
-  UNetConfig unet;
-  VaeConfig vae;
-  std::vector<ClipTextConfig> text_encoders;
-  bool force_zeros_for_empty_prompt = false;
-};
-
-PublishedConfigs published_configs(Family family) {
-  PublishedConfigs c;
-  c.vae = VaeConfig::sd();
-  switch (family) {
-    case Family::kSD1:
-      c.unet = UNetConfig::sd15();
-      c.text_encoders = {ClipTextConfig::sd15()};
-      break;
-    case Family::kSD2:
-      c.unet = UNetConfig::sd21();
-      c.text_encoders = {ClipTextConfig::sd21()};
-      break;
-    case Family::kSDXL:
-      c.unet = UNetConfig::sdxl_base();
-      c.text_encoders = {ClipTextConfig::sdxl_te1(), ClipTextConfig::sdxl_te2()};
-      c.vae = VaeConfig::sdxl();
-      c.force_zeros_for_empty_prompt = true;
-      break;
-  }
-  return c;
-}
-
 // SD2 single files do not say whether they predict v or epsilon. AUTOMATIC1111
 // runs the UNet once on a constant input and looks at the sign of the output's
 // offset (modules/sd_models_config.py is_using_v_parameterization_for_sd2).
-Prediction probe_prediction(const UNet& unet) {
+Prediction prediction_of_unet(const UNet& unet) {
   const UNetConfig& c = unet.config();
-  Device dev = Device::kCPU;
-  (void)dev;
   Tensor x = Tensor::full({1, c.in_channels, 8, 8}, 0.5f);
   Tensor t = Tensor::full({1}, 999.0f);
   Tensor ctx = Tensor::full({1, 2, c.cross_attention_dim.at(0)}, 0.5f);
@@ -160,38 +74,26 @@ std::string prediction_from_json(const nlohmann::json& sched) {
 }
 
 fs::path bundled_tokenizer_dir() {
-  // models/tokenizers/clip beside the source tree or the installed binary.
-  for (fs::path p : {fs::path(DIFFUSE_SOURCE_DIR) / "models/tokenizers/clip",
-                     fs::path("/usr/local/share/diffuse/tokenizers/clip")}) {
-    if (fs::exists(p / "vocab.json")) return p;
-  }
-  throw_error(ErrorCode::kIo, "the CLIP tokenizer files (vocab.json, merges.txt) were not found; "
-                              "single-file checkpoints need them (pass --config with a diffusers folder)");
+  // Shipped in models/tokenizers/clip of the data directory (data_dir.h).
+  if (std::optional<fs::path> p = find_data("models/tokenizers/clip/vocab.json")) return p->parent_path();
+  throw_error(ErrorCode::kIo, "the CLIP tokenizer files (models/tokenizers/clip/vocab.json, merges.txt) were not "
+                              "found (" + data_search_note() + "); single-file checkpoints need them (reinstall "
+                              "Diffuse, or pass --config with a diffusers folder)");
 }
 
-}  // namespace
-
-void set_family_defaults(ModelInfo& info) {
-  info.default_steps = 50;
-  switch (info.family) {
-    case Family::kSD1:
-      info.default_width = info.default_height = 512;
-      info.default_cfg = 7.5f;
-      info.license = "CreativeML OpenRAIL-M";
-      break;
-    case Family::kSD2:
-      info.default_width = info.default_height = info.prediction == Prediction::kVPrediction ? 768 : 512;
-      info.default_cfg = 7.5f;
-      info.license = "CreativeML Open RAIL++-M";
-      break;
-    case Family::kSDXL:
-      info.default_width = info.default_height = 1024;
-      info.default_cfg = 5.0f;
-      info.license = "CreativeML Open RAIL++-M";
-      break;
-  }
+// Size, steps, CFG and licence of the family's published models (SD2: 768 for
+// v-prediction). Reads info.prediction.
+void set_family_defaults(ModelInfo& info, const FamilySpec& spec) {
+  info.default_width = info.default_height = spec.default_size_for(info.prediction);
+  info.default_steps = spec.default_steps;
+  info.default_cfg = spec.default_cfg;
+  info.license = spec.license;
 }
 
+// A diffusers folder's own defaults on top: native size unet_sample_size * 8
+// (diffusers' default; 0 = unknown, keep the family's), then model_index.json's
+// optional "_diffuse_defaults" (steps, cfg_scale, sampler, license). Throws kIo
+// naming `where` for a malformed entry.
 void apply_folder_defaults(ModelInfo& info, int unet_sample_size, const nlohmann::json& model_index,
                            const std::string& where) {
   // diffusers' default size: unet.config.sample_size * vae_scale_factor.
@@ -208,38 +110,36 @@ void apply_folder_defaults(ModelInfo& info, int unet_sample_size, const nlohmann
                 where + ": _diffuse_defaults.steps must be 1..1000");
 }
 
-nlohmann::json default_scheduler_config(Family family, Prediction prediction) {
-  // The scheduler_config.json of the published repos (SD1.5, SD2.1, SDXL base).
-  nlohmann::json j = {{"beta_end", 0.012},       {"beta_schedule", "scaled_linear"},
-                      {"beta_start", 0.00085},   {"num_train_timesteps", 1000},
-                      {"set_alpha_to_one", false}, {"skip_prk_steps", true},
-                      {"steps_offset", 1},        {"trained_betas", nullptr},
-                      {"clip_sample", false}};
-  switch (family) {
-    case Family::kSD1: j["_class_name"] = "PNDMScheduler"; break;
-    case Family::kSD2: j["_class_name"] = "DDIMScheduler"; break;
-    case Family::kSDXL:
-      j["_class_name"] = "EulerDiscreteScheduler";
-      j["interpolation_type"] = "linear";
-      j["sample_max_value"] = 1.0;
-      j["timestep_spacing"] = "leading";
-      j["use_karras_sigmas"] = false;
-      break;
-  }
-  if (family != Family::kSD1) j["prediction_type"] = prediction_name(prediction);
+Prediction prediction_in(const nlohmann::json& scheduler_config) {
+  return prediction_from_json(scheduler_config) == "v_prediction" ? Prediction::kVPrediction : Prediction::kEpsilon;
+}
+
+// The family's published scheduler config, saying `prediction` where it differs.
+nlohmann::json scheduler_config_for(const FamilySpec& spec, Prediction prediction) {
+  nlohmann::json j = spec.scheduler;
+  if (prediction_in(j) != prediction) j["prediction_type"] = prediction_name(prediction);
   return j;
 }
 
+// Prediction, size, steps, CFG, licence and sampler from a scheduler config.
+void set_model_defaults(ModelInfo& info, const FamilySpec& spec, const nlohmann::json& scheduler_config) {
+  info.prediction = prediction_in(scheduler_config);
+  set_family_defaults(info, spec);
+  info.default_sampler = sampler_for_scheduler_class(scheduler_config.value("_class_name", ""));
+}
+
+// Text-to-image runs only some variants (family_spec.h VariantSpec).
+void check_txt2img(const VariantSpec& variant, const std::string& where) {
+  if (variant.txt2img_unsupported) throw_error(ErrorCode::kUnsupported, where + ": " + variant.txt2img_unsupported);
+}
+
+}  // namespace
+
 std::string sampler_for_scheduler_class(const std::string& cls) {
-  if (cls == "PNDMScheduler") return "pndm";
-  if (cls == "DDIMScheduler") return "ddim";
-  if (cls == "LMSDiscreteScheduler") return "lms";
-  if (cls == "EulerDiscreteScheduler") return "euler";
-  if (cls == "EulerAncestralDiscreteScheduler") return "euler_a";
-  if (cls == "DPMSolverMultistepScheduler") return "dpmpp_2m";
-  if (cls == "UniPCMultistepScheduler") return "unipc";
-  if (cls == "LCMScheduler") return "lcm";
-  return "euler";  // any other class: Euler is the safe, widely supported default
+  // The catalogue row that ports the class (sampling/sampler_catalog.h); any
+  // other class: Euler is the safe, widely supported default.
+  const SamplerSpec* r = sampler_for_diffusers_class(cls);
+  return r ? r->name : "euler";
 }
 
 std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, const LoadOptions& options) {
@@ -261,63 +161,55 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
     throw_error(ErrorCode::kIo, "config folder " + config_dir.string() + " has no model_index.json");
   }
 
-  // 1. Family and component configs.
+  // 1. What the checkpoint is (family, variant, configs), then its component configs.
   TensorMap single;  // single-file tensors (all components)
-  nlohmann::json model_index;
-  if (!config_dir.empty()) model_index = read_json(config_dir / "model_index.json");
+  CheckpointInfo checkpoint;
   if (folder) {
     info.name = path.filename().string();
     if (info.name.empty()) info.name = path.parent_path().filename().string();
-    std::string cls = model_index.value("_class_name", "");
-    if (cls.find("Inpaint") != std::string::npos || cls.find("Img2Img") != std::string::npos) {
-      throw_error(ErrorCode::kUnsupported, path_str + ": " + cls + " pipelines are not supported yet");
-    }
-    if (fs::exists(path / "text_encoder_2")) {
-      info.family = Family::kSDXL;
-    } else {
-      // OpenCLIP (SD2) text encoders use erf GELU, OpenAI CLIP-L (SD1) quick GELU.
-      nlohmann::json te = read_json(path / "text_encoder" / "config.json");
-      info.family = te.value("hidden_act", "quick_gelu") == "gelu" ? Family::kSD2 : Family::kSD1;
-    }
+    checkpoint = probe(path.string());
   } else {
     info.name = path.stem().string();
     info.single_file = true;
-    Checkpoint ck = load_checkpoint(path.string());
-    single = std::move(ck.tensors);
-    Detected d = detect_single_file(single);
-    if (d.inpaint) {
-      throw_error(ErrorCode::kUnsupported, path_str + ": inpainting checkpoints (UNet with 9 input channels) "
-                                           "are not supported yet");
-    }
-    info.family = d.family;
-    if (!config_dir.empty() && fs::exists(config_dir / "text_encoder_2") != (d.family == Family::kSDXL)) {
-      throw_error(ErrorCode::kInvalidArgument, "config folder " + config_dir.string() +
-                                                   " does not describe a " + family_name(d.family) + " model");
-    }
+    single = load_checkpoint(path.string()).tensors;
+    checkpoint = probe_single_file(index_tensors(single), single_file_format(path.string()), path_str);
   }
+  const FamilySpec& spec = *checkpoint.family;
+  check_txt2img(checkpoint.variant_spec(), path_str);
+  info.family = spec.family;
 
-  UNetConfig unet_cfg;
-  VaeConfig vae_cfg;
-  std::vector<ClipTextConfig> te_cfgs;
+  ComponentConfigs configs;
+  nlohmann::json model_index;
   if (!config_dir.empty()) {
-    unet_cfg = UNetConfig::from_json(read_json(config_dir / "unet" / "config.json"));
-    vae_cfg = VaeConfig::from_json(read_json(config_dir / "vae" / "config.json"));
-    te_cfgs.push_back(ClipTextConfig::from_json(read_json(config_dir / "text_encoder" / "config.json"), false));
-    if (info.family == Family::kSDXL) {
-      te_cfgs.push_back(ClipTextConfig::from_json(read_json(config_dir / "text_encoder_2" / "config.json"), true));
+    model_index = read_json(config_dir / "model_index.json");
+    if (folder) {
+      configs = checkpoint.configs;
+    } else {
+      const FamilySpec& described = probe_folder_family(config_dir.string());
+      if (&described != &spec) {
+        throw_error(ErrorCode::kInvalidArgument, "config folder " + config_dir.string() + " describes a " +
+                                                     described.name + " model, not a " + spec.name + " model");
+      }
+      configs = read_folder_configs(config_dir.string(), spec);
     }
     impl->scheduler_config = read_json(config_dir / "scheduler" / "scheduler_config.json");
     impl->force_zeros_for_empty_prompt = model_index.value("force_zeros_for_empty_prompt", false);
   } else {
-    PublishedConfigs pc = published_configs(info.family);
-    unet_cfg = pc.unet;
-    vae_cfg = pc.vae;
-    te_cfgs = pc.text_encoders;
-    impl->force_zeros_for_empty_prompt = pc.force_zeros_for_empty_prompt;
+    if (!checkpoint.unresolved.empty()) {
+      std::string what;
+      for (const std::string& u : checkpoint.unresolved) what += "\n  " + u;
+      throw_error(ErrorCode::kInvalidArgument,
+                  path_str + ": its tensors do not tell the whole " + spec.name + " architecture:" + what +
+                      "\npass --config with a diffusers folder whose configs describe it");
+    }
+    configs = checkpoint.configs;  // the published ones when the shapes are the published model's
+    impl->force_zeros_for_empty_prompt = spec.force_zeros_for_empty_prompt;
   }
 
   // 2. Weights. Single files are split into diffusers-named components by the key tables.
-  TensorMap unet_w, vae_w, te1_w, te2_w;
+  const size_t n_encoders = spec.text_encoders.size();
+  TensorMap unet_w, vae_w;
+  std::vector<TensorMap> te_w(n_encoders);
   // NaN/Inf weights load but render black or noise: name them (by the key in the file).
   auto check_finite = [&](const std::string& where, const TensorMap& weights) {
     for (const std::string& bad : find_non_finite(weights, 5)) {
@@ -327,52 +219,47 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
   if (folder) {
     unet_w = load_component(path / "unet");
     vae_w = load_component(path / "vae");
-    te1_w = load_component(path / "text_encoder");
-    if (info.family == Family::kSDXL) te2_w = load_component(path / "text_encoder_2");
+    for (size_t i = 0; i < n_encoders; ++i) te_w[i] = load_component(path / spec.text_encoders[i].folder);
     check_finite("unet: ", unet_w);
     check_finite("vae: ", vae_w);
-    check_finite("text_encoder: ", te1_w);
-    check_finite("text_encoder_2: ", te2_w);
+    for (size_t i = 0; i < n_encoders; ++i) check_finite(spec.text_encoders[i].folder + ": ", te_w[i]);
   } else {
     check_finite("", single);
-    std::optional<ClipTextConfig> te2;
-    if (te_cfgs.size() > 1) te2 = te_cfgs[1];
-    SingleFileParts parts = split_single_file(single, info.family, unet_cfg, te_cfgs[0], te2);
+    SingleFileParts parts = split_single_file(single, spec, configs.unet, configs.text_encoders);
     unet_w = std::move(parts.unet);
     vae_w = std::move(parts.vae);
-    te1_w = std::move(parts.text_encoder);
-    te2_w = std::move(parts.text_encoder_2);
+    for (size_t i = 0; i < n_encoders; ++i)
+      te_w[i] = std::move(spec.text_encoders[i].folder == "text_encoder_2" ? parts.text_encoder_2 : parts.text_encoder);
     single.clear();
   }
 
   Device dev = options.device;
-  const DType vae_dtype = vae_dtype_for(info.family, impl->dtype, vae_cfg);
-  if (dev == Device::kCPU) {
-    convert_weights_for_cpu(unet_w, impl->dtype);
-    convert_weights_for_cpu(vae_w, vae_dtype);
-    convert_weights_for_cpu(te1_w, impl->dtype);
-    convert_weights_for_cpu(te2_w, impl->dtype);
+  const DType vae_dtype = spec.vae_dtype(impl->dtype, configs.vae);
+  if (dev == Device::kCPU) {  // on a GPU the models convert while uploading
+    convert_weights(unet_w, impl->dtype);
+    convert_weights(vae_w, vae_dtype);
+    for (TensorMap& w : te_w) convert_weights(w, impl->dtype);
   }
-  impl->unet = std::make_unique<UNet>(unet_cfg, unet_w, impl->dtype, dev);
+  impl->unet = std::make_unique<UNet>(configs.unet, unet_w, impl->dtype, dev);
   unet_w.clear();
-  impl->vae = std::make_unique<Vae>(vae_cfg, vae_w, vae_dtype, dev);
+  impl->vae = std::make_unique<Vae>(configs.vae, vae_w, vae_dtype, dev);
   impl->vae->set_allow_tf32(vae_dtype == DType::kF32 && impl->dtype != DType::kF32);  // an upcast VAE: as diffusers
   vae_w.clear();
 
   // 3. Text encoders and tokenizers.
-  auto tokenizer_dir = [&](const char* sub) -> fs::path {
-    if (!config_dir.empty() && fs::exists(config_dir / sub / "vocab.json")) return config_dir / sub;
-    return bundled_tokenizer_dir();
-  };
-  for (size_t i = 0; i < te_cfgs.size(); ++i) {
+  for (size_t i = 0; i < n_encoders; ++i) {
+    const TextEncoderSpec& te = spec.text_encoders[i];
     TextEncoderSlot slot;
-    const char* sub = i == 0 ? "tokenizer" : "tokenizer_2";
-    slot.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load(tokenizer_dir(sub).string()));
-    // OpenCLIP encoders pad with "!" (id 0); the bundled files default to CLIP-L's padding.
-    if (config_dir.empty() && te_cfgs[i].hidden_act == "gelu") slot.tokenizer->set_pad_token("!");
-    slot.model = std::make_unique<ClipTextModel>(te_cfgs[i], i == 0 ? te1_w : te2_w, impl->dtype, dev);
-    slot.penultimate = info.family == Family::kSDXL;
-    slot.provides_pooled = te_cfgs[i].with_projection;
+    if (!config_dir.empty() && fs::exists(config_dir / te.tokenizer_folder / "vocab.json")) {
+      slot.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load((config_dir / te.tokenizer_folder).string()));
+    } else {
+      slot.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load(bundled_tokenizer_dir().string()));
+      if (!te.pad_token.empty()) slot.tokenizer->set_pad_token(te.pad_token);  // the bundled files pad as CLIP-L
+    }
+    slot.model = std::make_unique<ClipTextModel>(configs.text_encoders[i], te_w[i], impl->dtype, dev);
+    te_w[i].clear();
+    slot.penultimate = te.penultimate;
+    slot.provides_pooled = configs.text_encoders[i].with_projection;
     impl->encoders.push_back(std::move(slot));
   }
 
@@ -380,66 +267,85 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
 
   // 4. Prediction type and defaults.
   if (impl->scheduler_config.is_null()) {
-    Prediction pred = options.prediction.value_or(Prediction::kEpsilon);
-    if (!options.prediction && info.family == Family::kSD2) pred = probe_prediction(*impl->unet);
-    impl->scheduler_config = default_scheduler_config(info.family, pred);
+    Prediction pred = spec.prediction;
+    if (options.prediction) pred = *options.prediction;
+    else if (checkpoint.prediction) pred = *checkpoint.prediction;
+    else if (spec.single_file_prediction_unknown) pred = prediction_of_unet(*impl->unet);
+    impl->scheduler_config = scheduler_config_for(spec, pred);
   } else if (options.prediction) {
     impl->scheduler_config["prediction_type"] = prediction_name(*options.prediction);
   }
-  info.prediction = prediction_from_json(impl->scheduler_config) == "v_prediction" ? Prediction::kVPrediction
-                                                                                    : Prediction::kEpsilon;
-  set_family_defaults(info);
-  info.default_sampler = sampler_for_scheduler_class(impl->scheduler_config.value("_class_name", ""));
+  set_model_defaults(info, spec, impl->scheduler_config);
   if (folder) apply_folder_defaults(info, impl->unet->config().sample_size, model_index, path_str);
 
-
   // 5. Hash (A1111 "Model hash" = sha256[:10] of the checkpoint file).
-  fs::path hashed = folder ? find_weights(path / "unet") : path;
+  fs::path hashed = folder ? fs::path(find_component_weights((path / "unet").string())) : path;
   info.sha256 = cached_sha256(hashed.string());
   info.short_hash = info.sha256.substr(0, 10);
   return impl;
 }
 
+ModelInfo describe_model(const std::string& path_str) {
+  const CheckpointInfo checkpoint = probe(path_str);
+  const FamilySpec& spec = *checkpoint.family;
+  const fs::path path(path_str);
+  const bool folder = checkpoint.format == CheckpointFormat::kDiffusersFolder;
+  ModelInfo info;
+  info.path = fs::absolute(path).string();
+  info.name = folder ? path.filename().string() : path.stem().string();
+  info.single_file = !folder;
+  info.family = spec.family;
+  // As load_pipeline_impl decides them: a folder's scheduler config, else the
+  // family's with the prediction the file states (epsilon when it states none).
+  nlohmann::json scheduler;
+  if (folder && fs::exists(path / "scheduler" / "scheduler_config.json"))
+    scheduler = read_json(path / "scheduler" / "scheduler_config.json");
+  else
+    scheduler = scheduler_config_for(spec, checkpoint.prediction.value_or(Prediction::kEpsilon));
+  set_model_defaults(info, spec, scheduler);
+  if (folder) apply_folder_defaults(info, checkpoint.configs.unet.sample_size, read_json(path / "model_index.json"), path_str);
+  if (const char* why = checkpoint.variant_spec().txt2img_unsupported) info.warnings.push_back(why);
+  return info;
+}
+
 std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, const LoadOptions& options,
                                                      uint64_t seed) {
+  const FamilySpec& spec = family_spec_named(arch);
+  check_txt2img(variant_spec(spec.variant), "random " + spec.name);
   auto impl = std::make_unique<Pipeline::Impl>();
   ModelInfo& info = impl->info;
-  info.family = family_from_name(arch);
+  info.family = spec.family;
   info.name = "random-" + arch;
   info.path = "(random weights)";
   impl->device = options.device;
   impl->precision = options.precision.value_or(options.device == Device::kCPU ? Precision::kFp32 : Precision::kFp16);
   impl->dtype = dtype_for(impl->precision);
-  const PublishedConfigs pc = published_configs(info.family);
-  const UNetConfig& unet_cfg = pc.unet;
-  const VaeConfig& vae_cfg = pc.vae;
-  const std::vector<ClipTextConfig>& te_cfgs = pc.text_encoders;
-  impl->force_zeros_for_empty_prompt = pc.force_zeros_for_empty_prompt;
-  // Weights are generated directly in the compute dtype to halve peak memory.
+  impl->force_zeros_for_empty_prompt = spec.force_zeros_for_empty_prompt;
+  // The family's published configs with the one random initialiser (models/weights.h),
+  // generated directly in the compute dtype to halve peak memory.
   const DType wdt = impl->dtype;
-  impl->unet = std::make_unique<UNet>(unet_cfg, UNet::random_weights(unet_cfg, seed, wdt), impl->dtype,
-                                      options.device);
-  const DType vae_dtype = vae_dtype_for(info.family, impl->dtype, vae_cfg);
-  impl->vae = std::make_unique<Vae>(vae_cfg, Vae::random_weights(vae_cfg, seed + 1, vae_dtype), vae_dtype,
-                                    options.device);
+  impl->unet = std::make_unique<UNet>(spec.unet, random_weights(UNet::expected_tensors(spec.unet), seed, wdt),
+                                      impl->dtype, options.device);
+  const DType vae_dtype = spec.vae_dtype(impl->dtype, spec.vae);
+  impl->vae = std::make_unique<Vae>(spec.vae, random_weights(Vae::expected_tensors(spec.vae), seed + 1, vae_dtype),
+                                    vae_dtype, options.device);
   impl->vae->set_allow_tf32(vae_dtype == DType::kF32 && impl->dtype != DType::kF32);
-  for (size_t i = 0; i < te_cfgs.size(); ++i) {
+  for (size_t i = 0; i < spec.text_encoders.size(); ++i) {
+    const TextEncoderSpec& te = spec.text_encoders[i];
     TextEncoderSlot slot;
     slot.tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load(bundled_tokenizer_dir().string()));
-    if (te_cfgs[i].hidden_act == "gelu") slot.tokenizer->set_pad_token("!");
-    slot.model = std::make_unique<ClipTextModel>(te_cfgs[i], ClipTextModel::random_weights(te_cfgs[i], seed + 2 + i, wdt),
-                                                 impl->dtype, options.device);
-    slot.penultimate = info.family == Family::kSDXL;
-    slot.provides_pooled = te_cfgs[i].with_projection;
+    if (!te.pad_token.empty()) slot.tokenizer->set_pad_token(te.pad_token);
+    slot.model = std::make_unique<ClipTextModel>(
+        te.config, random_weights(ClipTextModel::expected_tensors(te.config), seed + 2 + i, wdt), impl->dtype,
+        options.device);
+    slot.penultimate = te.penultimate;
+    slot.provides_pooled = te.config.with_projection;
     impl->encoders.push_back(std::move(slot));
   }
   apply_activation_dtype(*impl);
-  Prediction pred = info.family == Family::kSD2 ? Prediction::kVPrediction : Prediction::kEpsilon;
-  impl->scheduler_config = default_scheduler_config(info.family, pred);
+  impl->scheduler_config = scheduler_config_for(spec, spec.prediction);
   impl->scheduler_config["_class_name"] = "EulerDiscreteScheduler";  // the baselines' sampler
-  info.prediction = pred;
-  set_family_defaults(info);
-  info.default_sampler = "euler";
+  set_model_defaults(info, spec, impl->scheduler_config);
   info.sha256 = "0000000000";
   info.short_hash = "random";
   return impl;

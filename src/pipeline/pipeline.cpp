@@ -2,6 +2,7 @@
 // StableDiffusionXLPipeline __call__ (encode prompt, prepare latents, denoise
 // with classifier-free guidance, decode), with A1111-style metadata.
 #include "pipeline/pipeline.h"
+#include "core/runtime_options.h"
 
 #include <chrono>
 #include <cmath>
@@ -14,11 +15,8 @@
 #include "io/infotext.h"
 #include "pipeline/pipeline_impl.h"
 #include "sampling/rng.h"
+#include "sampling/sampler_catalog.h"
 
-#ifdef DIFFUSE_HAVE_CUDA
-#include "backends/backend_registry.h"
-#include "backends/cuda/cuda_api.h"
-#endif
 
 namespace diffuse {
 namespace {
@@ -46,94 +44,78 @@ uint64_t host_available_bytes() {
 
 // A1111 sampler display names (the "Sampler:" infotext field).
 std::string a1111_sampler_name(const std::string& s) {
-  if (s == "ddim") return "DDIM";
-  if (s == "pndm") return "PLMS";
-  if (s == "lms") return "LMS";
-  if (s == "euler") return "Euler";
-  if (s == "euler_a") return "Euler a";
-  if (s == "dpmpp_2m") return "DPM++ 2M";
-  if (s == "unipc") return "UniPC";
-  if (s == "lcm") return "LCM";
-  return s;
+  const SamplerSpec* r = find_sampler(s);
+  return r ? r->a1111_name : s;
 }
 
-// One UNet evaluation per denoising step: model input and output cross as f32
-// on the CPU, where the scheduler runs (latents are small: [B, 4, h/8, w/8]).
-// On CUDA the input goes into fixed device buffers and, after one eager call
-// (which picks the cuDNN/cuBLASLt plans and sizes their workspaces), the
-// whole forward is captured once as a CUDA graph and replayed for every later
-// step: one launch instead of ~1-3k kernel launches per step (torch.cuda.graphs
-// / diffusers' "reduce-overhead" compile mode do the same). The conditioning
-// tensors stay alive for the graph's lifetime (it reads their memory).
-// DIFFUSE_CUDA_GRAPH=0 keeps every step eager (for comparison and debugging).
+// One UNet evaluation per denoising step, on the pipeline's device: the
+// input, the timestep and the output stay there (no host round trip).
+// Where the device records graphs (CUDA), the input goes into fixed device
+// buffers and, after one eager call (which picks the cuDNN/cuBLASLt plans and
+// sizes their workspaces), the whole forward is captured once and replayed
+// for every later step: one launch instead of ~1-3k kernel launches per step
+// (torch.cuda.graphs / diffusers' "reduce-overhead" compile mode do the same).
+// The conditioning tensors stay alive for the graph's lifetime (it reads their
+// memory). DIFFUSE_CUDA_GRAPH=0 keeps every step eager (comparison, debugging).
 class UNetStepper {
  public:
-  UNetStepper(const Pipeline::Impl& m, const Tensor& context, const Tensor& pooled, const Tensor& time_ids)
+  // timesteps: every step's timestep, uploaded once as a [steps, batch] table.
+  UNetStepper(const Pipeline::Impl& m, const Tensor& context, const Tensor& pooled, const Tensor& time_ids,
+              int64_t batch, const std::vector<float>& timesteps)
       : m_(m), context_(context), pooled_(pooled), time_ids_(time_ids) {
-#ifdef DIFFUSE_HAVE_CUDA
-    const char* env = std::getenv("DIFFUSE_CUDA_GRAPH");
-    use_graph_ = m.device == Device::kCUDA && !(env && std::string(env) == "0");
-#endif
+    std::vector<float> table;
+    for (float t : timesteps) table.insert(table.end(), static_cast<size_t>(batch), t);
+    t_table_ = Tensor::from_vector(table, {static_cast<int64_t>(timesteps.size()), batch}).to(m.device);
+    use_graph_ = m.device != Device::kCPU && runtime_options().cuda_graph;
   }
 
-  // model_in: [B, C, h, w] f32 on the CPU; returns the UNet output the same way.
-  Tensor operator()(const Tensor& model_in, float timestep) {
-    const int64_t batch = model_in.dim(0);
-    if (!use_graph_) {
-      Tensor t = Tensor::full({batch}, timestep).to(m_.device);
-      Tensor out = m_.unet->forward(model_in.to(m_.act_dtype).to(m_.device), t, context_, pooled_, time_ids_);
-      return out.to(Device::kCPU).to(DType::kF32);
-    }
-#ifdef DIFFUSE_HAVE_CUDA
+  // model_in: [B, C, h, w] in the activation dtype on the device; the UNet's output likewise.
+  Tensor operator()(const Tensor& model_in, int step) {
+    const Tensor t = t_table_.select(0, step);
+    if (!use_graph_) return m_.unet->forward(model_in, t, context_, pooled_, time_ids_);
     if (!x_.defined()) {
-      x_ = Tensor::empty(model_in.shape(), m_.dtype, Device::kCUDA);
-      t_ = Tensor::empty({batch}, DType::kF32, Device::kCUDA);
+      x_ = Tensor::empty(model_in.shape(), model_in.dtype(), m_.device);
+      t_ = Tensor::empty(t.shape(), DType::kF32, m_.device);
     }
     DIFFUSE_CHECK(model_in.shape() == x_.shape(), ErrorCode::kInvalidArgument, "[pipeline] UNet input shape changed mid-run");
-    const Tensor host_x = model_in.to(m_.act_dtype).contiguous();
-    const std::vector<float> host_t(static_cast<size_t>(batch), timestep);
-    cuda_copy(x_.raw_data(), Device::kCUDA, host_x.raw_data(), Device::kCPU, host_x.nbytes());
-    cuda_copy(t_.raw_data(), Device::kCUDA, host_t.data(), Device::kCPU, host_t.size() * sizeof(float));
+    const Tensor x = model_in.contiguous();
+    copy_bytes(x_.raw_data(), m_.device, x.raw_data(), m_.device, x.nbytes());
+    copy_bytes(t_.raw_data(), m_.device, t.raw_data(), m_.device, t.nbytes());
     auto eager = [&] { return m_.unet->forward(x_, t_, context_, pooled_, time_ids_); };
-    if (calls_++ == 0) return eager().to(Device::kCPU).to(DType::kF32);
+    if (calls_++ == 0) return eager();
     if (!graph_) {
-      graph_ = std::make_unique<CudaGraph>();
       try {
-        graph_->capture([&] { out_ = eager(); });
+        graph_ = backend_for(m_.device).capture([&] { out_ = eager(); });
       } catch (const Error& e) {
         // Some op could not be captured (a host sync): stay eager for this run.
-        if (std::getenv("DIFFUSE_CUDA_LOG")) std::fprintf(stderr, "[pipeline] CUDA graph capture failed: %s\n", e.what());
+        if (runtime_options().cuda_log) std::fprintf(stderr, "[pipeline] graph capture failed: %s\n", e.what());
         graph_.reset();
+      }
+      if (!graph_) {
         out_ = Tensor();
         use_graph_ = false;
-        return (*this)(model_in, timestep);
+        return (*this)(model_in, step);
       }
     }
     graph_->replay();
-    return out_.to(Device::kCPU).to(DType::kF32);
-#else
-    return Tensor();
-#endif
+    return out_;
   }
 
   // After the last step: the graph, its private memory pool and the step buffers go back to the
   // allocator, so the VAE decode that follows does not stack on top of them (peak memory).
   void release() {
-#ifdef DIFFUSE_HAVE_CUDA
     graph_.reset();
-    x_ = t_ = out_ = Tensor();
-#endif
+    x_ = t_ = out_ = t_table_ = Tensor();
   }
 
  private:
   const Pipeline::Impl& m_;
   Tensor context_, pooled_, time_ids_;
+  Tensor t_table_;
   bool use_graph_ = false;
-#ifdef DIFFUSE_HAVE_CUDA
   Tensor x_, t_, out_;
-  std::unique_ptr<CudaGraph> graph_;
+  std::unique_ptr<DeviceGraph> graph_;
   int calls_ = 0;
-#endif
 };
 
 }  // namespace
@@ -197,14 +179,16 @@ void GenerationParams::validate() const {
                     "negative_prompts must have one entry per prompt");
   DIFFUSE_CHECK_ARG(clip_skip >= 1 && clip_skip <= 12, "clip skip must be between 1 and 12");
   DIFFUSE_CHECK_ARG(seed >= -1, "seed must be >= 0, or -1 for a random seed");
-  DIFFUSE_CHECK_ARG(schedule == "default" || schedule == "karras",
-                    "schedule must be 'default' or 'karras', got '" + schedule + "'");
+  bool known_schedule = false;
+  std::string schedules;
+  for (const ScheduleSpec& sc : schedule_catalog()) {
+    known_schedule |= schedule == sc.name;
+    schedules += (schedules.empty() ? "'" : " or '") + std::string(sc.name) + "'";
+  }
+  DIFFUSE_CHECK_ARG(known_schedule, "schedule must be " + schedules + ", got '" + schedule + "'");
   if (!sampler.empty()) {
-    bool known = false;
-    for (const std::string& s : scheduler_names()) known |= s == sampler;
-    std::string names;
-    for (const std::string& s : scheduler_names()) names += (names.empty() ? "" : ", ") + s;
-    DIFFUSE_CHECK_ARG(known, "unknown sampler '" + sampler + "' (available: " + names + ")");
+    DIFFUSE_CHECK_ARG(find_sampler(sampler) != nullptr,
+                      "unknown sampler '" + sampler + "' (available: " + sampler_names_list() + ")");
   }
   size_t prompt_bytes = prompt.size() + negative_prompt.value_or("").size();
   for (const auto& p : prompts) prompt_bytes += p.size();
@@ -287,7 +271,9 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   }
   result.timings.text_encode_s = seconds_since(t0);
 
-  // 2. Scheduler and initial noise (one generator for the whole batch, like randn_tensor).
+  // 2. Scheduler and initial noise (one generator for the whole batch, like
+  // randn_tensor). The noise is drawn on the host (torch's CPU generator) and
+  // uploaded once: from here to the decode, latents stay on the device.
   std::unique_ptr<Scheduler> scheduler =
       make_scheduler(p.sampler, SchedulerConfig::from_json(m.scheduler_config), p.schedule);
   scheduler->set_timesteps(p.steps);
@@ -310,17 +296,24 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   } else {
     latents = gen->randn(latent_shape);
   }
-  latents = scale(latents, scheduler->init_noise_sigma());
+  latents = scale(latents.to(m.device), scheduler->init_noise_sigma());
 
-  // 3. Denoising loop.
+  // 3. Denoising loop, all on the device: scale the input, the UNet, the CFG
+  // combination (diffusers' uncond + s * (text - uncond), in f32) and the
+  // sampler step. Nothing crosses to the host unless a progress callback asks.
   t0 = Clock::now();
   const std::vector<float>& timesteps = scheduler->timesteps();
   const int total = static_cast<int>(timesteps.size());
-  UNetStepper unet_step(m, batch.context, batch.pooled, time_ids);
+  UNetStepper unet_step(m, batch.context, batch.pooled, time_ids, unet_batch, timesteps);
+  // Every draw of an ancestral / stochastic sampler, from the same generator in
+  // the same order as drawing inside the loop, uploaded once now.
+  StepNoise step_noise(*scheduler, *gen, latents.shape(), m.device);
+  const TransferStats transfers_before = transfer_stats();
+  uint64_t callback_transfers = 0;
   for (int i = 0; i < total; ++i) {
     Tensor x_in = scheduler->scale_model_input(latents, i);
-    Tensor model_in = cfg ? concat({x_in, x_in}, 0) : x_in;
-    Tensor out = unet_step(model_in, timesteps[i]);
+    Tensor model_in = (cfg ? concat({x_in, x_in}, 0) : x_in).to(m.act_dtype);
+    Tensor out = unet_step(model_in, i).to(DType::kF32);
     ++result.timings.unet_evals;
     Tensor noise = out;
     if (cfg) {
@@ -328,19 +321,24 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
       Tensor text = out.slice(0, n, 2 * n);
       noise = add(uncond, scale(sub(text, uncond), p.cfg_scale));
     }
-    latents = scheduler->step(noise, i, latents, gen.get());
+    latents = scheduler->step(noise, i, latents, step_noise.at(i));
     if (progress) {
       StepProgress sp;
       sp.step = i + 1;
       sp.total_steps = total;
       sp.elapsed_s = seconds_since(t0);
       sp.latents = latents;
-      if (progress(sp)) throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(i + 1));
+      const uint64_t before = transfer_stats().count();
+      const bool stop = progress(sp);
+      callback_transfers += transfer_stats().count() - before;
+      if (stop) throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(i + 1));
     }
   }
+  result.timings.loop_transfers = transfer_stats().count() - transfers_before.count() - callback_transfers;
   unet_step.release();
+  backend_for(m.device).synchronize();  // the loop only enqueued work: time it when done
   result.timings.denoise_s = seconds_since(t0);
-  result.final_latents = latents;
+  result.final_latents = latents.to(Device::kCPU);
 
   // 4. VAE decode: image = clamp(decode(latents / scaling_factor) / 2 + 0.5, 0, 1).
   t0 = Clock::now();

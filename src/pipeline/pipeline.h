@@ -58,8 +58,8 @@ struct GenerationParams {
   int width = 0, height = 0;    // 0: family default
   int steps = 0;                // 0: family default
   float cfg_scale = -1.0f;      // < 0: family default; <= 1 disables CFG
-  std::string sampler;          // "" = model default; ddim|pndm|lms|euler|euler_a|dpmpp_2m|unipc|lcm
-  std::string schedule = "default";  // default|karras
+  std::string sampler;          // "" = model default; else a name in sampling/sampler_catalog.h (euler_a, heun, ...)
+  std::string schedule = "default";  // a schedule of the catalogue: default|karras
   int64_t seed = -1;            // -1: random (the chosen seed is reported)
   RngKind rng = RngKind::kCpu;
   int images = 1;               // batched through the UNet together
@@ -82,7 +82,9 @@ struct StepProgress {
   int step = 0;          // 1-based, after the step
   int total_steps = 0;
   double elapsed_s = 0;
-  Tensor latents;        // current x [images, 4, h/8, w/8] on the CPU, f32
+  // Current x [images, 4, h/8, w/8], f32, on the pipeline's device: a
+  // callback that shows it copies it to the host (.to(Device::kCPU)).
+  Tensor latents;
 };
 // Return true to stop the run (it stops at the step boundary, kCancelled is thrown).
 using ProgressCallback = std::function<bool(const StepProgress&)>;
@@ -97,6 +99,9 @@ struct Image {
 struct Timings {
   double load_s = 0, text_encode_s = 0, denoise_s = 0, vae_decode_s = 0, total_s = 0;
   int unet_evals = 0;
+  // Host<->device transfers in the denoising loop, not counting what a
+  // progress callback copied (previews): 0 by design.
+  uint64_t loop_transfers = 0;
 };
 
 // The largest image is set by memory, not by a constant: the VAE decode of one
@@ -115,6 +120,13 @@ struct GenerationResult {
   int64_t seed = 0;
   Timings timings;
 };
+
+// What Pipeline::load would report about a model (family, prediction where
+// the checkpoint states it, defaults, licence; no hash) from its configs and
+// headers alone (models/probe.h): no weights are read. A variant that
+// text-to-image cannot run is listed, with the reason in warnings. Throws as
+// probe() does.
+ModelInfo describe_model(const std::string& path);
 
 class Pipeline {
  public:

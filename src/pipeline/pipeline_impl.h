@@ -43,6 +43,7 @@ struct Pipeline::Impl {
   struct Conditioning {
     Tensor context;
     Tensor pooled;
+    int encoder_runs = 0;  // distinct prompts encoded (each distinct prompt runs the encoders once)
   };
   Conditioning encode_prompts(const std::vector<std::string>& prompts, int clip_skip) const;
   Conditioning zero_conditioning(const Conditioning& like) const;
@@ -54,17 +55,6 @@ struct Pipeline::Impl {
 std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path, const LoadOptions& options);
 std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, const LoadOptions& options,
                                                      uint64_t seed);
-// The hub-shipped scheduler_config.json of each family's published model.
-nlohmann::json default_scheduler_config(Family family, Prediction prediction);
-// Size, steps, CFG and licence of a family's published models (SD2: 768 for v-prediction).
-// Reads info.family and info.prediction.
-void set_family_defaults(ModelInfo& info);
-// A diffusers folder's own defaults on top: native size unet_sample_size * 8
-// (diffusers' default; 0 = unknown, keep the family's), then model_index.json's
-// optional "_diffuse_defaults" (steps, cfg_scale, sampler, license). Throws kIo
-// naming `where` for a malformed entry.
-void apply_folder_defaults(ModelInfo& info, int unet_sample_size, const nlohmann::json& model_index,
-                           const std::string& where);
 // diffusers scheduler class name -> our sampler name ("PNDMScheduler" -> "pndm").
 std::string sampler_for_scheduler_class(const std::string& class_name);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/ops.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
@@ -11,10 +12,10 @@ namespace {
 
 class DdimScheduler final : public Scheduler {
  public:
-  explicit DdimScheduler(const SchedulerConfig& c) {
+  explicit DdimScheduler(const SchedulerConfig& c) : Scheduler("ddim") {
     check_common_support(c, "ddim");
     train_ = make_train_schedule(c, BetaDefaults{});
-    prediction_ = prediction_type(c, "ddim", "epsilon v_prediction sample");
+    prediction_ = prediction_type(c, "ddim");
     spacing_ = c.timestep_spacing.value_or("leading");
     steps_offset_ = c.steps_offset.value_or(0);
     clip_sample_ = c.clip_sample.value_or(true);
@@ -49,10 +50,10 @@ class DdimScheduler final : public Scheduler {
                           std::to_string(N) + " training timesteps; use fewer steps");
   }
 
-  Tensor scale_model_input(const Tensor& sample, int) override { return sample; }
+ protected:
+  Tensor scale_input(const Tensor& sample, int) override { return sample; }
 
-  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
-    check_step_args("ddim", k, timesteps_.size(), model_output, sample);
+  Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor&) override {
     const int t = static_cast<int>(timesteps_[static_cast<size_t>(k)]);
     const int prev_t = t - train_.num_train_timesteps / n_;
     const float a_t = train_.alphas_cumprod[static_cast<size_t>(t)];
@@ -62,32 +63,29 @@ class DdimScheduler final : public Scheduler {
     // eta = 0: std_dev_t = 0, so the direction coefficient is (1 - a_prev - 0) ** 0.5.
     const float dir_coeff = std::sqrt(1.0f - a_prev - 0.0f), sqrt_a_prev = std::sqrt(a_prev);
 
-    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
-    const float* mo = mo_c.data<float>();
-    const float* x = x_c.data<float>();
-    Tensor out = empty_like(sample);
-    float* y = out.data<float>();
-    for (int64_t i = 0, n = sample.numel(); i < n; ++i) {
-      float x0, eps;
-      if (prediction_ == "epsilon") {
-        x0 = (x[i] - sqrt_b * mo[i]) / sqrt_a;
-        eps = mo[i];
-      } else if (prediction_ == "v_prediction") {
-        x0 = sqrt_a * x[i] - sqrt_b * mo[i];
-        eps = sqrt_a * mo[i] + sqrt_b * x[i];
-      } else {  // sample
-        x0 = mo[i];
-        eps = (x[i] - sqrt_a * x0) / sqrt_b;
-      }
-      if (clip_sample_) x0 = std::min(std::max(x0, -clip_range_), clip_range_);
-      y[i] = sqrt_a_prev * x0 + dir_coeff * eps;
+    Tensor x0, eps;
+    switch (prediction_) {
+      case Prediction::kEpsilon:  // x0 = (x - sqrt(b) * m) / sqrt(a)
+        x0 = div_scalar(add_scaled(sample, model_output, -sqrt_b), sqrt_a);
+        eps = model_output;
+        break;
+      case Prediction::kVPrediction:  // x0 = sqrt(a) * x - sqrt(b) * m; eps = sqrt(a) * m + sqrt(b) * x
+        x0 = axpby(sample, sqrt_a, model_output, -sqrt_b);
+        eps = axpby(model_output, sqrt_a, sample, sqrt_b);
+        break;
+      case Prediction::kSample:  // eps = (x - sqrt(a) * x0) / sqrt(b)
+        x0 = model_output;
+        eps = div_scalar(add_scaled(sample, x0, -sqrt_a), sqrt_b);
+        break;
     }
-    return out;
+    if (clip_sample_) x0 = clamp_sample(x0, -clip_range_, clip_range_);
+    return axpby(x0, sqrt_a_prev, eps, dir_coeff);  // sqrt(a_prev) * x0 + dir_coeff * eps
   }
 
  private:
   TrainSchedule train_;
-  std::string prediction_, spacing_;
+  Prediction prediction_ = Prediction::kEpsilon;
+  std::string spacing_;
   int steps_offset_ = 0, n_ = 0;
   bool clip_sample_ = true;
   float clip_range_ = 1.0f, final_alpha_cumprod_ = 1.0f;

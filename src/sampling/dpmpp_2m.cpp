@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/ops.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
@@ -24,10 +25,10 @@ AlphaSigma alpha_sigma(float s) {
 
 class DpmSolverPP2MScheduler final : public Scheduler {
  public:
-  explicit DpmSolverPP2MScheduler(const SchedulerConfig& c) : config_(c) {
+  explicit DpmSolverPP2MScheduler(const SchedulerConfig& c) : Scheduler("dpmpp_2m"), config_(c) {
     check_common_support(c, "dpmpp_2m");
     train_ = make_train_schedule(c, BetaDefaults{});
-    prediction_ = prediction_type(c, "dpmpp_2m", "epsilon v_prediction sample");
+    prediction_ = prediction_type(c, "dpmpp_2m");
     spacing_ = c.timestep_spacing.value_or("linspace");
     order_ = c.solver_order.value_or(2);
     if (order_ != 1 && order_ != 2)
@@ -95,27 +96,29 @@ class DpmSolverPP2MScheduler final : public Scheduler {
     lower_order_nums_ = 0;
   }
 
-  Tensor scale_model_input(const Tensor& sample, int) override { return sample; }
+ protected:
+  Tensor scale_input(const Tensor& sample, int) override { return sample; }
 
-  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
-    check_step_args("dpmpp_2m", k, timesteps_.size(), model_output, sample);
+  Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor&) override {
     const size_t n_steps = timesteps_.size();
     const bool lower_order_final =
         static_cast<size_t>(k) == n_steps - 1 &&
         (euler_at_final_ || (lower_order_final_ && n_steps < 15) || final_sigmas_type_ == "zero");
 
-    // convert_model_output: the data prediction x0.
+    // convert_model_output: the data prediction x0 (kept for the next step, so
+    // a model output is copied rather than referenced).
     const AlphaSigma s0 = alpha_sigma(sigmas_[static_cast<size_t>(k)]);
-    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
-    const float* mo = mo_c.data<float>();
-    const float* x = x_c.data<float>();
-    const int64_t n = sample.numel();
-    Tensor x0 = empty_like(sample);
-    float* x0p = x0.data<float>();
-    for (int64_t i = 0; i < n; ++i) {
-      if (prediction_ == "epsilon") x0p[i] = (x[i] - s0.sigma * mo[i]) / s0.alpha;
-      else if (prediction_ == "v_prediction") x0p[i] = s0.alpha * x[i] - s0.sigma * mo[i];
-      else x0p[i] = mo[i];
+    Tensor x0;
+    switch (prediction_) {
+      case Prediction::kEpsilon:  // (x - sigma_t * m) / alpha_t
+        x0 = div_scalar(add_scaled(sample, model_output, -s0.sigma), s0.alpha);
+        break;
+      case Prediction::kVPrediction:  // alpha_t * x - sigma_t * m
+        x0 = axpby(sample, s0.alpha, model_output, -s0.sigma);
+        break;
+      case Prediction::kSample:
+        x0 = copy(model_output);
+        break;
     }
     model_outputs_[0] = model_outputs_[1];
     model_outputs_[1] = x0;
@@ -124,24 +127,17 @@ class DpmSolverPP2MScheduler final : public Scheduler {
     const float h = t.lambda - s0.lambda;
     const float c_sample = t.sigma / s0.sigma;
     const float c_d0 = t.alpha * (std::exp(-h) - 1.0f);
-    Tensor out = empty_like(sample);
-    float* y = out.data<float>();
-    if (order_ == 1 || lower_order_nums_ < 1 || lower_order_final) {
-      for (int64_t i = 0; i < n; ++i) y[i] = c_sample * x[i] - c_d0 * x0p[i];
-    } else {
-      // Second-order multistep update with D1 = (m0 - m1) / r0.
+    // (sigma_t / sigma_s0) * x - (alpha_t * (exp(-h) - 1)) * D0
+    Tensor out = axpby(sample, c_sample, x0, -c_d0);
+    if (!(order_ == 1 || lower_order_nums_ < 1 || lower_order_final)) {
+      // Second-order multistep update with D1 = (1 / r0) * (m0 - m1).
       const AlphaSigma s1 = alpha_sigma(sigmas_[static_cast<size_t>(k) - 1]);
       const float h0 = s0.lambda - s1.lambda;
       const float r0 = h0 / h;
-      const float inv_r0 = 1.0f / r0;
-      const float* m0 = x0p;
-      const float* m1 = model_outputs_[0].data<float>();
+      const Tensor d1 = scale(sub(x0, model_outputs_[0]), 1.0f / r0);
+      // midpoint: ... - 0.5 * (alpha_t * (exp(-h) - 1)) * D1; heun: ... + (alpha_t * ((exp(-h) - 1) / h + 1)) * D1
       const float c_d1 = heun_ ? t.alpha * ((std::exp(-h) - 1.0f) / h + 1.0f) : 0.5f * c_d0;
-      for (int64_t i = 0; i < n; ++i) {
-        const float d1 = inv_r0 * (m0[i] - m1[i]);
-        const float base = c_sample * x[i] - c_d0 * m0[i];
-        y[i] = heun_ ? base + c_d1 * d1 : base - c_d1 * d1;
-      }
+      out = add_scaled(out, d1, heun_ ? c_d1 : -c_d1);
     }
     if (lower_order_nums_ < order_) ++lower_order_nums_;
     return out;
@@ -150,7 +146,8 @@ class DpmSolverPP2MScheduler final : public Scheduler {
  private:
   SchedulerConfig config_;
   TrainSchedule train_;
-  std::string prediction_, spacing_, final_sigmas_type_;
+  Prediction prediction_ = Prediction::kEpsilon;
+  std::string spacing_, final_sigmas_type_;
   int order_ = 2, lower_order_nums_ = 0;
   bool heun_ = false, lower_order_final_ = true, euler_at_final_ = false;
   std::vector<Tensor> model_outputs_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/ops.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
@@ -11,10 +12,10 @@ namespace {
 
 class EulerScheduler final : public Scheduler {
  public:
-  explicit EulerScheduler(const SchedulerConfig& c) : config_(c) {
+  explicit EulerScheduler(const SchedulerConfig& c) : Scheduler("euler"), config_(c) {
     check_common_support(c, "euler");
     train_ = make_train_schedule(c, BetaDefaults{});
-    prediction_ = prediction_type(c, "euler", "epsilon v_prediction sample original_sample");
+    prediction_ = prediction_type(c, "euler");
     spacing_ = c.timestep_spacing.value_or("linspace");
     if (c.interpolation_type.value_or("linear") != "linear")
       throw_error(ErrorCode::kUnsupported, "[euler] interpolation_type '" + *c.interpolation_type + "' is not supported");
@@ -45,38 +46,26 @@ class EulerScheduler final : public Scheduler {
     init_noise_sigma_ = sigma_init_noise(sigmas_, spacing_);
   }
 
-  Tensor scale_model_input(const Tensor& sample, int k) override {
-    DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(), "[euler] step_index out of range");
+ protected:
+  Tensor scale_input(const Tensor& sample, int k) override {
     return scale_by_sigma(sample, sigmas_[static_cast<size_t>(k)]);
   }
 
-  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
-    check_step_args("euler", k, timesteps_.size(), model_output, sample);
+  Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor&) override {
     // s_churn = 0: gamma = 0 and sigma_hat = sigma.
     const float sigma = sigmas_[static_cast<size_t>(k)];
     const float sigma_hat = sigma * (0.0f + 1.0f);
     const float dt = sigmas_[static_cast<size_t>(k) + 1] - sigma_hat;
-    const float v_scale = -sigma / std::sqrt(sigma * sigma + 1.0f), v_div = sigma * sigma + 1.0f;
-    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
-    const float* mo = mo_c.data<float>();
-    const float* x = x_c.data<float>();
-    Tensor out = empty_like(sample);
-    float* y = out.data<float>();
-    for (int64_t i = 0, n = sample.numel(); i < n; ++i) {
-      float x0;
-      if (prediction_ == "epsilon") x0 = x[i] - sigma_hat * mo[i];
-      else if (prediction_ == "v_prediction") x0 = mo[i] * v_scale + x[i] / v_div;
-      else x0 = mo[i];
-      const float derivative = (x[i] - x0) / sigma_hat;
-      y[i] = x[i] + derivative * dt;
-    }
-    return out;
+    const Tensor x0 = sigma_x0(prediction_, model_output, sample, sigma_hat);
+    const Tensor derivative = div_scalar(sub(sample, x0), sigma_hat);  // (x - x0) / sigma_hat
+    return add_scaled(sample, derivative, dt);                         // x + derivative * dt
   }
 
  private:
   SchedulerConfig config_;
   TrainSchedule train_;
-  std::string prediction_, spacing_, final_sigmas_type_;
+  Prediction prediction_ = Prediction::kEpsilon;
+  std::string spacing_, final_sigmas_type_;
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/ops.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
@@ -14,12 +15,12 @@ namespace {
 
 class EulerAncestralScheduler final : public Scheduler {
  public:
-  explicit EulerAncestralScheduler(const SchedulerConfig& c) {
+  explicit EulerAncestralScheduler(const SchedulerConfig& c) : Scheduler("euler_a") {
     check_common_support(c, "euler_a");
     if (c.use_karras_sigmas.value_or(false))
       throw_error(ErrorCode::kUnsupported, "[euler_a] Karras sigmas are not supported (as in diffusers)");
     train_ = make_train_schedule(c, BetaDefaults{});
-    prediction_ = prediction_type(c, "euler_a", "epsilon v_prediction");
+    prediction_ = prediction_type(c, "euler_a");
     spacing_ = c.timestep_spacing.value_or("linspace");
     steps_offset_ = c.steps_offset.value_or(0);
   }
@@ -38,40 +39,29 @@ class EulerAncestralScheduler final : public Scheduler {
     init_noise_sigma_ = sigma_init_noise(sigmas_, spacing_);
   }
 
-  Tensor scale_model_input(const Tensor& sample, int k) override {
-    DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(), "[euler_a] step_index out of range");
+  bool draws_noise(int) const override { return true; }
+
+ protected:
+  Tensor scale_input(const Tensor& sample, int k) override {
     return scale_by_sigma(sample, sigmas_[static_cast<size_t>(k)]);
   }
 
-  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator* generator) override {
-    check_step_args("euler_a", k, timesteps_.size(), model_output, sample);
-    DIFFUSE_CHECK_ARG(generator != nullptr, "[euler_a] step needs a generator for its noise");
+  Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor& noise) override {
     const float sigma = sigmas_[static_cast<size_t>(k)];
     const float s_from = sigma, s_to = sigmas_[static_cast<size_t>(k) + 1];
     const float sigma_up = std::sqrt(s_to * s_to * (s_from * s_from - s_to * s_to) / (s_from * s_from));
     const float sigma_down = std::sqrt(s_to * s_to - sigma_up * sigma_up);
     const float dt = sigma_down - sigma;
-    const float v_scale = -sigma / std::sqrt(sigma * sigma + 1.0f), v_div = sigma * sigma + 1.0f;
-
-    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
-    const float* mo = mo_c.data<float>();
-    const float* x = x_c.data<float>();
-    const Tensor noise = generator->randn(sample.shape());
-    const float* z = noise.data<float>();
-    Tensor out = empty_like(sample);
-    float* y = out.data<float>();
-    for (int64_t i = 0, n = sample.numel(); i < n; ++i) {
-      const float x0 = prediction_ == "epsilon" ? x[i] - sigma * mo[i] : mo[i] * v_scale + x[i] / v_div;
-      const float derivative = (x[i] - x0) / sigma;
-      const float prev = x[i] + derivative * dt;
-      y[i] = prev + z[i] * sigma_up;
-    }
-    return out;
+    const Tensor x0 = sigma_x0(prediction_, model_output, sample, sigma);
+    const Tensor derivative = div_scalar(sub(sample, x0), sigma);  // (x - x0) / sigma
+    const Tensor prev = add_scaled(sample, derivative, dt);        // x + derivative * dt
+    return add_scaled(prev, noise, sigma_up);                      // prev + noise * sigma_up
   }
 
  private:
   TrainSchedule train_;
-  std::string prediction_, spacing_;
+  Prediction prediction_ = Prediction::kEpsilon;
+  std::string spacing_;
   int steps_offset_ = 0;
 };
 

@@ -3,6 +3,7 @@
 // sample and re-noises it to the next timestep with fresh noise.
 #include <cmath>
 
+#include "core/ops.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
@@ -11,10 +12,10 @@ namespace {
 
 class LcmScheduler final : public Scheduler {
  public:
-  explicit LcmScheduler(const SchedulerConfig& c) {
+  explicit LcmScheduler(const SchedulerConfig& c) : Scheduler("lcm") {
     check_common_support(c, "lcm");
     train_ = make_train_schedule(c, BetaDefaults{0.00085, 0.012, "scaled_linear"});
-    prediction_ = prediction_type(c, "lcm", "epsilon v_prediction sample");
+    prediction_ = prediction_type(c, "lcm");
     original_steps_ = c.original_inference_steps.value_or(50);
     clip_sample_ = c.clip_sample.value_or(false);
     clip_range_ = static_cast<float>(c.clip_sample_range.value_or(1.0));
@@ -40,13 +41,15 @@ class LcmScheduler final : public Scheduler {
       timesteps_.push_back(static_cast<float>(origin[static_cast<size_t>(std::floor(i * step + 0.0))]));
   }
 
-  Tensor scale_model_input(const Tensor& sample, int) override { return sample; }
+  // diffusers draws no noise on the last step.
+  bool draws_noise(int k) const override { return static_cast<size_t>(k) + 1 < timesteps_.size(); }
 
-  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator* generator) override {
-    check_step_args("lcm", k, timesteps_.size(), model_output, sample);
+ protected:
+  Tensor scale_input(const Tensor& sample, int) override { return sample; }
+
+  Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor& noise) override {
     const size_t n_steps = timesteps_.size();
     const bool last = static_cast<size_t>(k) == n_steps - 1;
-    DIFFUSE_CHECK_ARG(last || generator != nullptr, "[lcm] step needs a generator for its noise");
     const int t = static_cast<int>(timesteps_[static_cast<size_t>(k)]);
     const int prev_t = last ? t : static_cast<int>(timesteps_[static_cast<size_t>(k) + 1]);
     const float a_t = train_.alphas_cumprod[static_cast<size_t>(t)];
@@ -59,32 +62,27 @@ class LcmScheduler final : public Scheduler {
     const float c_out = st / std::sqrt(st * st + 0.25f);
     const float sqrt_a = std::sqrt(a_t), sqrt_b = std::sqrt(b_t);
 
-    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
-    const float* mo = mo_c.data<float>();
-    const float* x = x_c.data<float>();
-    Tensor out = empty_like(sample);
-    float* y = out.data<float>();
-    const int64_t n = sample.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      float x0;
-      if (prediction_ == "epsilon") x0 = (x[i] - sqrt_b * mo[i]) / sqrt_a;
-      else if (prediction_ == "v_prediction") x0 = sqrt_a * x[i] - sqrt_b * mo[i];
-      else x0 = mo[i];
-      if (clip_sample_) x0 = std::min(std::max(x0, -clip_range_), clip_range_);
-      y[i] = c_out * x0 + c_skip * x[i];  // denoised
+    Tensor x0;
+    switch (prediction_) {
+      case Prediction::kEpsilon:  // (x - sqrt(b) * m) / sqrt(a)
+        x0 = div_scalar(add_scaled(sample, model_output, -sqrt_b), sqrt_a);
+        break;
+      case Prediction::kVPrediction:  // sqrt(a) * x - sqrt(b) * m
+        x0 = axpby(sample, sqrt_a, model_output, -sqrt_b);
+        break;
+      case Prediction::kSample:
+        x0 = model_output;
+        break;
     }
-    if (!last) {
-      const Tensor noise = generator->randn(sample.shape());
-      const float* z = noise.data<float>();
-      const float sa = std::sqrt(a_prev), sb = std::sqrt(b_prev);
-      for (int64_t i = 0; i < n; ++i) y[i] = sa * y[i] + sb * z[i];
-    }
-    return out;
+    if (clip_sample_) x0 = clamp_sample(x0, -clip_range_, clip_range_);
+    const Tensor denoised = axpby(x0, c_out, sample, c_skip);  // c_out * x0 + c_skip * x
+    if (last) return denoised;
+    return axpby(denoised, std::sqrt(a_prev), noise, std::sqrt(b_prev));  // sqrt(a_prev) * d + sqrt(b_prev) * z
   }
 
  private:
   TrainSchedule train_;
-  std::string prediction_;
+  Prediction prediction_ = Prediction::kEpsilon;
   int original_steps_ = 50;
   bool clip_sample_ = false;
   float clip_range_ = 1.0f, final_alpha_cumprod_ = 1.0f, timestep_scaling_ = 10.0f;

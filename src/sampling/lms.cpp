@@ -6,6 +6,7 @@
 #include <cmath>
 #include <deque>
 
+#include "core/ops.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
@@ -16,10 +17,10 @@ constexpr int kOrder = 4;
 
 class LmsScheduler final : public Scheduler {
  public:
-  explicit LmsScheduler(const SchedulerConfig& c) : config_(c) {
+  explicit LmsScheduler(const SchedulerConfig& c) : Scheduler("lms"), config_(c) {
     check_common_support(c, "lms");
     train_ = make_train_schedule(c, BetaDefaults{});
-    prediction_ = prediction_type(c, "lms", "epsilon v_prediction sample");
+    prediction_ = prediction_type(c, "lms");
     spacing_ = c.timestep_spacing.value_or("linspace");
   }
 
@@ -45,49 +46,27 @@ class LmsScheduler final : public Scheduler {
     derivatives_.clear();
   }
 
-  Tensor scale_model_input(const Tensor& sample, int k) override {
-    DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(), "[lms] step_index out of range");
+ protected:
+  Tensor scale_input(const Tensor& sample, int k) override {
     return scale_by_sigma(sample, sigmas_[static_cast<size_t>(k)]);
   }
 
-  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
-    check_step_args("lms", k, timesteps_.size(), model_output, sample);
+  Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor&) override {
     const float sigma = sigmas_[static_cast<size_t>(k)];
-    const float v_scale = -sigma / std::sqrt(sigma * sigma + 1.0f), v_div = sigma * sigma + 1.0f;
-    const Tensor mo_c = model_output.contiguous(), x_c = sample.contiguous();
-    const float* mo = mo_c.data<float>();
-    const float* x = x_c.data<float>();
-    const int64_t n = sample.numel();
-
-    Tensor derivative = empty_like(sample);
-    float* d = derivative.data<float>();
-    for (int64_t i = 0; i < n; ++i) {
-      float x0;
-      if (prediction_ == "epsilon") x0 = x[i] - sigma * mo[i];
-      else if (prediction_ == "v_prediction") x0 = mo[i] * v_scale + x[i] / v_div;
-      else x0 = mo[i];
-      d[i] = (x[i] - x0) / sigma;
-    }
-    derivatives_.push_back(derivative);
+    const Tensor x0 = sigma_x0(prediction_, model_output, sample, sigma);
+    derivatives_.push_back(div_scalar(sub(sample, x0), sigma));  // (x - x0) / sigma
     if (derivatives_.size() > static_cast<size_t>(kOrder)) derivatives_.pop_front();
 
     const int order = std::min(k + 1, kOrder);
-    std::vector<float> coeffs(static_cast<size_t>(order));
-    for (int j = 0; j < order; ++j) coeffs[static_cast<size_t>(j)] = static_cast<float>(lms_coefficient(order, k, j));
-
     // prev = sample + sum(coeff_j * derivative_{k-j}), summed newest first like Python's sum().
-    Tensor out = empty_like(sample);
-    float* y = out.data<float>();
     const size_t nd = derivatives_.size();
-    for (int64_t i = 0; i < n; ++i) {
-      float acc = 0.0f;
-      for (int j = 0; j < order; ++j) {
-        const float* dj = derivatives_[nd - 1 - static_cast<size_t>(j)].data<float>();
-        acc = j == 0 ? coeffs[0] * dj[i] : acc + coeffs[static_cast<size_t>(j)] * dj[i];
-      }
-      y[i] = x[i] + acc;
+    Tensor acc;
+    for (int j = 0; j < order; ++j) {
+      const float c = static_cast<float>(lms_coefficient(order, k, j));
+      const Tensor& d = derivatives_[nd - 1 - static_cast<size_t>(j)];
+      acc = j == 0 ? scale(d, c) : add_scaled(acc, d, c);
     }
-    return out;
+    return add(sample, acc);
   }
 
  private:
@@ -117,7 +96,8 @@ class LmsScheduler final : public Scheduler {
 
   SchedulerConfig config_;
   TrainSchedule train_;
-  std::string prediction_, spacing_;
+  Prediction prediction_ = Prediction::kEpsilon;
+  std::string spacing_;
   std::deque<Tensor> derivatives_;
 };
 

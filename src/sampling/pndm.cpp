@@ -6,6 +6,7 @@
 #include <cmath>
 #include <deque>
 
+#include "core/ops.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
@@ -14,12 +15,12 @@ namespace {
 
 class PndmScheduler final : public Scheduler {
  public:
-  explicit PndmScheduler(const SchedulerConfig& c) {
+  explicit PndmScheduler(const SchedulerConfig& c) : Scheduler("pndm") {
     check_common_support(c, "pndm");
     if (!c.skip_prk_steps.value_or(false))
       throw_error(ErrorCode::kUnsupported, "[pndm] the Runge-Kutta warm-up (skip_prk_steps = false) is not supported");
     train_ = make_train_schedule(c, BetaDefaults{});
-    prediction_ = prediction_type(c, "pndm", "epsilon v_prediction");
+    prediction_ = prediction_type(c, "pndm");
     spacing_ = c.timestep_spacing.value_or("leading");
     steps_offset_ = c.steps_offset.value_or(0);
     final_alpha_cumprod_ = c.set_alpha_to_one.value_or(false) ? 1.0f : train_.alphas_cumprod[0];
@@ -60,16 +61,16 @@ class PndmScheduler final : public Scheduler {
     cur_sample_ = Tensor();
   }
 
-  Tensor scale_model_input(const Tensor& sample, int) override { return sample; }
+ protected:
+  Tensor scale_input(const Tensor& sample, int) override { return sample; }
 
-  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
-    check_step_args("pndm", k, timesteps_.size(), model_output, sample);
+  Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor&) override {
     DIFFUSE_CHECK_ARG(k == counter_, "[pndm] steps must be taken in order: expected step " +
                                          std::to_string(counter_) + ", got " + std::to_string(k));
     const int ratio = train_.num_train_timesteps / n_;
     int t = static_cast<int>(timesteps_[static_cast<size_t>(k)]);
     int prev_t = t - ratio;
-    const Tensor mo = model_output.contiguous().clone();
+    const Tensor mo = copy(model_output);  // kept in ets_: not a reference to the caller's buffer
     if (counter_ != 1) {
       while (ets_.size() > 3) ets_.pop_front();
       ets_.push_back(mo);
@@ -78,31 +79,26 @@ class PndmScheduler final : public Scheduler {
       t = t + ratio;
     }
 
-    Tensor x = sample.contiguous();
-    Tensor e = empty_like(sample);
-    float* ep = e.data<float>();
-    const float* m = mo.data<float>();
-    const int64_t n = sample.numel();
+    Tensor x = sample;
+    Tensor e;
     const size_t ne = ets_.size();
-    auto et = [&](size_t back) { return ets_[ne - back].data<float>(); };  // ets[-back]
+    auto et = [&](size_t back) -> const Tensor& { return ets_[ne - back]; };  // ets[-back]
     if (ne == 1 && counter_ == 0) {
-      std::copy(m, m + n, ep);
-      cur_sample_ = x.clone();
+      e = mo;
+      cur_sample_ = copy(sample);
     } else if (ne == 1 && counter_ == 1) {
-      const float* e1 = et(1);
-      for (int64_t i = 0; i < n; ++i) ep[i] = (m[i] + e1[i]) / 2.0f;
+      e = scale(add(mo, et(1)), 0.5f);  // (m + ets[-1]) / 2
       x = cur_sample_;
       cur_sample_ = Tensor();
     } else if (ne == 2) {
-      const float *e1 = et(1), *e2 = et(2);
-      for (int64_t i = 0; i < n; ++i) ep[i] = (3.0f * e1[i] - e2[i]) / 2.0f;
+      e = scale(axpby(et(1), 3.0f, et(2), -1.0f), 0.5f);  // (3 * ets[-1] - ets[-2]) / 2
     } else if (ne == 3) {
-      const float *e1 = et(1), *e2 = et(2), *e3 = et(3);
-      for (int64_t i = 0; i < n; ++i) ep[i] = (23.0f * e1[i] - 16.0f * e2[i] + 5.0f * e3[i]) / 12.0f;
+      // (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
+      e = div_scalar(add_scaled(axpby(et(1), 23.0f, et(2), -16.0f), et(3), 5.0f), 12.0f);
     } else {
-      const float *e1 = et(1), *e2 = et(2), *e3 = et(3), *e4 = et(4);
-      const float c = static_cast<float>(1.0 / 24.0);
-      for (int64_t i = 0; i < n; ++i) ep[i] = c * (55.0f * e1[i] - 59.0f * e2[i] + 37.0f * e3[i] - 9.0f * e4[i]);
+      // (1 / 24) * (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4])
+      const Tensor sum = add_scaled(add_scaled(axpby(et(1), 55.0f, et(2), -59.0f), et(3), 37.0f), et(4), -9.0f);
+      e = scale(sum, static_cast<float>(1.0 / 24.0));
     }
     Tensor out = prev_sample(x, t, prev_t, e);
     ++counter_;
@@ -118,21 +114,16 @@ class PndmScheduler final : public Scheduler {
     const float sample_coeff = std::sqrt(a_prev / a_t);
     const float denom = a_t * std::sqrt(b_prev) + std::sqrt(a_t * b_t * a_prev);
     const float diff = a_prev - a_t;
-    const float sqrt_a = std::sqrt(a_t), sqrt_b = std::sqrt(b_t);
-    const float* x = sample.data<float>();
-    const float* e = eps.data<float>();
-    Tensor out = empty_like(sample);
-    float* y = out.data<float>();
-    for (int64_t i = 0, n = sample.numel(); i < n; ++i) {
-      float mo = e[i];
-      if (prediction_ == "v_prediction") mo = sqrt_a * mo + sqrt_b * x[i];
-      y[i] = sample_coeff * x[i] - diff * mo / denom;
-    }
-    return out;
+    Tensor mo = eps;
+    // v: model_output = sqrt(a_t) * model_output + sqrt(b_t) * sample
+    if (prediction_ == Prediction::kVPrediction) mo = axpby(mo, std::sqrt(a_t), sample, std::sqrt(b_t));
+    // sample_coeff * x - (a_prev - a_t) * model_output / denom
+    return axpby(sample, sample_coeff, scale(mo, diff), -1.0f / denom);
   }
 
   TrainSchedule train_;
-  std::string prediction_, spacing_;
+  Prediction prediction_ = Prediction::kEpsilon;
+  std::string spacing_;
   int steps_offset_ = 0, n_ = 0, counter_ = 0;
   float final_alpha_cumprod_ = 1.0f;
   std::deque<Tensor> ets_;

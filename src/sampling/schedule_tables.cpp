@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/ops.h"
+#include "sampling/sampler_catalog.h"
+
 namespace diffuse::sched {
 
 namespace {
@@ -178,41 +181,49 @@ void check_common_support(const SchedulerConfig& c, const char* who) {
     throw_error(ErrorCode::kUnsupported, w + "exponential / beta sigmas are not supported");
 }
 
-std::string prediction_type(const SchedulerConfig& c, const char* who, const std::string& allowed) {
-  const std::string p = c.prediction_type.value_or("epsilon");
-  const std::string padded = " " + allowed + " ";
-  if (padded.find(" " + p + " ") == std::string::npos)
-    throw_error(ErrorCode::kUnsupported,
-                std::string("[") + who + "] prediction_type '" + p + "' is not supported (" + allowed + ")");
+Prediction prediction_type(const SchedulerConfig& c, const char* sampler) {
+  const Prediction p = c.prediction_type.value_or(Prediction::kEpsilon);
+  const SamplerSpec& row = sampler_spec(sampler);
+  if (!row.supports(p)) {
+    std::string allowed;
+    for (Prediction q : {Prediction::kEpsilon, Prediction::kVPrediction, Prediction::kSample}) {
+      if (row.supports(q)) allowed += (allowed.empty() ? "" : ", ") + std::string(prediction_name(q));
+    }
+    throw_error(ErrorCode::kUnsupported, std::string("[") + sampler + "] prediction_type '" + prediction_name(p) +
+                                             "' is not supported (" + allowed + ")");
+  }
   return p;
 }
 
-void check_step_args(const char* who, int step_index, size_t num_steps, const Tensor& model_output,
-                     const Tensor& sample) {
-  const std::string w = std::string("[") + who + "] ";
-  DIFFUSE_CHECK_ARG(num_steps > 0, w + "call set_timesteps() before step()");
-  DIFFUSE_CHECK_ARG(step_index >= 0 && static_cast<size_t>(step_index) < num_steps,
-                    w + "step_index " + std::to_string(step_index) + " out of range [0, " +
-                        std::to_string(num_steps) + ")");
-  DIFFUSE_CHECK_ARG(model_output.shape() == sample.shape(), w + "model_output " + shape_str(model_output.shape()) +
-                                                                " does not match sample " +
-                                                                shape_str(sample.shape()));
-  DIFFUSE_CHECK_ARG(model_output.dtype() == DType::kF32 && sample.dtype() == DType::kF32,
-                    w + "tensors must be f32");
-  DIFFUSE_CHECK_ARG(model_output.device() == Device::kCPU && sample.device() == Device::kCPU,
-                    w + "tensors must be on the CPU");
-}
+Tensor div_scalar(const Tensor& x, float s) { return scale(x, 1.0f / s); }
 
-Tensor empty_like(const Tensor& like) { return Tensor::empty(like.shape(), DType::kF32); }
+Tensor add_scaled(const Tensor& a, const Tensor& b, float s) { return axpby(a, 1.0f, b, s); }
+
+Tensor clamp_sample(const Tensor& x, float lo, float hi) {
+  std::vector<float> v = x.to_f32_vector();
+  for (float& e : v) e = std::min(std::max(e, lo), hi);
+  return Tensor::from_vector(v, x.shape()).to(x.device());
+}
 
 Tensor scale_by_sigma(const Tensor& sample, float sigma) {
   const float denom = std::sqrt(sigma * sigma + 1.0f);
-  const Tensor x_c = sample.contiguous();
-  const float* x = x_c.data<float>();
-  Tensor out = empty_like(sample);
-  float* y = out.data<float>();
-  for (int64_t i = 0, n = sample.numel(); i < n; ++i) y[i] = x[i] / denom;
-  return out;
+  return div_scalar(sample, denom);
+}
+
+Tensor sigma_x0(Prediction p, const Tensor& model_output, const Tensor& sample, float sigma) {
+  switch (p) {
+    case Prediction::kEpsilon:
+      return add_scaled(sample, model_output, -sigma);
+    case Prediction::kVPrediction: {
+      // m * (-sigma / (sigma^2 + 1) ** 0.5) + x / (sigma^2 + 1)
+      const float c_out = -sigma / std::sqrt(sigma * sigma + 1.0f);
+      const float c_skip = 1.0f / (sigma * sigma + 1.0f);
+      return axpby(model_output, c_out, sample, c_skip);
+    }
+    case Prediction::kSample:
+      return model_output;
+  }
+  throw_error(ErrorCode::kRuntime, "[sigma_x0] unknown prediction");
 }
 
 float sigma_init_noise(const std::vector<float>& sigmas, const std::string& spacing) {

@@ -54,19 +54,29 @@ double sigma_to_t(double sigma, const std::vector<float>& log_sigmas);
 // Throws kUnsupported when the config asks for something not ported.
 void check_common_support(const SchedulerConfig& c, const char* who);
 
-// prediction_type with the class default "epsilon"; validated against `allowed` (space separated).
-std::string prediction_type(const SchedulerConfig& c, const char* who, const std::string& allowed);
+// The config's prediction_type (class default: epsilon), checked against what
+// the sampler's catalogue row accepts (kUnsupported otherwise).
+Prediction prediction_type(const SchedulerConfig& c, const char* sampler);
 
-// Validates a step call: index range, shapes, dtype, contiguity.
-void check_step_args(const char* who, int step_index, size_t num_steps, const Tensor& model_output,
-                     const Tensor& sample);
-// Fresh f32 tensor of `like`'s shape.
-Tensor empty_like(const Tensor& like);
+// Step math helpers: f32 tensor ops on the tensors' device (core/ops.h).
+// x / s. ops.h has no division: multiplies by 1/s, as torch's CUDA kernel
+// does for a tensor / scalar (torch's CPU kernel divides: results may differ
+// in the last bit).
+Tensor div_scalar(const Tensor& x, float s);
+// a + s * b (torch: a + s * b, or a - |s| * b with s < 0: the same roundings).
+Tensor add_scaled(const Tensor& a, const Tensor& b, float s);
+// x.clamp(lo, hi) (diffusers' clip_sample). ops.h has no clamp yet: this one
+// goes through the host (no Stable Diffusion config enables clip_sample).
+Tensor clamp_sample(const Tensor& x, float lo, float hi);
 
-// The k-diffusion style samplers (Euler, Euler-a, LMS) share these:
+// The k-diffusion style samplers (Euler, Euler-a, LMS, Heun) share these:
 // scale_model_input = sample / sqrt(sigma^2 + 1) (f32, as torch);
 Tensor scale_by_sigma(const Tensor& sample, float sigma);
 // init_noise_sigma = max sigma for linspace/trailing spacing, sqrt(max^2 + 1) otherwise.
 float sigma_init_noise(const std::vector<float>& sigmas, const std::string& spacing);
+// diffusers' pred_original_sample of the sigma-parameterised classes for
+// prediction p at noise level sigma: epsilon: x - sigma * m;
+// v: m * (-sigma / sqrt(sigma^2 + 1)) + x / (sigma^2 + 1); sample: m.
+Tensor sigma_x0(Prediction p, const Tensor& model_output, const Tensor& sample, float sigma);
 
 }  // namespace diffuse::sched

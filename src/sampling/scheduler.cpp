@@ -1,6 +1,13 @@
-// SchedulerConfig::from_json and the scheduler factory.
+// SchedulerConfig::from_json, the Scheduler base (argument checks, generator
+// noise), StepNoise and the scheduler factory.
 #include "sampling/scheduler.h"
 
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "core/ops.h"
+#include "sampling/sampler_catalog.h"
 #include "sampling/scheduler_factories.h"
 
 namespace diffuse {
@@ -34,6 +41,17 @@ void read_lambda_min_clipped(const nlohmann::json& j, std::optional<double>& out
   read_key(j, "lambda_min_clipped", out);
 }
 
+// EulerDiscreteScheduler also accepts "original_sample", its older name for "sample".
+void read_prediction(const nlohmann::json& j, std::optional<Prediction>& out) {
+  std::optional<std::string> s;
+  read_key(j, "prediction_type", s);
+  if (!s) return;
+  out = *s == "original_sample" ? std::optional<Prediction>(Prediction::kSample) : parse_prediction(*s);
+  if (!out)
+    throw_error(ErrorCode::kUnsupported, "[SchedulerConfig] prediction_type '" + *s +
+                                             "' is not supported (epsilon, v_prediction, sample)");
+}
+
 }  // namespace
 
 SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
@@ -44,7 +62,7 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
   read_key(j, "beta_end", c.beta_end);
   read_key(j, "beta_schedule", c.beta_schedule);
   read_key(j, "trained_betas", c.trained_betas);
-  read_key(j, "prediction_type", c.prediction_type);
+  read_prediction(j, c.prediction_type);
   read_key(j, "timestep_spacing", c.timestep_spacing);
   read_key(j, "steps_offset", c.steps_offset);
   read_key(j, "set_alpha_to_one", c.set_alpha_to_one);
@@ -74,33 +92,128 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
   return c;
 }
 
+// ---------------------------------------------------------------- Scheduler
+
+Tensor Scheduler::scale_model_input(const Tensor& sample, int k) {
+  const std::string w = "[" + name_ + "] ";
+  DIFFUSE_CHECK_ARG(!timesteps_.empty(), w + "call set_timesteps() before scale_model_input()");
+  DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(),
+                    w + "step_index " + std::to_string(k) + " out of range [0, " +
+                        std::to_string(timesteps_.size()) + ")");
+  DIFFUSE_CHECK_ARG(sample.dtype() == DType::kF32, w + "the sample must be f32, got " + sample.str());
+  return scale_input(sample, k);
+}
+
+Tensor Scheduler::step(const Tensor& model_output, int k, const Tensor& sample, const Tensor& noise) {
+  const std::string w = "[" + name_ + "] ";
+  DIFFUSE_CHECK_ARG(!timesteps_.empty(), w + "call set_timesteps() before step()");
+  DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(),
+                    w + "step_index " + std::to_string(k) + " out of range [0, " +
+                        std::to_string(timesteps_.size()) + ")");
+  DIFFUSE_CHECK_ARG(model_output.defined() && sample.defined(), w + "model_output and sample must be defined");
+  DIFFUSE_CHECK_ARG(model_output.shape() == sample.shape(), w + "model_output " + shape_str(model_output.shape()) +
+                                                                " does not match sample " +
+                                                                shape_str(sample.shape()));
+  DIFFUSE_CHECK_ARG(model_output.dtype() == DType::kF32 && sample.dtype() == DType::kF32,
+                    w + "tensors must be f32, got model_output " + model_output.str() + " and sample " + sample.str());
+  DIFFUSE_CHECK_ARG(model_output.device() == sample.device(),
+                    w + "model_output is on " + device_name(model_output.device()) + ", sample on " +
+                        device_name(sample.device()));
+  if (draws_noise(k)) {
+    DIFFUSE_CHECK_ARG(noise.defined(), w + "step " + std::to_string(k) +
+                                           " needs its generator noise (pass a Generator or StepNoise::at())");
+    DIFFUSE_CHECK_ARG(noise.shape() == sample.shape() && noise.dtype() == DType::kF32 &&
+                          noise.device() == sample.device(),
+                      w + "noise " + noise.str() + " must be f32 of the sample's shape " +
+                          shape_str(sample.shape()) + " on " + device_name(sample.device()));
+  } else {
+    DIFFUSE_CHECK_ARG(!noise.defined(), w + "step " + std::to_string(k) + " draws no noise, but noise was given");
+  }
+  return step_impl(model_output, k, sample, noise);
+}
+
+Tensor Scheduler::step(const Tensor& model_output, int k, const Tensor& sample, Generator* generator) {
+  Tensor noise;
+  if (k >= 0 && static_cast<size_t>(k) < timesteps_.size() && draws_noise(k)) {
+    DIFFUSE_CHECK_ARG(generator != nullptr, "[" + name_ + "] step needs a generator for its noise");
+    noise = generator->randn(sample.shape()).to(sample.device());
+  }
+  return step(model_output, k, sample, noise);
+}
+
+// ---------------------------------------------------------------- StepNoise
+
+StepNoise::StepNoise(const Scheduler& scheduler, Generator& generator, const Shape& sample_shape, Device device,
+                     size_t max_bytes)
+    : generator_(generator), shape_(sample_shape), device_(device) {
+  const size_t steps = scheduler.timesteps().size();
+  draw_of_step_.assign(steps, -1);
+  for (size_t k = 0; k < steps; ++k) {
+    if (scheduler.draws_noise(static_cast<int>(k))) draw_of_step_[k] = static_cast<int>(num_draws_++);
+  }
+  const size_t draw_bytes = static_cast<size_t>(std::max<int64_t>(shape_numel(shape_), 1)) * sizeof(float);
+  chunk_draws_ = std::max<size_t>(1, std::min(num_draws_, max_bytes / draw_bytes));
+  if (num_draws_ > 0) draw_chunk(0);
+}
+
+void StepNoise::draw_chunk(size_t first) {
+  const size_t count = std::min(chunk_draws_, num_draws_ - first);
+  Shape chunk_shape = shape_;
+  chunk_shape.insert(chunk_shape.begin(), static_cast<int64_t>(count));
+  Tensor host = Tensor::empty(chunk_shape, DType::kF32);
+  const int64_t per = shape_numel(shape_);
+  float* p = host.data<float>();
+  // One randn(shape) call per step, exactly as the step would make it.
+  for (size_t i = 0; i < count; ++i) generator_.randn_fill(p + static_cast<int64_t>(i) * per, per);
+  chunk_ = host.to(device_);
+  if (device_ != Device::kCPU) ++uploads_;
+  chunk_first_ = first;
+  next_draw_ = first + count;
+}
+
+Tensor StepNoise::at(int k) {
+  DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < draw_of_step_.size(),
+                    "[StepNoise] step_index " + std::to_string(k) + " out of range [0, " +
+                        std::to_string(draw_of_step_.size()) + ")");
+  const int d = draw_of_step_[static_cast<size_t>(k)];
+  if (d < 0) return Tensor();
+  const size_t draw = static_cast<size_t>(d);
+  DIFFUSE_CHECK_ARG(draw >= chunk_first_, "[StepNoise] steps must be visited in increasing order");
+  while (draw >= next_draw_) draw_chunk(next_draw_);  // skipped steps' draws are still drawn, in order
+  return chunk_.select(0, static_cast<int64_t>(draw - chunk_first_));
+}
+
+// ---------------------------------------------------------------- factory
+
 std::vector<std::string> scheduler_names() {
-  return {"ddim", "pndm", "lms", "euler", "euler_a", "dpmpp_2m", "unipc", "lcm"};
+  std::vector<std::string> out;
+  for (const SamplerSpec& r : sampler_catalog()) out.push_back(r.name);
+  return out;
 }
 
 std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const SchedulerConfig& shipped,
                                           const std::string& schedule) {
+  const SamplerSpec* row = find_sampler(name);
+  if (!row)
+    throw_error(ErrorCode::kInvalidArgument,
+                "[make_scheduler] unknown sampler '" + name + "' (one of " + sampler_names_list() + ")");
   SchedulerConfig c = shipped;
-  if (schedule == "karras") {
-    if (name != "lms" && name != "euler" && name != "dpmpp_2m" && name != "unipc")
-      throw_error(ErrorCode::kUnsupported, "[make_scheduler] the karras schedule is not available for '" + name +
-                                               "' (diffusers supports it for lms, euler, dpmpp_2m, unipc)");
-    c.use_karras_sigmas = true;
-  } else if (schedule != "default") {
+  const ScheduleSpec* sched = find_schedule(schedule);
+  if (!sched || schedule != sched->name)
     throw_error(ErrorCode::kInvalidArgument,
                 "[make_scheduler] unknown schedule '" + schedule + "' (expected default or karras)");
+  if (sched->id == Schedule::kKarras) {
+    if (!row->supports(Schedule::kKarras)) {
+      std::string with;
+      for (const SamplerSpec& r : sampler_catalog()) {
+        if (r.supports(Schedule::kKarras)) with += (with.empty() ? "" : ", ") + std::string(r.name);
+      }
+      throw_error(ErrorCode::kUnsupported, "[make_scheduler] the karras schedule is not available for '" + name +
+                                               "' (diffusers supports it for " + with + ")");
+    }
+    c.use_karras_sigmas = true;
   }
-  if (name == "ddim") return sched::make_ddim(c);
-  if (name == "pndm") return sched::make_pndm(c);
-  if (name == "lms") return sched::make_lms(c);
-  if (name == "euler") return sched::make_euler(c);
-  if (name == "euler_a") return sched::make_euler_ancestral(c);
-  if (name == "dpmpp_2m") return sched::make_dpmpp_2m(c);
-  if (name == "unipc") return sched::make_unipc(c);
-  if (name == "lcm") return sched::make_lcm(c);
-  std::string names;
-  for (const auto& n : scheduler_names()) names += (names.empty() ? "" : ", ") + n;
-  throw_error(ErrorCode::kInvalidArgument, "[make_scheduler] unknown sampler '" + name + "' (one of " + names + ")");
+  return row->make(c);
 }
 
 }  // namespace diffuse

@@ -1,21 +1,29 @@
 // Diffusion schedulers ported from Hugging Face diffusers (0.40, commit 58eb52c):
 // ddim (DDIMScheduler), pndm (PNDMScheduler, PLMS), lms (LMSDiscreteScheduler),
 // euler (EulerDiscreteScheduler), euler_a (EulerAncestralDiscreteScheduler),
-// dpmpp_2m (DPMSolverMultistepScheduler, dpmsolver++ order 2), unipc
-// (UniPCMultistepScheduler, bh2) and lcm (LCMScheduler). One file per class.
+// heun (HeunDiscreteScheduler), dpmpp_2m (DPMSolverMultistepScheduler,
+// dpmsolver++ order 2), unipc (UniPCMultistepScheduler, bh2) and lcm
+// (LCMScheduler). One file per class; sampler_catalog.h names them.
 //
 // Numerics follow diffusers: tables that diffusers builds with numpy in
-// float64 (timesteps, interpolated / Karras sigmas) are built in double; the
-// per-step tensor math runs in float32 in torch's operation order.
+// float64 (timesteps, interpolated / Karras sigmas) are built in double on the
+// host; the per-step tensor math is float32 tensor ops (core/ops.h) in torch's
+// operation order, so it runs on the device of the tensors it is given (CPU or
+// CUDA) and multistep state stays there too. One difference from torch's CPU
+// kernels: a tensor divided by a scalar is a multiplication by the scalar's
+// reciprocal (what torch's CUDA kernel does; ops.h has no division).
 //
 // Usage (what StableDiffusionPipeline does):
 //   auto s = make_scheduler("euler", SchedulerConfig::from_json(shipped), "default");
 //   s->set_timesteps(steps);
 //   x = noise * s->init_noise_sigma();
+//   StepNoise noise(*s, generator, x.shape(), x.device());   // stochastic samplers' draws, uploaded once
 //   for (i = 0; i < s->timesteps().size(); ++i) {
 //     eps = unet(s->scale_model_input(x, i), s->timesteps()[i]);
-//     x = s->step(eps, i, x, generator);
+//     x = s->step(eps, i, x, noise.at(i));
 //   }
+// Two-evaluation samplers (heun) list every evaluation in timesteps(), as
+// diffusers does (2n - 1 entries for n steps), so the loop is the same.
 #pragma once
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -24,6 +32,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "sampling/prediction.h"
 #include "sampling/rng.h"
 
 namespace diffuse {
@@ -38,7 +47,7 @@ struct SchedulerConfig {
   std::optional<double> beta_start, beta_end;
   std::optional<std::string> beta_schedule;   // linear | scaled_linear | squaredcos_cap_v2
   std::optional<std::vector<double>> trained_betas;
-  std::optional<std::string> prediction_type;  // epsilon | v_prediction | sample
+  std::optional<Prediction> prediction_type;   // "epsilon" | "v_prediction" | "sample" ("original_sample" = sample)
   std::optional<std::string> timestep_spacing;  // leading | linspace | trailing
   std::optional<int> steps_offset;
   std::optional<bool> set_alpha_to_one;
@@ -67,7 +76,7 @@ struct SchedulerConfig {
 
   // Reads the keys above from a shipped scheduler_config.json (other keys,
   // such as _class_name, are ignored). Throws kInvalidArgument on a key of the
-  // wrong JSON type.
+  // wrong JSON type, kUnsupported on an unknown prediction_type.
   static SchedulerConfig from_json(const nlohmann::json& shipped);
 };
 
@@ -75,38 +84,102 @@ class Scheduler {
  public:
   virtual ~Scheduler() = default;
 
+  // Catalogue name ("euler_a"), used in error messages.
+  const std::string& name() const { return name_; }
+
   // Builds the timestep / sigma tables and resets the multistep state.
   virtual void set_timesteps(int num_inference_steps) = 0;
 
-  // Every timestep the pipeline visits, in order (PNDM: n + 1, one repeated).
+  // Every timestep the pipeline visits, in order (PNDM: n + 1, one repeated;
+  // Heun: 2n - 1, each but the first twice).
   const std::vector<float>& timesteps() const { return timesteps_; }
-  // Sigma schedule incl. the final one (n + 1 values); empty for DDIM/PNDM/LCM.
+  // Sigma of each visit plus the final one (timesteps().size() + 1 values);
+  // empty for DDIM/PNDM/LCM.
   const std::vector<float>& sigmas() const { return sigmas_; }
   // Multiplies the initial noise.
   float init_noise_sigma() const { return init_noise_sigma_; }
 
-  // Model input for step `step_index` (an index into timesteps()).
-  virtual Tensor scale_model_input(const Tensor& sample, int step_index) = 0;
-  // One step: returns the sample for the next timestep. Ancestral / stochastic
-  // samplers (euler_a, lcm) draw noise of the sample's shape from `generator`
-  // (which must then be non-null); the others ignore it. Steps must be taken
-  // in order 0, 1, 2, ... after set_timesteps().
-  virtual Tensor step(const Tensor& model_output, int step_index, const Tensor& sample, Generator* generator) = 0;
+  // Whether step `step_index` uses one draw of generator noise, of the
+  // sample's shape (euler_a: every step, the last included, as diffusers
+  // draws it; lcm: all but the last).
+  virtual bool draws_noise(int step_index) const { return false; }
+
+  // Model input for step `step_index` (an index into timesteps()): f32, on
+  // the sample's device.
+  Tensor scale_model_input(const Tensor& sample, int step_index);
+
+  // One step: returns the sample for the next timestep. model_output and
+  // sample are f32 tensors of one shape on one device (any strides); the
+  // result is a new tensor on that device. `noise` is the step's generator
+  // draw (same shape and device; StepNoise gives it) when draws_noise(),
+  // else undefined (pass Tensor(), not {}). Steps must be taken in order 0,
+  // 1, 2, ... after set_timesteps(). A scheduler may keep `sample` (and
+  // tensors it computed) for later steps: do not write into it afterwards;
+  // it copies model_output where it keeps it.
+  Tensor step(const Tensor& model_output, int step_index, const Tensor& sample, const Tensor& noise);
+  // The same, drawing the step's noise from `generator` on the host when
+  // draws_noise() (then `generator` must be non-null) and moving it to the
+  // sample's device: one host-to-device copy per noisy step.
+  Tensor step(const Tensor& model_output, int step_index, const Tensor& sample, Generator* generator);
 
  protected:
+  explicit Scheduler(std::string name) : name_(std::move(name)) {}
+
+  // The arguments are checked (index in range, shapes, f32, one device, noise
+  // present iff draws_noise()).
+  virtual Tensor scale_input(const Tensor& sample, int step_index) = 0;
+  virtual Tensor step_impl(const Tensor& model_output, int step_index, const Tensor& sample,
+                           const Tensor& noise) = 0;
+
   std::vector<float> timesteps_;
   std::vector<float> sigmas_;
   float init_noise_sigma_ = 1.0f;
+
+ private:
+  std::string name_;
 };
 
-// name: ddim | pndm | lms | euler | euler_a | dpmpp_2m | unipc | lcm.
-// schedule: "default" (the config's sigmas) or "karras" (use_karras_sigmas =
-// true; lms, euler, dpmpp_2m and unipc only, as in diffusers).
+// The generator noise of a whole run for a stochastic scheduler, drawn up
+// front in the order step() would have drawn it (one randn(sample_shape) call
+// per noisy step, so the stream is the same as drawing inside the loop) and
+// moved to `device` in one copy. Runs whose draws exceed `max_bytes` are drawn
+// and moved in chunks of steps as at() reaches them. Nothing else may draw
+// from `generator` while this lives; it draws nothing for deterministic
+// samplers. Call after set_timesteps().
+class StepNoise {
+ public:
+  static constexpr size_t kDefaultMaxBytes = size_t{128} << 20;
+  StepNoise(const Scheduler& scheduler, Generator& generator, const Shape& sample_shape, Device device,
+            size_t max_bytes = kDefaultMaxBytes);
+
+  // Step `step_index`'s draw (a view on `device`), or an undefined tensor
+  // when that step draws none. Call with increasing step indices.
+  Tensor at(int step_index);
+  // Host-to-device copies made so far (0 on the CPU).
+  int uploads() const { return uploads_; }
+
+ private:
+  void draw_chunk(size_t first_draw);
+
+  Generator& generator_;
+  Shape shape_;
+  Device device_;
+  std::vector<int> draw_of_step_;  // step -> index of its draw, or -1
+  size_t num_draws_ = 0, chunk_draws_ = 0, chunk_first_ = 0, next_draw_ = 0;
+  Tensor chunk_;  // [chunk_draws_, *shape_] on device_
+  int uploads_ = 0;
+};
+
+// name: a catalogue name (sampler_catalog.h: ddim | pndm | lms | euler |
+// euler_a | heun | dpmpp_2m | unipc | lcm). schedule: "default" (the
+// config's sigmas) or "karras" (use_karras_sigmas = true; for the samplers
+// whose catalogue row lists it, as in diffusers).
 // Throws kInvalidArgument for unknown names and kUnsupported for config
 // features not ported (thresholding, zero-SNR rescaling, exponential/beta
 // sigmas, solver_order > 2, SDE variants, PNDM's PRK warm-up).
 std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const SchedulerConfig& shipped,
                                           const std::string& schedule = "default");
+// The catalogue's names, in its order.
 std::vector<std::string> scheduler_names();
 
 }  // namespace diffuse

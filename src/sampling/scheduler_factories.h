@@ -1,5 +1,5 @@
-// Constructors of the scheduler ports (one per file), used by make_scheduler().
-// Internal to src/sampling.
+// Constructors of the scheduler ports (one per file), named by the rows of
+// sampler_catalog.cpp. Internal to src/sampling.
 #pragma once
 #include <memory>
 
@@ -12,6 +12,7 @@ std::unique_ptr<Scheduler> make_pndm(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_lms(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_euler(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_euler_ancestral(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_heun(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_unipc(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_lcm(const SchedulerConfig& c);

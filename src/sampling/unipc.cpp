@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/ops.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
@@ -41,10 +42,10 @@ void solve_2x2(float rk, float b1, float b2, float* rho1, float* rho2) {
 
 class UniPcScheduler final : public Scheduler {
  public:
-  explicit UniPcScheduler(const SchedulerConfig& c) : config_(c) {
+  explicit UniPcScheduler(const SchedulerConfig& c) : Scheduler("unipc"), config_(c) {
     check_common_support(c, "unipc");
     train_ = make_train_schedule(c, BetaDefaults{});
-    prediction_ = prediction_type(c, "unipc", "epsilon v_prediction sample");
+    prediction_ = prediction_type(c, "unipc");
     spacing_ = c.timestep_spacing.value_or("linspace");
     order_ = c.solver_order.value_or(2);
     if (order_ != 1 && order_ != 2)
@@ -102,18 +103,17 @@ class UniPcScheduler final : public Scheduler {
     last_sample_ = Tensor();
   }
 
-  Tensor scale_model_input(const Tensor& sample, int) override { return sample; }
+ protected:
+  Tensor scale_input(const Tensor& sample, int) override { return sample; }
 
-  Tensor step(const Tensor& model_output, int k, const Tensor& sample, Generator*) override {
-    check_step_args("unipc", k, timesteps_.size(), model_output, sample);
+  Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor&) override {
     const bool use_corrector = k > 0 &&
                                std::find(disable_corrector_.begin(), disable_corrector_.end(), k - 1) ==
                                    disable_corrector_.end() &&
                                last_sample_.defined();
-    const Tensor mo_c = model_output.contiguous();
-    const Tensor converted = convert_model_output(mo_c, sample.contiguous(), k);
-    Tensor x = sample.contiguous();
-    if (use_corrector) x = corrector(converted, last_sample_, x, k, this_order_);
+    const Tensor converted = convert_model_output(model_output, sample, k);
+    Tensor x = sample;
+    if (use_corrector) x = corrector(converted, last_sample_, k, this_order_);
 
     model_outputs_[0] = model_outputs_[1];
     model_outputs_[1] = converted;
@@ -127,18 +127,18 @@ class UniPcScheduler final : public Scheduler {
   }
 
  private:
-  Tensor convert_model_output(const Tensor& mo_c, const Tensor& x_c, int k) const {
+  // The data prediction x0 (kept for later steps: a model output is copied, not referenced).
+  Tensor convert_model_output(const Tensor& model_output, const Tensor& sample, int k) const {
     const AlphaSigma s = alpha_sigma(sigmas_[static_cast<size_t>(k)]);
-    const float* mo = mo_c.data<float>();
-    const float* x = x_c.data<float>();
-    Tensor out = empty_like(x_c);
-    float* y = out.data<float>();
-    for (int64_t i = 0, n = x_c.numel(); i < n; ++i) {
-      if (prediction_ == "epsilon") y[i] = (x[i] - s.sigma * mo[i]) / s.alpha;
-      else if (prediction_ == "v_prediction") y[i] = s.alpha * x[i] - s.sigma * mo[i];
-      else y[i] = mo[i];
+    switch (prediction_) {
+      case Prediction::kEpsilon:  // (x - sigma_t * m) / alpha_t
+        return div_scalar(add_scaled(sample, model_output, -s.sigma), s.alpha);
+      case Prediction::kVPrediction:  // alpha_t * x - sigma_t * m
+        return axpby(sample, s.alpha, model_output, -s.sigma);
+      case Prediction::kSample:
+        return copy(model_output);
     }
-    return out;
+    throw_error(ErrorCode::kRuntime, "[unipc] unknown prediction");
   }
 
   // h * phi_1(h) = expm1(hh) and B(h) for hh = -h.
@@ -148,7 +148,7 @@ class UniPcScheduler final : public Scheduler {
   }
 
   // multistep_uni_p_bh_update: from sigma_k to sigma_{k+1}.
-  Tensor predictor(const Tensor& x_t, int k, int order) const {
+  Tensor predictor(const Tensor& x, int k, int order) const {
     const AlphaSigma t = alpha_sigma(sigmas_[static_cast<size_t>(k) + 1]);
     const AlphaSigma s0 = alpha_sigma(sigmas_[static_cast<size_t>(k)]);
     const float h = t.lambda - s0.lambda;
@@ -156,30 +156,20 @@ class UniPcScheduler final : public Scheduler {
     float h_phi_1, b_h;
     phi(hh, &h_phi_1, &b_h);
     const float c_x = t.sigma / s0.sigma, c_m0 = t.alpha * h_phi_1, c_res = t.alpha * b_h;
-    const float* x = x_t.data<float>();
-    const float* m0 = model_outputs_[1].data<float>();
-    Tensor out = empty_like(x_t);
-    float* y = out.data<float>();
-    const int64_t n = x_t.numel();
-    if (order == 2) {
-      const AlphaSigma s1 = alpha_sigma(sigmas_[static_cast<size_t>(k) - 1]);
-      const float rk = (s1.lambda - s0.lambda) / h;
-      const float* m1 = model_outputs_[0].data<float>();
-      for (int64_t i = 0; i < n; ++i) {
-        const float d1 = (m1[i] - m0[i]) / rk;
-        const float pred_res = 0.5f * d1;  // rhos_p = [0.5] for order 2
-        y[i] = (c_x * x[i] - c_m0 * m0[i]) - c_res * pred_res;
-      }
-    } else {
-      const float zero_res = c_res * 0.0f;
-      for (int64_t i = 0; i < n; ++i) y[i] = (c_x * x[i] - c_m0 * m0[i]) - zero_res;
-    }
-    return out;
+    const Tensor& m0 = model_outputs_[1];
+    // x_t_ = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
+    const Tensor x_t_ = axpby(x, c_x, m0, -c_m0);
+    // Order 1: pred_res = 0 and x_t = x_t_ - alpha_t * B_h * 0 = x_t_.
+    if (order != 2) return x_t_;
+    const AlphaSigma s1 = alpha_sigma(sigmas_[static_cast<size_t>(k) - 1]);
+    const float rk = (s1.lambda - s0.lambda) / h;
+    const Tensor d1 = div_scalar(sub(model_outputs_[0], m0), rk);  // D1 = (m1 - m0) / rk
+    // rhos_p = [0.5]: pred_res = 0.5 * D1; x_t = x_t_ - alpha_t * B_h * pred_res (0.5 * c_res is exact)
+    return add_scaled(x_t_, d1, -(c_res * 0.5f));
   }
 
   // multistep_uni_c_bh_update: corrects the sample at sigma_k using the new model output.
-  Tensor corrector(const Tensor& model_t, const Tensor& last_sample, const Tensor& this_sample, int k,
-                   int order) const {
+  Tensor corrector(const Tensor& model_t, const Tensor& last_sample, int k, int order) const {
     const AlphaSigma t = alpha_sigma(sigmas_[static_cast<size_t>(k)]);
     const AlphaSigma s0 = alpha_sigma(sigmas_[static_cast<size_t>(k) - 1]);
     const float h = t.lambda - s0.lambda;
@@ -204,31 +194,23 @@ class UniPcScheduler final : public Scheduler {
     if (order == 2) solve_2x2(rk, b[0], b[1], &rho_1, &rho_last);
 
     const float c_x = t.sigma / s0.sigma, c_m0 = t.alpha * h_phi_1, c_res = t.alpha * b_h;
-    const float* x = last_sample.data<float>();
-    const float* m0 = model_outputs_[1].data<float>();
-    const float* mt = model_t.data<float>();
-    Tensor out = empty_like(this_sample);
-    float* y = out.data<float>();
-    const int64_t n = this_sample.numel();
-    const float* m1 = order == 2 ? model_outputs_[0].data<float>() : nullptr;
-    for (int64_t i = 0; i < n; ++i) {
-      const float base = c_x * x[i] - c_m0 * m0[i];
-      const float d1_t = mt[i] - m0[i];
-      float corr;
-      if (order == 2) {
-        const float d1 = (m1[i] - m0[i]) / rk;
-        corr = rho_1 * d1 + rho_last * d1_t;
-      } else {
-        corr = 0.0f + rho_last * d1_t;
-      }
-      y[i] = base - c_res * corr;
+    const Tensor& m0 = model_outputs_[1];
+    const Tensor x_t_ = axpby(last_sample, c_x, m0, -c_m0);
+    const Tensor d1_t = sub(model_t, m0);  // D1_t = model_t - m0
+    Tensor corr;
+    if (order == 2) {
+      const Tensor d1 = div_scalar(sub(model_outputs_[0], m0), rk);  // D1 = (m1 - m0) / rk
+      corr = axpby(d1, rho_1, d1_t, rho_last);                      // rho_1 * D1 + rho_last * D1_t
+    } else {
+      corr = scale(d1_t, rho_last);  // corr_res = 0: 0 + rho_last * D1_t
     }
-    return out;
+    return add_scaled(x_t_, corr, -c_res);  // x_t_ - alpha_t * B_h * (corr_res + rho_last * D1_t)
   }
 
   SchedulerConfig config_;
   TrainSchedule train_;
-  std::string prediction_, spacing_, final_sigmas_type_;
+  Prediction prediction_ = Prediction::kEpsilon;
+  std::string spacing_, final_sigmas_type_;
   int order_ = 2, lower_order_nums_ = 0, this_order_ = 0;
   bool bh1_ = false, lower_order_final_ = true;
   std::vector<int> disable_corrector_;

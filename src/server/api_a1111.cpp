@@ -17,21 +17,10 @@
 namespace diffuse::server {
 namespace {
 
-struct SamplerInfo {
-  const char* name;
-  const char* alias;
-  const char* ours;
-};
-constexpr SamplerInfo kSamplers[] = {
-    {"Euler a", "k_euler_a", "euler_a"}, {"Euler", "k_euler", "euler"}, {"LMS", "k_lms", "lms"},
-    {"DPM++ 2M", "k_dpmpp_2m", "dpmpp_2m"}, {"DDIM", "ddim", "ddim"}, {"PLMS", "plms", "pndm"},
-    {"UniPC", "unipc", "unipc"}, {"LCM", "lcm", "lcm"}};
-
+// A1111's name of one of our samplers (its infotext "Sampler:" and sampler_name).
 std::string a1111_name(const std::string& ours) {
-  for (const auto& s : kSamplers) {
-    if (ours == s.ours) return s.name;
-  }
-  return ours;
+  const SamplerSpec* r = find_sampler(ours);
+  return r ? r->a1111_name : ours;
 }
 
 nlohmann::json sd_model_json(const ModelEntry& m) {
@@ -60,20 +49,11 @@ void register_a1111_routes(Server::State& s) {
   });
 
   http.Get("/sdapi/v1/samplers", [](const httplib::Request&, httplib::Response& res) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& smp : kSamplers) {
-      out.push_back({{"name", smp.name}, {"aliases", {smp.alias}}, {"options", nlohmann::json::object()}});
-    }
-    res.set_content(out.dump(), "application/json");
+    res.set_content(a1111_samplers_json().dump(), "application/json");
   });
 
   http.Get("/sdapi/v1/schedulers", [](const httplib::Request&, httplib::Response& res) {
-    nlohmann::json out = nlohmann::json::array();
-    out.push_back({{"name", "automatic"}, {"label", "Automatic"}, {"aliases", nullptr}, {"default_rho", -1},
-                   {"need_inner_model", false}});
-    out.push_back({{"name", "karras"}, {"label", "Karras"}, {"aliases", {"Karras"}}, {"default_rho", 7.0},
-                   {"need_inner_model", false}});
-    res.set_content(out.dump(), "application/json");
+    res.set_content(a1111_schedulers_json().dump(), "application/json");
   });
 
   http.Get("/sdapi/v1/options", [&s](const httplib::Request&, httplib::Response& res) {
@@ -145,12 +125,13 @@ void register_a1111_routes(Server::State& s) {
     if (seed < 0) seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
     std::string sampler = json_field<std::string>(body, "sampler_name", "");
     if (sampler.empty()) sampler = json_field<std::string>(body, "sampler_index", "Euler");
-    p.sampler = canonical_sampler(sampler);
-    std::string sched = json_field<std::string>(body, "scheduler", "");
-    std::string lower;
-    for (char c : sched) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (sampler.find("Karras") != std::string::npos || sampler.find("karras") != std::string::npos) lower = "karras";
-    p.schedule = lower == "karras" ? "karras" : "default";
+    const SamplerChoice choice = resolve_sampler_or_throw(sampler);
+    p.sampler = choice.sampler->name;
+    // "scheduler" (A1111 1.9+) or a legacy "... Karras" sampler name picks the schedule; the
+    // schedules A1111 has and we do not (uniform, exponential, ...) run as "automatic".
+    const ScheduleSpec* sched = find_schedule(json_field<std::string>(body, "scheduler", ""));
+    const bool karras = choice.schedule == Schedule::kKarras || (sched && sched->id == Schedule::kKarras);
+    p.schedule = schedule_spec(karras ? Schedule::kKarras : Schedule::kDefault).name;
     const int batch_size = json_field<int>(body, "batch_size", 1);
     const int n_iter = json_field<int>(body, "n_iter", 1);
     DIFFUSE_CHECK_ARG(batch_size >= 1 && batch_size <= 8, "batch_size must be between 1 and 8");

@@ -12,7 +12,7 @@
 #include "hub/hub_cache.h"
 #include "hub/hub_options.h"
 #include "io/hash_cache.h"
-#include "pipeline/pipeline_impl.h"
+#include "pipeline/pipeline.h"
 
 namespace fs = std::filesystem;
 
@@ -44,20 +44,6 @@ nlohmann::json read_json_or_null(const fs::path& p) {
   return j.is_discarded() ? nlohmann::json(nullptr) : j;
 }
 
-// The tensor names of a .safetensors file, from its JSON header alone (a few
-// hundred KB at most: the weights are never read).
-std::string safetensors_header(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  unsigned char len_bytes[8] = {};
-  if (!f.read(reinterpret_cast<char*>(len_bytes), 8)) return "";
-  uint64_t len = 0;
-  for (int i = 7; i >= 0; --i) len = (len << 8) | len_bytes[i];
-  if (len == 0 || len > (64u << 20)) return "";
-  std::string header(len, '\0');
-  if (!f.read(header.data(), static_cast<std::streamsize>(len))) return "";
-  return header;
-}
-
 // Copies the defaults Pipeline::load would report (model_loader.cpp) into the entry.
 void copy_defaults(ModelEntry& e, const ModelInfo& info) {
   e.family = family_name(info.family);
@@ -69,14 +55,6 @@ void copy_defaults(ModelEntry& e, const ModelInfo& info) {
   e.license = info.license;
 }
 
-ModelInfo family_info(Family family, bool v_prediction) {
-  ModelInfo info;
-  info.family = family;
-  info.prediction = v_prediction ? Prediction::kVPrediction : Prediction::kEpsilon;
-  set_family_defaults(info);
-  return info;
-}
-
 void set_hash(ModelEntry& e, const fs::path& hashed) {
   // Only a hash already in the cache: hashing a multi-GB file at scan time
   // would stall start-up; the first load computes and caches it.
@@ -86,37 +64,15 @@ void set_hash(ModelEntry& e, const fs::path& hashed) {
   }
 }
 
-// Family, defaults, licence and (cached) hash from the configs alone, like
-// Pipeline::load decides them: text_encoder_2 => SDXL; an erf-GELU text
-// encoder (OpenCLIP) => SD2; v_prediction => 768 px.
+// Family, defaults, licence and (cached) hash from the configs and headers
+// alone (describe_model, as Pipeline::load decides them). A .ckpt's index is
+// inside a pickle: it is described after its first load.
 void describe_cheaply(ModelEntry& e) {
   const fs::path p(e.path);
   std::error_code ec;
+  const bool folder = fs::is_directory(p, ec);
   try {
-    if (fs::is_directory(p, ec)) {
-      nlohmann::json sched = read_json_or_null(p / "scheduler" / "scheduler_config.json");
-      const bool v = sched.is_object() && sched.value("prediction_type", std::string()) == "v_prediction";
-      Family family = Family::kSD1;
-      if (fs::exists(p / "text_encoder_2", ec)) {
-        family = Family::kSDXL;
-      } else {
-        nlohmann::json te = read_json_or_null(p / "text_encoder" / "config.json");
-        if (te.is_object() && te.value("hidden_act", std::string("quick_gelu")) == "gelu") family = Family::kSD2;
-      }
-      ModelInfo info = family_info(family, v);
-      info.default_sampler =
-          sampler_for_scheduler_class(sched.is_object() ? sched.value("_class_name", std::string()) : "");
-      // As Pipeline::load: native size from unet sample_size, then the folder's _diffuse_defaults.
-      const nlohmann::json unet = read_json_or_null(p / "unet" / "config.json");
-      const bool has_size =
-          unet.is_object() && unet.contains("sample_size") && unet["sample_size"].is_number_integer();
-      nlohmann::json index = read_json_or_null(p / "model_index.json");
-      if (!index.is_object()) index = nlohmann::json::object();
-      apply_folder_defaults(info, has_size ? unet["sample_size"].get<int>() : 0, index, e.path);
-      copy_defaults(e, info);
-      if (index.contains("_diffuse_defaults")) {
-        e.model_card = index["_diffuse_defaults"].value("model_card", e.model_card);
-      }
+    if (folder) {
       for (const char* name : {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                                "diffusion_pytorch_model.bin"}) {
         if (fs::exists(p / "unet" / name, ec)) {
@@ -124,30 +80,19 @@ void describe_cheaply(ModelEntry& e) {
           break;
         }
       }
+      const nlohmann::json index = read_json_or_null(p / "model_index.json");
+      if (index.is_object() && index.contains("_diffuse_defaults") && index["_diffuse_defaults"].is_object()) {
+        e.model_card = index["_diffuse_defaults"].value("model_card", e.model_card);
+      }
     } else {
       set_hash(e, p);
       std::string ext = p.extension().string();
       std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-      if (ext != ".safetensors") return;  // a .ckpt's keys are inside a pickle: known after loading
-      const std::string h = safetensors_header(p);
-      if (h.empty()) return;
-      std::optional<Family> family;
-      if (h.find("\"conditioner.embedders.1.") != std::string::npos) {
-        family = Family::kSDXL;
-      } else if (h.find("\"cond_stage_model.model.") != std::string::npos) {
-        family = Family::kSD2;  // v or epsilon is probed at load time
-      } else if (h.find("\"model.diffusion_model.") != std::string::npos) {
-        family = Family::kSD1;
-      }
-      if (family) {
-        ModelInfo info = family_info(*family, false);
-        info.default_sampler = sampler_for_scheduler_class(
-            default_scheduler_config(*family, Prediction::kEpsilon).value("_class_name", std::string()));
-        copy_defaults(e, info);
-      }
+      if (ext != ".safetensors") return;
     }
+    copy_defaults(e, describe_model(e.path));
   } catch (const std::exception&) {
-    // Unreadable configs: the first load fills the details in.
+    // Unreadable or unknown: the first load fills the details in (or says why it cannot).
   }
 }
 

@@ -104,20 +104,12 @@ bool parse_body(const httplib::Request& req, httplib::Response& res, nlohmann::j
   return true;
 }
 
-std::string canonical_sampler(const std::string& name) {
-  std::string n;
-  for (char c : name) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (n.rfind("k_", 0) == 0) n = n.substr(2);
-  static const std::pair<const char*, const char*> kMap[] = {
-      {"euler a", "euler_a"},      {"euler_ancestral", "euler_a"}, {"euler_a", "euler_a"}, {"euler", "euler"},
-      {"lms", "lms"},              {"ddim", "ddim"},               {"plms", "pndm"},       {"pndm", "pndm"},
-      {"dpm++ 2m", "dpmpp_2m"},    {"dpmpp_2m", "dpmpp_2m"},       {"dpm++2m", "dpmpp_2m"}, {"unipc", "unipc"},
-      {"uni_pc", "unipc"},         {"lcm", "lcm"},                 {"dpm++ 2m karras", "dpmpp_2m"}};
-  for (const auto& [from, to] : kMap) {
-    if (n == from) return to;
-  }
-  throw_error(ErrorCode::kNotFound, "Sampler not found: " + name);
+SamplerChoice resolve_sampler_or_throw(const std::string& name) {
+  if (std::optional<SamplerChoice> c = resolve_sampler(name)) return *c;
+  throw_error(ErrorCode::kNotFound, "Sampler not found: " + name + " (one of " + sampler_names_list() + ")");
 }
+
+std::string canonical_sampler(const std::string& name) { return resolve_sampler_or_throw(name).sampler->name; }
 
 std::string Server::State::model_or_current(const std::string& requested) {
   if (!requested.empty()) {
@@ -193,6 +185,10 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
     const web::Asset* a = web::find_asset(name);
     if (!a || name.find("..") != std::string::npos) return send_error(res, 404, "no such file: " + name);
     res.set_content(std::string(a->data), mime_for(name));
+  });
+  // The sampler catalogue (sampling/sampler_catalog.h): the web page builds its sampler list from it.
+  http.Get("/api/samplers", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(sampler_catalog_json().dump(), "application/json");
   });
   register_native_routes(s);
   register_a1111_routes(s);

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sampling/sampler_catalog.h"
 #include "server/history.h"
 #include "server/job_queue.h"
 #include "server/model_registry.h"
@@ -86,7 +87,11 @@ T json_field(const nlohmann::json& j, const char* name, T fallback) {
   }
 }
 
-// Sampler name from any common spelling (A1111 "Euler a", "k_euler_a", ComfyUI "euler_ancestral", ours).
+// The sampler of any spelling the catalogue knows (A1111 "Euler a", "k_euler_a",
+// "DPM++ 2M Karras", ComfyUI "euler_ancestral", ours; sampling/sampler_catalog.h
+// resolve_sampler); throws kNotFound "Sampler not found: ..." otherwise.
+SamplerChoice resolve_sampler_or_throw(const std::string& name);
+// Its catalogue name.
 std::string canonical_sampler(const std::string& name);
 
 void register_native_routes(Server::State& s);

@@ -8,7 +8,7 @@
 //   - per-code-point lowercasing as Rust's char::to_lowercase (used by tokenizers'
 //     Lowercase normalizer; no final-sigma context, U+0130 -> "i\u0307");
 //   - NFC (canonical decomposition, canonical ordering, canonical composition, Hangul).
-// Tables: unicode_tables.cpp (Unicode 14.0 data).
+// The Unicode data is utf8proc's (Debian 12: utf8proc 2.8.0, Unicode 15.0).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -33,7 +33,7 @@ uint8_t combining_class(char32_t cp);
 // Appends the full lowercase mapping of `cp` (one code point, except U+0130).
 void append_lower(std::u32string& out, char32_t cp);
 
-// Unicode Normalization Form C.
+// Unicode Normalization Form C. Values above U+10FFFF become U+FFFD.
 std::u32string nfc(std::u32string_view cps);
 
 }  // namespace diffuse::text

@@ -3,7 +3,7 @@
 //
 // Environment:
 //   DIFFUSE_BINARY     the diffuse executable (default: <repo>/build/diffuse)
-//   DIFFUSE_FIXTURES   the golden fixtures folder (default: <repo>/../shared/fixtures)
+//   DIFFUSE_FIXTURES   the golden fixtures folder (default: <repo>/build/test-data/fixtures, made by the build)
 //   DIFFUSE_ARTIFACTS  where screenshots go (default: <dir of DIFFUSE_BINARY>/test-artifacts)
 //   CHROMIUM           the browser (default: /usr/bin/chromium)
 'use strict';
@@ -18,7 +18,7 @@ const { chromium } = require('playwright-core');
 
 const kRepo = path.resolve(__dirname, '..', '..');
 const kBinary = process.env.DIFFUSE_BINARY || path.join(kRepo, 'build', 'diffuse');
-const kFixtures = process.env.DIFFUSE_FIXTURES || path.resolve(kRepo, '..', 'shared', 'fixtures');
+const kFixtures = process.env.DIFFUSE_FIXTURES || path.resolve(kRepo, 'build', 'test-data', 'fixtures');
 const kArtifacts = process.env.DIFFUSE_ARTIFACTS || path.join(path.dirname(kBinary), 'test-artifacts');
 const kChromium = process.env.CHROMIUM || '/usr/bin/chromium';
 const kModelDir = path.join(kFixtures, 'sd1', 'model');

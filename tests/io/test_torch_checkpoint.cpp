@@ -307,6 +307,33 @@ TEST(TorchCheckpoint, DeflatedZip64FileFromDisk) {
   }
 }
 
+// Stored entries (what torch writes) are views of the caller's buffer, also in
+// zip64 archives; deflated ones are inflated into owned memory.
+TEST(TorchCheckpoint, StoredEntriesAreZeroCopyViews) {
+  const std::string six = floats(kSix);
+  for (bool zip64 : {false, true}) {
+    std::string z = make_zip({{"m/data/0", six}, {"m/data/1", six + six, true}, {"m/empty", ""}}, zip64);
+    ZipReader reader(reinterpret_cast<const uint8_t*>(z.data()), z.size(), "views.zip");
+    ASSERT_EQ(reader.entries().size(), 3u);
+    ZipBytes stored = reader.read(*reader.find("m/data/0"));
+    EXPECT_EQ(stored.owned, nullptr);
+    EXPECT_EQ(stored.data, reinterpret_cast<const uint8_t*>(z.data()) + z.find(six)) << zip64;
+    EXPECT_EQ(stored.size, six.size());
+    ZipBytes inflated = reader.read(*reader.find("m/data/1"));
+    ASSERT_NE(inflated.owned, nullptr);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(inflated.data), inflated.size), six + six);
+    EXPECT_EQ(reader.read(*reader.find("m/empty")).size, 0u);
+  }
+  // Through the checkpoint reader: the f32 tensor points into the buffer.
+  Pickle p;
+  p.op('}').str("w").tensor("FloatStorage", "0", 6, 0, {6}, {1}).op('s');
+  std::string zip = archive_with(p.done(), {{"archive/data/0", six}});
+  auto buf = std::make_shared<std::vector<uint8_t>>(zip.begin(), zip.end());
+  Checkpoint ck = parse_torch_checkpoint(buf->data(), buf->size(), buf, "model.ckpt");
+  EXPECT_EQ(static_cast<const uint8_t*>(ck.tensors.at("w").raw_data()), buf->data() + zip.find(six));
+  EXPECT_EQ(ck.tensors.at("w").to_f32_vector(), kSix);
+}
+
 TEST(TorchCheckpointHostile, ForbiddenCallsNameTheGlobal) {
   // os.system("echo pwned") as the whole pickle.
   Pickle sys;

@@ -1,10 +1,10 @@
-// Single-file key tables and family detection:
+// Single-file key tables:
 //  - name level: every key of the published SD1.5 / SD2.1 / SDXL single files
 //    (fixtures/baselines/single_file_keys_*.tsv) maps to exactly the diffusers
 //    names and shapes (diffusers_keys_*.tsv), without allocating tensors;
 //  - tensor level: split_single_file on fixtures/<fam>/single_file.safetensors
 //    gives bit-identical tensors to the diffusers folder, component by component;
-//  - detection of the three fixture files, inpaint, refiner, v_pred.
+//  (detection of families and variants: test_probe.cpp).
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -14,8 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "io/checkpoint.h"
-#include "models/detect.h"
 #include "models/keymap.h"
+#include "models/probe.h"
 #include "models/unet.h"
 #include "test_util.h"
 
@@ -167,18 +167,19 @@ TEST_P(SplitFixture, SplitMatchesDiffusersFolder) {
   const std::string fam = GetParam();
   const std::string dir = fixtures_dir() + "/" + fam;
   const Checkpoint single = load_safetensors(dir + "/single_file.safetensors");
-  const Detected d = detect_single_file(single.tensors);
-  EXPECT_EQ(family_name(d.family), fam);
-  EXPECT_FALSE(d.inpaint);
-  EXPECT_FALSE(d.v_prediction_key);
-  EXPECT_EQ(d.unet_in_channels, 4);
+  const CheckpointInfo info = probe_single_file(index_tensors(single.tensors), CheckpointFormat::kSafetensors);
+  const Family family = info.family->family;
+  EXPECT_EQ(info.family->name, fam);
+  EXPECT_EQ(info.variant, Variant::kBase);
+  EXPECT_NE(info.prediction, Prediction::kVPrediction);
+  EXPECT_EQ(info.unet_in_channels, 4);
 
   const UNetConfig unet_cfg = UNetConfig::from_json(read_json(dir + "/model/unet/config.json"));
   const ClipTextConfig te1 = ClipTextConfig::from_json(read_json(dir + "/model/text_encoder/config.json"), false);
   std::optional<ClipTextConfig> te2;
-  if (d.family == Family::kSDXL)
+  if (family == Family::kSDXL)
     te2 = ClipTextConfig::from_json(read_json(dir + "/model/text_encoder_2/config.json"), true);
-  const SingleFileParts parts = split_single_file(single.tensors, d.family, unet_cfg, te1, te2);
+  const SingleFileParts parts = split_single_file(single.tensors, family, unet_cfg, te1, te2);
   EXPECT_TRUE(parts.ignored.empty()) << parts.ignored.size() << " ignored, first: " << parts.ignored[0];
 
   const std::vector<std::pair<std::string, const TensorMap*>> components = {
@@ -209,47 +210,6 @@ TEST_P(SplitFixture, SplitMatchesDiffusersFolder) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, SplitFixture, ::testing::Values("sd1", "sd2", "sdxl"));
-
-TEST(Detect, InpaintPix2PixRefinerVPred) {
-  auto base = [](int in_channels) {
-    TensorMap t;
-    t["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] =
-        Tensor::zeros({10, 4}, DType::kF16);
-    t["model.diffusion_model.input_blocks.0.0.weight"] = Tensor::zeros({8, in_channels, 3, 3}, DType::kF16);
-    return t;
-  };
-  Detected d = detect_single_file(base(9));
-  EXPECT_EQ(d.family, Family::kSD1);
-  EXPECT_TRUE(d.inpaint);
-  EXPECT_FALSE(d.pix2pix);
-  EXPECT_EQ(d.unet_in_channels, 9);
-  d = detect_single_file(base(8));
-  EXPECT_TRUE(d.pix2pix);
-  EXPECT_FALSE(d.inpaint);
-
-  TensorMap xl;
-  xl["conditioner.embedders.1.model.ln_final.weight"] = Tensor::zeros({4}, DType::kF16);
-  xl["v_pred"] = Tensor::zeros({1}, DType::kF32);
-  d = detect_single_file(xl);
-  EXPECT_EQ(d.family, Family::kSDXL);
-  EXPECT_TRUE(d.v_prediction_key);
-
-  TensorMap refiner;
-  refiner["conditioner.embedders.0.model.ln_final.weight"] = Tensor::zeros({4}, DType::kF16);
-  try {
-    detect_single_file(refiner);
-    FAIL() << "refiner accepted";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
-  }
-
-  // UNet-only files: the cross-attention width decides.
-  TensorMap unet_only;
-  unet_only["model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight"] =
-      Tensor::zeros({1280, 2048}, DType::kF16);
-  EXPECT_EQ(detect_single_file(unet_only).family, Family::kSDXL);
-  EXPECT_THROW(detect_single_file(TensorMap{}), Error);
-}
 
 }  // namespace
 }  // namespace diffuse

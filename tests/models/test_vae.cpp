@@ -139,7 +139,9 @@ TEST(Vae, ReportsBadInputsAndWeights) {
     Vae bad(c, w);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing decoder.up_blocks.0.upsamplers.0.conv.weight"), std::string::npos)
+    EXPECT_EQ(e.code(), ErrorCode::kIo);
+    EXPECT_NE(std::string(e.what()).find("missing 'decoder.up_blocks.0.upsamplers.0.conv.weight' (8,8,3,3)"),
+              std::string::npos)
         << e.what();
   }
   VaeConfig groups = c;

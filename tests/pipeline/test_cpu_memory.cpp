@@ -11,7 +11,7 @@
 #include <limits>
 #include <random>
 
-#include "backends/cpu/activation_pool.h"
+#include "core/host_allocator.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/scratch.h"
 #include "core/ops.h"
@@ -171,33 +171,47 @@ TEST(CpuScratch, ReusesItsBuffer) {
   EXPECT_GE(cpu::scratch_bytes(), size_t{1} << 20);
 }
 
-// Op outputs of 1 MiB and more come from the pool: a freed block serves the
-// next request of about its size, and the free blocks it keeps stay bounded
-// whatever sizes went through it (unlike a cache keyed by exact size).
-TEST(CpuActivationPool, ReusesBlocksAndBoundsWhatItKeeps) {
+// CPU tensors of 1 MiB and more come from the host allocator's pool: a freed
+// block serves the next request of about its size, and the free blocks it
+// keeps stay bounded whatever sizes went through it (unlike a cache keyed by
+// exact size). Its counters see every block.
+TEST(HostAllocator, ReusesBlocksAndBoundsWhatItKeeps) {
+  const DeviceMemoryStats s0 = host_memory_stats();
   void* first = nullptr;
   {
-    Tensor a = cpu::new_tensor({4, 1024, 1024}, DType::kF32);  // 16 MiB
+    Tensor a = Tensor::empty({4, 1024, 1024}, DType::kF32);  // 16 MiB
     first = a.raw_data();
     a.data<float>()[0] = 1.0f;
   }
   {
-    Tensor b = cpu::new_tensor({4, 1000, 1024}, DType::kF32);  // 2.3% smaller: served by the same block
+    const DeviceMemoryStats before = host_memory_stats();
+    Tensor b = Tensor::empty({4, 1000, 1024}, DType::kF32);  // 2.3% smaller: served by the same block
     EXPECT_EQ(b.raw_data(), first);
+    const DeviceMemoryStats after = host_memory_stats();
+    EXPECT_EQ(after.malloc_calls, before.malloc_calls);  // no new mapping
+    EXPECT_EQ(after.alloc_calls, before.alloc_calls + 1);
+    EXPECT_GE(after.in_use_bytes, before.in_use_bytes + (size_t{16} << 20));
   }
   {
-    Tensor c = cpu::new_tensor({2, 1024, 1024}, DType::kF32);  // half the size: not worth the waste
+    Tensor c = Tensor::empty({2, 1024, 1024}, DType::kF32);  // half the size: not worth the waste
     EXPECT_NE(c.raw_data(), first);
   }
   // Many distinct large sizes, each freed at once: the pool keeps a bounded amount.
   for (int64_t mib = 40; mib < 40 + 16 * 9; mib += 9) {  // 16 sizes, 1.4 GiB in all
-    Tensor t = cpu::new_tensor({mib, 256, 1024}, DType::kF32);
+    Tensor t = Tensor::empty({mib, 256, 1024}, DType::kF32);
     t.data<float>()[t.numel() - 1] = 0.0f;
   }
-  EXPECT_LE(cpu::pool_cached_bytes(), size_t{384} << 20);
-  // Small tensors are not pooled.
-  Tensor small = cpu::new_tensor({100}, DType::kF32);
-  EXPECT_EQ(small.numel(), 100);
+  EXPECT_LE(host_cached_bytes(), size_t{384} << 20);
+  // Small tensors are not pooled, but counted.
+  {
+    const size_t in_use = host_memory_stats().in_use_bytes;
+    Tensor small = Tensor::empty({100}, DType::kF32);
+    EXPECT_EQ(host_memory_stats().in_use_bytes, in_use + 448);  // 400 bytes in 64-byte steps
+  }
+  const DeviceMemoryStats s1 = host_memory_stats();
+  EXPECT_EQ(s1.in_use_bytes, s0.in_use_bytes);  // every block went back
+  EXPECT_GE(s1.peak_in_use_bytes, size_t{(40 + 16 * 8) * 256 * 1024} * 4);
+  EXPECT_EQ(s1.reserved_bytes - s1.in_use_bytes, host_cached_bytes());
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/backend_registry.h"
+#include "core/runtime_options.h"
 #include "backends/cuda/cuda_api.h"
 #include "io/checkpoint.h"
 #include "io/json_util.h"
@@ -179,9 +180,14 @@ TEST(CudaPipeline, GraphReplayMatchesEagerSteps) {
     GenerationParams p = testing::params_for_run(f.cases["pipeline_runs"][0], f.tensors);
     Pipeline& pipe = cuda_pipeline(family, Precision::kFp16);
     GenerationResult graph = pipe.generate(p);
-    setenv("DIFFUSE_CUDA_GRAPH", "0", 1);
+    const RuntimeOptions saved = runtime_options();
+    RuntimeOptions eager_options = saved;
+    eager_options.cuda_graph = false;
+    set_runtime_options(eager_options);
     GenerationResult eager = pipe.generate(p);
-    unsetenv("DIFFUSE_CUDA_GRAPH");
+    set_runtime_options(saved);
+    EXPECT_EQ(graph.timings.loop_transfers, 0u);  // latents, noise and sampler state stay on the GPU
+    EXPECT_EQ(eager.timings.loop_transfers, 0u);
     auto d = compare(graph.final_latents.to_f32_vector(), eager.final_latents.to_f32_vector());
     EXPECT_LT(d.max_rel, 1e-5) << d.str();
     // A second graph run gives the same result again (the graph's memory is not reused by others).

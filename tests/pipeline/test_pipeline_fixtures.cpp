@@ -1,5 +1,5 @@
 // End-to-end golden tests: the diffusers pipeline runs of every family
-// (../shared/fixtures/<family>/cases.json "pipeline_runs": 10 steps, 128x128,
+// (fixtures/<family>/cases.json "pipeline_runs": 10 steps, 128x128,
 // fixed initial latents) must be reproduced by Pipeline::generate in fp32 on
 // the CPU: final latents within 1e-3 relative, images within 1/255.
 #include <cmath>

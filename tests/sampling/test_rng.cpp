@@ -1,4 +1,4 @@
-// Golden tests of the torch-compatible generators against ../shared/fixtures/rng.*
+// Golden tests of the torch-compatible generators against the fixtures' rng.*
 // (torch.randn on fresh generators, produced with PyTorch 2.11).
 #include <gtest/gtest.h>
 

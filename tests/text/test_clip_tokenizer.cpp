@@ -195,9 +195,44 @@ TEST(Unicode, NfcAndDecoding) {
   EXPECT_EQ(nfc(U"\u0958"), U"\u0915\u093C");
   // Singleton: Angstrom sign -> Å.
   EXPECT_EQ(nfc(U"\u212B"), U"\u00C5");
+  // U+11A7 (the jamo at Hangul TBase) is no trailing consonant: it stays after an LV
+  // syllable (utf8proc 2.8 drops it; unicode.cpp works around that).
+  EXPECT_EQ(nfc(U"\uB920\u11A7y\u0301"), U"\uB920\u11A7\u00FD");
+  EXPECT_EQ(nfc(U"\u1105\u1170\u11A7\u11B3"), U"\uB920\u11A7\u11B3");
+  // Long runs of marks of alternating classes are ordered in O(n log n).
+  std::u32string marks = U"e";
+  for (int i = 0; i < 50000; ++i) marks += U"\u0301\u0323";
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::u32string ordered = nfc(marks);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0.5);
+  ASSERT_EQ(ordered.size(), marks.size() - 1);
+  EXPECT_EQ(ordered.substr(0, 2), U"\u1EB9\u0323");  // e + dot below composes; the other 49,999 follow
+  EXPECT_EQ(ordered.back(), U'\u0301');
   EXPECT_EQ(decode_utf8("\xF0\x9F\x90\xB1"), U"\U0001F431");
   EXPECT_EQ(decode_utf8("\xE0\x80"), std::u32string(2, text::kReplacementChar));
   EXPECT_EQ(decode_utf8("\xF0\x9F\x90"), std::u32string(1, text::kReplacementChar));
+}
+
+TEST(Unicode, CategoriesWhitespaceAndLowercase) {
+  using namespace text;
+  EXPECT_TRUE(is_letter(U'\u00E9'));
+  EXPECT_TRUE(is_letter(U'\u4E2D'));
+  EXPECT_TRUE(is_letter(U'\u02B0'));   // Lm
+  EXPECT_FALSE(is_letter(U'\u0301'));  // Mn
+  EXPECT_TRUE(is_number(U'\u0661'));   // Nd
+  EXPECT_TRUE(is_number(U'\u00BD'));   // No
+  EXPECT_TRUE(is_number(U'\u2163'));   // Nl
+  EXPECT_FALSE(is_number(U'\u00B7'));
+  for (char32_t ws : {0x09, 0x0D, 0x20, 0x85, 0xA0, 0x1680, 0x2000, 0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000})
+    EXPECT_TRUE(is_whitespace(ws)) << std::hex << static_cast<uint32_t>(ws);
+  for (char32_t not_ws : {0x08, 0x1C, 0x180E, 0x200B, 0xFEFF, 0x110000})
+    EXPECT_FALSE(is_whitespace(not_ws)) << std::hex << static_cast<uint32_t>(not_ws);
+  std::u32string lower;
+  for (char32_t c : {U'\u0130', U'\u0391', U'\u01C5', U'\u1E9E', U'\u03A3', U'\uFF21', U'\U00010400'}) append_lower(lower, c);
+  EXPECT_EQ(lower, U"i\u0307\u03B1\u01C6\u00DF\u03C3\uFF41\U00010428");
+  EXPECT_EQ(combining_class(U'\u0301'), 230);
+  EXPECT_EQ(combining_class(U'\u0323'), 220);
+  EXPECT_EQ(combining_class(U'a'), 0);
 }
 
 }  // namespace

@@ -98,7 +98,7 @@ TEST(HasWeightingSyntax, DetectsSyntax) {
 class EncodeWeighted : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!testing::fixtures_available()) GTEST_SKIP() << "no fixtures";
+    DIFFUSE_REQUIRE_FIXTURES();
     sd1_ = std::make_unique<ClipTokenizer>(ClipTokenizer::load(testing::fixtures_dir() + "/sd1/model/tokenizer"));
     sd2_ = std::make_unique<ClipTokenizer>(ClipTokenizer::load(testing::fixtures_dir() + "/sd2/model/tokenizer"));
   }

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backends/cpu/activation_pool.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/microkernel.h"
 #include "core/thread_pool.h"
@@ -121,7 +120,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, f
   int64_t b = q.dim(0), lq = q.dim(1), lk = k.dim(1);
   int64_t d = q.dim(2) / heads, dv = v.dim(2) / heads;
   int64_t k_blocks = (lk + kKBlock - 1) / kKBlock;
-  Tensor out = new_tensor({b, lq, v.dim(2)}, DType::kF32);
+  Tensor out = Tensor::empty({b, lq, v.dim(2)}, DType::kF32);
   if (out.numel() == 0) return from_f32(out, q.dtype());
 
   // Pack per (batch, head): K^T in [key block][D][kKBlock] tiles (zero-padded)

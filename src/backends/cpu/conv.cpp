@@ -26,8 +26,8 @@
 #include <cstring>
 #include <list>
 
-#include "backends/cpu/activation_pool.h"
 #include "backends/cpu/cpu_kernels.h"
+#include "core/runtime_options.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/profile.h"
 #include "backends/cpu/scratch.h"
@@ -271,9 +271,7 @@ enum class CachePolicy { kNone, kF32, kAll };
 
 CachePolicy cache_policy() {
   static const CachePolicy p = [] {
-    const char* v = std::getenv("DIFFUSE_CONV_CACHE");
-    if (!v) return CachePolicy::kF32;
-    const std::string s(v);
+    const std::string& s = runtime_options().conv_cache;
     return s == "0" ? CachePolicy::kNone : s == "all" ? CachePolicy::kAll : CachePolicy::kF32;
   }();
   return p;
@@ -319,7 +317,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   const int64_t o = w.dim(0), kh = w.dim(2), kw = w.dim(3);
   const int64_t ho = (h + 2 * padding - kh) / stride + 1, wo = (wi + 2 * padding - kw) / stride + 1;
   Shape ys{n, o, ho, wo};
-  Tensor out = new_tensor(ys, cd);
+  Tensor out = Tensor::empty(ys, cd);
   if (out.numel() == 0) return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
 
   // Output rows per band: all of them unless src or dst is large (the VAE at

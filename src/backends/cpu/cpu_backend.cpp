@@ -1,7 +1,11 @@
-// The CPU Backend: a thin class forwarding to the per-family kernels.
+// The CPU Backend: a thin class forwarding to the per-family kernels, with the
+// host allocator (core/host_allocator.h) as its memory.
+#include <cstring>
+
 #include "backends/backend_registry.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/profile.h"
+#include "core/host_allocator.h"
 
 namespace diffuse {
 
@@ -10,6 +14,16 @@ namespace {
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
+
+  std::shared_ptr<Storage> allocate(size_t nbytes) override { return host_storage(nbytes); }
+  void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
+    DIFFUSE_CHECK(dst_dev == Device::kCPU && src_dev == Device::kCPU, ErrorCode::kInvalidArgument,
+                  "[cpu] copy_bytes between host memory only");
+    std::memcpy(dst, src, bytes);
+  }
+  DeviceMemoryStats memory_stats() const override { return host_memory_stats(); }
+  void reset_peak_memory_stats() override { host_reset_peak_memory_stats(); }
+  void empty_cache() override { host_empty_cache(); }
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act,
                 const Tensor& residual) override {
     DIFFUSE_CPU_PROFILE("linear");

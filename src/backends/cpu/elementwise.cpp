@@ -3,7 +3,6 @@
 // are widened first and the result narrowed to the activation dtype.
 #include <cmath>
 
-#include "backends/cpu/activation_pool.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/simd.h"
 #include "core/thread_pool.h"
@@ -84,7 +83,7 @@ Tensor geglu(const Tensor& x) {
   int64_t two_n = x.dim(-1), n = two_n / 2, rows = x.numel() / std::max<int64_t>(two_n, 1);
   Shape shape = x.shape();
   shape.back() = n;
-  Tensor out = new_tensor(shape, DType::kF32);
+  Tensor out = Tensor::empty(shape, DType::kF32);
   const float* src = xf.data<float>();
   float* dst = out.data<float>();
   parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
@@ -135,7 +134,7 @@ Tensor binary(const Tensor& a, const Tensor& b, Backend::BinaryOp op) {
     shape[i] = da == 1 ? db : da;
   }
   Tensor af = as_f32(a), bf = as_f32(b);
-  Tensor out = new_tensor(shape, DType::kF32);
+  Tensor out = Tensor::empty(shape, DType::kF32);
   int64_t total = out.numel();
   if (total == 0) return from_f32(out, a.dtype());
   auto sa = broadcast_strides(af, shape), sb = broadcast_strides(bf, shape);
@@ -186,7 +185,7 @@ DIFFUSE_CPU_CLONES void axpby_n(const float* a, float alpha, const float* b, flo
 Tensor axpby(const Tensor& a, float alpha, const Tensor& b, float beta) {
   Tensor af = as_f32(a);
   Tensor bf = beta == 0.0f ? af : as_f32(b);
-  Tensor out = new_tensor(a.shape(), DType::kF32);
+  Tensor out = Tensor::empty(a.shape(), DType::kF32);
   const float* pa = af.data<float>();
   const float* pb = bf.data<float>();
   float* po = out.data<float>();

@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "backends/cpu/activation_pool.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "core/thread_pool.h"
 
@@ -132,7 +131,7 @@ std::vector<int64_t> broadcast_strides(const Tensor& t, const Shape& out_shape) 
 }
 
 Tensor copy(const Tensor& x) {
-  Tensor out = new_tensor(x.shape(), x.dtype());
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
   if (x.is_contiguous()) {
     std::memcpy(out.raw_data(), x.raw_data(), x.nbytes());
   } else {
@@ -143,7 +142,7 @@ Tensor copy(const Tensor& x) {
 
 Tensor cast(const Tensor& x, DType dtype) {
   Tensor src = x.is_contiguous() ? x : cpu::copy(x);
-  Tensor out = new_tensor(src.shape(), dtype);
+  Tensor out = Tensor::empty(src.shape(), dtype);
   int64_t n = src.numel();
   const char* s = static_cast<const char*>(src.raw_data());
   char* d = static_cast<char*>(out.raw_data());
@@ -165,7 +164,7 @@ Tensor concat(const std::vector<Tensor>& xs, int dim) {
   Shape shape = xs[0].shape();
   shape[dim] = 0;
   for (const Tensor& t : xs) shape[dim] += t.dim(dim);
-  Tensor out = new_tensor(shape, xs[0].dtype());
+  Tensor out = Tensor::empty(shape, xs[0].dtype());
   int64_t at = 0;
   for (const Tensor& t : xs) {
     int64_t len = t.dim(dim);
@@ -198,7 +197,7 @@ void upsample_rows(const Tensor& x, Tensor& out) {
 }  // namespace
 
 Tensor upsample_nearest2x(const Tensor& x) {
-  Tensor out = new_tensor({x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)}, x.dtype());
+  Tensor out = Tensor::empty({x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)}, x.dtype());
   if (out.numel() == 0) return out;
   switch (dtype_size(x.dtype())) {
     case 2: upsample_rows<uint16_t>(x, out); break;
@@ -214,7 +213,7 @@ Tensor embedding(const Tensor& ids, const Tensor& table) {
   int64_t d = tab.dim(1);
   Shape shape = ids.shape();
   shape.push_back(d);
-  Tensor out = new_tensor(shape, tab.dtype());
+  Tensor out = Tensor::empty(shape, tab.dtype());
   size_t row = static_cast<size_t>(d) * dtype_size(tab.dtype());
   const char* src = static_cast<const char*>(tab.raw_data());
   char* dst = static_cast<char*>(out.raw_data());

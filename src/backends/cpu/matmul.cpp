@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "backends/cpu/activation_pool.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/profile.h"
@@ -151,7 +150,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, Activation a
     apply_activation(z.data<float>(), z.numel(), act);
     return from_f32(z, x.dtype());
   }
-  Tensor out = new_tensor(shape, cd);
+  Tensor out = Tensor::empty(shape, cd);
   auto e = get_matmul({m, in}, {in, out_f}, {m, out_f}, onednn::dt_of(cd), true, bc.defined(), act);
   {
     DIFFUSE_CPU_PROFILE("linear.exec");
@@ -173,7 +172,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   for (size_t i = 0; i + 2 < nd; ++i) so[i] = sa[i] == 1 ? sb[i] : sa[i];
   so[nd - 2] = m;
   so[nd - 1] = n;
-  Tensor out = new_tensor(so, cd);
+  Tensor out = Tensor::empty(so, cd);
   if (out.numel() == 0) return out.to(a.dtype());
   if (k == 0) return Tensor::zeros(so, a.dtype());
   auto e = get_matmul(to_dims(sa), to_dims(sb), to_dims(so), onednn::dt_of(cd), false, false, Activation::kNone);

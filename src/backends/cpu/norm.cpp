@@ -3,7 +3,6 @@
 // GroupNorm over 64x64x10 elements stay exact to f32 rounding.
 #include <cmath>
 
-#include "backends/cpu/activation_pool.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/simd.h"
 #include "core/thread_pool.h"
@@ -69,7 +68,7 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor
   Tensor bf = beta.defined() ? as_f32(beta) : Tensor();
   int64_t n = x.dim(0), c = x.dim(1), hw = x.numel() / std::max<int64_t>(n * c, 1);
   int64_t cpg = c / groups;
-  Tensor out = new_tensor(x.shape(), DType::kF32);
+  Tensor out = Tensor::empty(x.shape(), DType::kF32);
   const float* px = xf.data<float>();
   const float* pg = gf.defined() ? gf.data<float>() : nullptr;
   const float* pb = bf.defined() ? bf.data<float>() : nullptr;
@@ -101,7 +100,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
   Tensor gf = gamma.defined() ? as_f32(gamma) : Tensor();
   Tensor bf = beta.defined() ? as_f32(beta) : Tensor();
   int64_t d = x.dim(-1), rows = x.numel() / std::max<int64_t>(d, 1);
-  Tensor out = new_tensor(x.shape(), DType::kF32);
+  Tensor out = Tensor::empty(x.shape(), DType::kF32);
   const float* px = xf.data<float>();
   const float* pg = gf.defined() ? gf.data<float>() : nullptr;
   const float* pb = bf.defined() ? bf.data<float>() : nullptr;
@@ -158,7 +157,7 @@ Tensor softmax(const Tensor& x, int dim) {
   int64_t inner = 1;
   for (int i = dim + 1; i < x.ndim(); ++i) inner *= x.dim(i);
   int64_t outer = x.numel() / std::max<int64_t>(n * inner, 1);
-  Tensor out = new_tensor(x.shape(), DType::kF32);
+  Tensor out = Tensor::empty(x.shape(), DType::kF32);
   const float* px = xf.data<float>();
   float* po = out.data<float>();
   if (inner == 1) {

@@ -1,5 +1,6 @@
 // DIFFUSE_PROFILE=1 op timers (see profile.h).
 #include "backends/cpu/profile.h"
+#include "core/runtime_options.h"
 
 #include <algorithm>
 #include <atomic>
@@ -48,10 +49,7 @@ Table& table() {
 }  // namespace
 
 bool enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("DIFFUSE_PROFILE");
-    return v != nullptr && std::strcmp(v, "0") != 0 && v[0] != '\0';
-  }();
+  static const bool on = runtime_options().profile;
   return on;
 }
 

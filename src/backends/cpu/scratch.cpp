@@ -4,19 +4,20 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/host_allocator.h"
 #include "core/thread_pool.h"
 
 namespace diffuse::cpu {
 
 namespace {
 
+// A block of the host allocator (so scratch memory shows in its counters).
 struct Buffer {
-  void* data = nullptr;
-  size_t capacity = 0;
+  HostBlock block;
   Buffer() = default;
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() { std::free(data); }
+  ~Buffer() { host_free(block); }
 };
 
 struct ThreadScratch {
@@ -32,21 +33,16 @@ ThreadScratch& thread_scratch() {
 
 void* scratch(ScratchSlot slot, size_t bytes) {
   Buffer& b = thread_scratch().slots[static_cast<int>(slot)];
-  if (bytes <= b.capacity && b.data) return b.data;
-  std::free(b.data);  // the old contents are not needed: every user refills it
-  b.data = nullptr;
-  b.capacity = 0;
-  const size_t rounded = (std::max<size_t>(bytes, 64) + 4095) / 4096 * 4096;
-  void* p = std::aligned_alloc(64, rounded);
-  if (!p) throw_error(ErrorCode::kOutOfMemory, "[cpu scratch] cannot allocate " + std::to_string(rounded) + " bytes");
-  b.data = p;
-  b.capacity = rounded;
-  return p;
+  if (b.block.data && bytes <= b.block.bytes) return b.block.data;
+  host_free(b.block);  // the old contents are not needed: every user refills it
+  b.block = HostBlock{};
+  b.block = host_alloc(std::max<size_t>(bytes, 64));
+  return b.block.data;
 }
 
 size_t scratch_bytes() {
   size_t total = 0;
-  for (const Buffer& b : thread_scratch().slots) total += b.capacity;
+  for (const Buffer& b : thread_scratch().slots) total += b.block.bytes;
   return total;
 }
 

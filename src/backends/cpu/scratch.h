@@ -1,11 +1,11 @@
-// Per-thread scratch buffers of the CPU backend, reused from call to call.
+// Per-thread scratch buffers of the CPU backend, reused from call to call
+// (blocks of the host allocator, core/host_allocator.h).
 //
 // Diffusion repeats the same shapes every step, so a buffer sized by the
 // first step serves all later ones: no allocation, no page faults in the step
-// loop. They live outside the tensor allocator's size-keyed block cache, so a
-// temporary of a new size does not leave another block behind. Used for
-// weights widened per call (bf16/f16 weights on CPUs without native kernels)
-// for the row bands of large convolutions, and for the scratchpads of
+// loop. A slot keeps its block while it is big enough. Used for weights
+// widened per call (bf16/f16 weights on CPUs without native kernels), for
+// the row bands of large convolutions, and for the scratchpads of
 // oneDNN primitives (kOneDnn, see onednn.h).
 #pragma once
 #include <cstddef>

@@ -17,6 +17,7 @@
 #include <mutex>
 
 #include "backends/cuda/cuda_types.cuh"
+#include "core/runtime_options.h"
 
 namespace diffuse::cuda_kernels {
 
@@ -394,7 +395,7 @@ bool launch_tc(const AttentionArgs& a, int max_smem, cudaStream_t s) {
   dim3 grid((a.lq + kBM - 1) / kBM, a.batch * a.heads, (a.dv + DV - 1) / DV);
   float scale_log2 = a.scale * 1.4426950408889634f;
   // Double buffering needs the cp.async path (aligned rows, widths of whole 16-byte chunks) and the room.
-  static const bool single_buffer = std::getenv("DIFFUSE_CUDA_ATTN_SINGLE_BUFFER") != nullptr;  // for A/B runs
+  static const bool single_buffer = runtime_options().cuda_attn_single_buffer;  // for A/B runs
   const bool pipelined = vec && reserve == twice && !single_buffer;
   kernel<<<grid, 128, pipelined ? twice : single, s>>>(a, scale_log2, vec, pipelined);
   return true;

@@ -1,13 +1,29 @@
-// Public extras of the CUDA backend beyond backend_registry.h: allocator
-// statistics (tests check that steady-state steps never call cudaMalloc),
-// stream synchronisation, and CUDA-graph capture of a whole step.
+// The CUDA backend's own API, for code inside src/backends/cuda, the
+// registration file and CUDA tests/benches: the Backend, allocator statistics
+// (tests check that steady-state steps never call cudaMalloc), stream
+// synchronisation, device choice and CUDA-graph capture. Everything else
+// reaches these through the Backend interface (core/ops.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+
+#include "core/ops.h"
 
 namespace diffuse {
+
+// The CUDA Backend (its hooks are registered in src/backends/registry.cpp).
+// Throws kUnsupported when no CUDA device is present.
+Backend& cuda_backend();
+// True when a CUDA device can be used (never throws).
+bool cuda_device_available();
+// Device memory from the CUDA caching allocator; the Storage's deleter returns it.
+std::shared_ptr<Storage> cuda_allocate(size_t nbytes);
+// Copies bytes between host and device (or device and device); synchronous
+// with respect to the host for device->host copies.
+void cuda_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 
 struct CudaAllocatorStats {
   uint64_t malloc_calls = 0;  // cudaMalloc calls since start (cache misses)
@@ -24,6 +40,19 @@ void cuda_reset_peak_stats();
 void cuda_empty_cache();
 // Waits for all work the backend has enqueued (host-side timing, tests).
 void cuda_synchronize();
+
+// Chooses the GPU (CUDA ordinal, as CUDA_VISIBLE_DEVICES numbers them) that
+// the backend runs on; the default is 0. One process uses one GPU, so this must
+// come before the backend's first use: afterwards it throws kUnsupported for
+// any other ordinal. An ordinal beyond the device count fails in cuda_start().
+void cuda_select_device(int ordinal);
+// Starts the backend on the selected device (context, stream, a check that
+// this build's kernels run on it). "" when the device is usable, else why it
+// is not. Never throws; cheap once started.
+std::string cuda_start();
+// "CUDA runtime 13.0, cuBLASLt 13.1.0, cuDNN 9.13.0": the libraries this
+// process loaded. Needs no device.
+std::string cuda_library_versions();
 
 // A captured sequence of backend ops, replayed with one launch.
 // Capture runs `fn` once with the backend's stream in capture mode: nothing

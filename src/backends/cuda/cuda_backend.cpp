@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "backends/backend_registry.h"
+#include "core/runtime_options.h"
+#include "backends/cuda/cuda_api.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/cuda_ops.h"
 
@@ -61,16 +63,45 @@ ck::StridedDesc make_desc(const Shape& shape, const std::vector<int64_t>& stride
 
 int norm_dim(int dim, int ndim) { return dim < 0 ? dim + ndim : dim; }
 
+// A CudaGraph as the Backend's DeviceGraph.
+class CudaDeviceGraph final : public DeviceGraph {
+ public:
+  explicit CudaDeviceGraph(const std::function<void()>& fn) { graph_.capture(fn); }
+  void replay() override { graph_.replay(); }
+
+ private:
+  CudaGraph graph_;
+};
+
 class CudaBackend final : public Backend {
  public:
   const char* name() const override { return "cuda"; }
+
+  std::shared_ptr<Storage> allocate(size_t nbytes) override { return cuda_allocate(nbytes); }
+  void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
+    cuda_copy(dst, dst_dev, src, src_dev, bytes);
+  }
+  void synchronize() override { cuda_synchronize(); }
+  DeviceMemoryStats memory_stats() const override {
+    const CudaAllocatorStats a = cuda_allocator_stats();
+    DeviceMemoryStats s;
+    s.malloc_calls = a.malloc_calls;
+    s.alloc_calls = a.alloc_calls;
+    s.reserved_bytes = a.reserved_bytes;
+    s.in_use_bytes = a.in_use_bytes;
+    s.peak_reserved_bytes = a.peak_reserved_bytes;
+    s.peak_in_use_bytes = a.peak_in_use_bytes;
+    return s;
+  }
+  void reset_peak_memory_stats() override { cuda_reset_peak_stats(); }
+  void empty_cache() override { cuda_empty_cache(); }
+  std::unique_ptr<DeviceGraph> capture(const std::function<void()>& fn) override {
+    return std::make_unique<CudaDeviceGraph>(fn);
+  }
   // f16/bf16, and f32 under AllowTf32 (tensor cores): cuDNN's exact-f32 NHWC kernels measured slower
   // than its NCHW ones on the SDXL VAE (466 vs 350 ms on an H200).
   bool prefers_channels_last(DType dtype) const override {
-    static const bool on = [] {
-      const char* env = std::getenv("DIFFUSE_CUDA_LAYOUT");
-      return !(env && std::string(env) == "nchw") && cuda_ops::cudnn_available();
-    }();
+    static const bool on = runtime_options().cuda_layout == "nhwc" && cuda_ops::cudnn_available();
     return on && (dtype == DType::kF16 || dtype == DType::kBF16 || (dtype == DType::kF32 && cuda_ops::tf32_convs()));
   }
 

@@ -29,6 +29,8 @@
 #include <unordered_map>
 
 #include "backends/backend_registry.h"
+#include "core/runtime_options.h"
+#include "backends/cuda/cuda_api.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/cuda_ops.h"
 
@@ -85,8 +87,7 @@ struct ConvPlan {
 class DnnState {
  public:
   DnnState() {
-    const char* env = std::getenv("DIFFUSE_CUDA_CONV");
-    if (env && std::strcmp(env, "gemm") == 0) return;
+    if (runtime_options().cuda_conv == "gemm") return;
     if (cudnnCreate(&handle_) != CUDNN_STATUS_SUCCESS) {
       handle_ = nullptr;
       return;
@@ -181,13 +182,13 @@ class DnnState {
       try {  // (an NCHW plan also times the GEMM path below)
         ms = time_ms([&] { execute(cand, x, w, y); });
       } catch (const Error& e) {
-        if (std::getenv("DIFFUSE_CUDA_LOG"))
+        if (runtime_options().cuda_log)
           std::fprintf(stderr, "[conv2d] %s algo %d refused: %s\n", nhwc ? "nhwc" : "nchw",
                        static_cast<int>(cand.algo), e.what());
         continue;
       }
       ++timed;
-      if (std::getenv("DIFFUSE_CUDA_LOG"))
+      if (runtime_options().cuda_log)
         std::fprintf(stderr, "[conv2d] %s x %s w %s %s: cudnn algo %d ws %zu B: %.3f ms\n", nhwc ? "nhwc" : "nchw",
                      shape_str(x.shape()).c_str(), shape_str(w.shape()).c_str(), dtype_name(x.dtype()),
                      static_cast<int>(cand.algo), cand.workspace, ms);
@@ -213,7 +214,7 @@ class DnnState {
     }
     float gemm_ms = time_ms([&] { conv_gemm(x, w, y, stride, pad); });
     p.use_gemm = !ok || gemm_ms < best_ms;
-    if (std::getenv("DIFFUSE_CUDA_LOG"))
+    if (runtime_options().cuda_log)
       std::fprintf(stderr, "[conv2d] x %s w %s %s: cudnn algo %d %.3f ms, gemm %.3f ms -> %s\n",
                    shape_str(x.shape()).c_str(), shape_str(w.shape()).c_str(), dtype_name(x.dtype()),
                    ok ? static_cast<int>(p.algo) : -1, ok ? best_ms : -1.0f, gemm_ms, p.use_gemm ? "gemm" : "cudnn");
@@ -310,10 +311,7 @@ Tensor conv2d_nhwc(const Tensor& x, const Tensor& w_in, const Tensor& bias, int 
 bool cudnn_available() { return dnn().available(); }
 
 bool tf32_convs() {
-  static const bool allowed = [] {
-    const char* env = std::getenv("DIFFUSE_CUDA_TF32");
-    return !(env && std::strcmp(env, "0") == 0);
-  }();
+  static const bool allowed = runtime_options().cuda_tf32;
   return allowed && AllowTf32::active();
 }
 

@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "backends/backend_registry.h"
+#include "backends/cuda/cuda_api.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/cuda_ops.h"
 

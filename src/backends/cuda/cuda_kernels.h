@@ -12,6 +12,10 @@
 
 namespace diffuse::cuda_kernels {
 
+// cudaSuccess when the current device can load this build's kernels, else
+// cudaErrorNoKernelImageForDevice (or the error that stopped the check).
+cudaError_t check_kernel_image();
+
 // Launch geometry for a flat loop over n items with a grid-stride kernel.
 inline unsigned cuda_blocks_for(int64_t n, int threads = 256) {
   int64_t b = (n + threads - 1) / threads;

@@ -7,9 +7,12 @@
 // synchronises the device and costs tens of microseconds). All backend work
 // runs on one stream, so a block freed by one op may be reused by the next op
 // without events: the stream orders the accesses.
+#include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <cudnn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,8 +23,10 @@
 #include <vector>
 
 #include "backends/backend_registry.h"
+#include "core/runtime_options.h"
 #include "backends/cuda/cuda_api.h"
 #include "backends/cuda/cuda_context.h"
+#include "backends/cuda/cuda_kernels.h"
 
 namespace diffuse {
 
@@ -36,6 +41,11 @@ void check_cuda(cudaError_t err, const char* op, const char* what) {
 
 namespace {
 
+// The device the context is (to be) created on, and whether it exists:
+// cuda_select_device() may change the first only while the second is false.
+std::atomic<int> g_selected_device{0};
+std::atomic<bool> g_context_created{false};
+
 CudaContext make_context() {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
@@ -45,12 +55,27 @@ CudaContext make_context() {
                                              (err != cudaSuccess ? cudaGetErrorString(err) : "device count is 0"));
   }
   CudaContext ctx;
+  ctx.device = g_selected_device.load();
+  if (ctx.device >= count) {
+    throw_error(ErrorCode::kUnsupported, "[cuda] no device cuda:" + std::to_string(ctx.device) + ": " +
+                                             std::to_string(count) + " CUDA device(s) visible");
+  }
   DIFFUSE_CUDA_CHECK(cudaSetDevice(ctx.device), "cuda");
-  DIFFUSE_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking), "cuda");
   cudaDeviceProp prop{};
   DIFFUSE_CUDA_CHECK(cudaGetDeviceProperties(&prop, ctx.device), "cuda");
+  err = cuda_kernels::check_kernel_image();
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw_error(ErrorCode::kUnsupported, "[cuda] cuda:" + std::to_string(ctx.device) + " (" + prop.name +
+                                             ", compute " + std::to_string(prop.major) + "." +
+                                             std::to_string(prop.minor) + ") cannot run this build's kernels: " +
+                                             cudaGetErrorString(err) +
+                                             " (rebuild with CMAKE_CUDA_ARCHITECTURES naming this GPU)");
+  }
+  DIFFUSE_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking), "cuda");
   ctx.sm_count = prop.multiProcessorCount;
   ctx.max_smem_optin = prop.sharedMemPerBlockOptin;
+  g_context_created = true;
   return ctx;
 }
 
@@ -176,7 +201,7 @@ class CachingAllocator {
     stats_.in_use_bytes += n;
     if (stats_.in_use_bytes > stats_.peak_in_use_bytes) {
       // DIFFUSE_CUDA_LOG_PEAK=1: a line per new high-water mark (16 MiB apart), to see what sets the peak.
-      static const bool log_peak = std::getenv("DIFFUSE_CUDA_LOG_PEAK") != nullptr;
+      static const bool log_peak = runtime_options().cuda_log_peak;
       if (log_peak && stats_.in_use_bytes >= logged_peak_ + (size_t(16) << 20)) {
         logged_peak_ = stats_.in_use_bytes;
         std::fprintf(stderr, "[cuda alloc] in use %.3f GiB after a block of %.1f MiB (%zu live blocks)\n",
@@ -224,13 +249,44 @@ CudaContext& cuda_context() {
   return *ctx;
 }
 
-bool cuda_device_available() {
+bool cuda_device_available() { return cuda_start().empty(); }
+
+void cuda_select_device(int ordinal) {
+  DIFFUSE_CHECK_ARG(ordinal >= 0, "[cuda] device ordinal must be >= 0, got " + std::to_string(ordinal));
+  if (g_context_created) {
+    const int current = cuda_context().device;
+    DIFFUSE_CHECK(current == ordinal, ErrorCode::kUnsupported,
+                  "[cuda] the backend already runs on cuda:" + std::to_string(current) +
+                      "; one process uses one GPU, cannot switch to cuda:" + std::to_string(ordinal));
+    return;
+  }
+  g_selected_device = ordinal;
+}
+
+std::string cuda_start() {
   try {
     cuda_context();
-    return true;
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
   } catch (...) {
-    return false;
+    return "[cuda] unknown error while starting the backend";
   }
+}
+
+std::string cuda_library_versions() {
+  auto dotted = [](size_t v) {  // MAJOR*10000 + MINOR*100 + PATCH (cuDNN 9, cuBLAS 12+)
+    return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+  };
+  int runtime = 0;
+  std::string out = "CUDA runtime ";
+  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess) {
+    out += std::to_string(runtime / 1000) + "." + std::to_string(runtime % 1000 / 10);
+  } else {
+    cudaGetLastError();
+    out += "?";
+  }
+  return out + ", cuBLASLt " + dotted(cublasLtGetVersion()) + ", cuDNN " + dotted(cudnnGetVersion());
 }
 
 std::shared_ptr<Storage> cuda_allocate(size_t nbytes) {

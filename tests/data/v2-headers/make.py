@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Writes this folder from the v2 fixture set (../shared/fixtures/v2).
+
+The probe and model-variant tests only read safetensors headers and config
+JSONs of the v2 9-channel inpainting models and the SDXL refiner (they stop
+before any weight is read). So this keeps, for each of those models, its
+JSON files as they are, each .safetensors as <name>.header.json (the header
+only), and each relative link to a v1 component as its target text.
+tests/fixtures_v2.h turns that back into sparse safetensors files of the
+right size, with the links pointing at the v1 test data.
+
+Usage: python3 tests/data/v2-headers/make.py /path/to/shared/fixtures/v2
+"""
+import json
+import os
+import struct
+import sys
+
+MODELS = ["sd1_inpaint", "sd2_inpaint", "sdxl_inpaint", "sdxl_refiner"]
+EXTRA_FILES = ["sd1_inpaint/single_file.safetensors"]
+
+
+def header_of(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n))
+
+
+def copy_entry(src_root, rel, dst_root):
+    src = os.path.join(src_root, rel)
+    dst = os.path.join(dst_root, rel)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if rel.endswith(".safetensors"):
+        with open(dst + ".header.json", "w") as f:
+            json.dump(header_of(src), f, separators=(",", ":"), sort_keys=True)
+    elif os.path.isfile(src) and os.path.getsize(src) < 256 and not rel.endswith(".json"):
+        with open(src) as s, open(dst + ".link", "w") as d:  # a relative link stored as its target
+            d.write(s.read().strip() + "\n")
+    else:
+        with open(src, "rb") as s, open(dst, "wb") as d:
+            d.write(s.read())
+
+
+def main():
+    src_root = sys.argv[1]
+    dst_root = os.path.dirname(os.path.abspath(__file__))
+    for m in MODELS:
+        base = os.path.join(src_root, m, "model")
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                copy_entry(src_root, os.path.relpath(os.path.join(dirpath, name), src_root), dst_root)
+    for rel in EXTRA_FILES:
+        copy_entry(src_root, rel, dst_root)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+// The server's sampler surfaces read the catalogue (sampling/sampler_catalog.h):
+// GET /api/samplers (the web page's list), /sdapi/v1/samplers and
+// /sdapi/v1/schedulers, and txt2img with A1111 spellings, including the Heun
+// sampler added through one catalogue row and a legacy "... Karras" name.
+#include "sampling/sampler_catalog.h"
+#include "server_test_util.h"
+
+namespace diffuse::testing {
+namespace {
+
+class SamplerRoutesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DIFFUSE_REQUIRE_FIXTURES();
+    server_ = std::make_unique<RunningServer>(tiny_options(tiny_models_dir(), temp_dir()));
+  }
+  std::unique_ptr<RunningServer> server_;
+};
+
+TEST_F(SamplerRoutesTest, ListsComeFromTheCatalogue) {
+  auto c = server_->client();
+  const Json web = parse_json(c->Get("/api/samplers"));
+  EXPECT_EQ(web, sampler_catalog_json());
+  ASSERT_EQ(web["samplers"].size(), sampler_catalog().size());
+  bool heun = false;
+  for (const Json& s : web["samplers"]) heun |= s["name"] == "heun" && s["label"] == "Heun";
+  EXPECT_TRUE(heun);
+  EXPECT_EQ(parse_json(c->Get("/sdapi/v1/samplers")), a1111_samplers_json());
+  EXPECT_EQ(parse_json(c->Get("/sdapi/v1/schedulers")), a1111_schedulers_json());
+}
+
+TEST_F(SamplerRoutesTest, Txt2ImgTakesA1111Spellings) {
+  auto c = server_->client();
+  // Heun: 2 steps are 3 UNet evaluations.
+  auto r = post_json(*c, "/sdapi/v1/txt2img",
+                     {{"prompt", "a red cube"}, {"seed", 5}, {"steps", 2}, {"width", 64}, {"height", 64},
+                      {"sampler_name", "Heun"}, {"cfg_scale", 5}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  Json info = Json::parse(parse_json(r)["info"].get<std::string>());
+  EXPECT_EQ(info["sampler_name"], "Heun");
+  EXPECT_NE(info["infotexts"][0].get<std::string>().find("Sampler: Heun"), std::string::npos) << info["infotexts"][0];
+
+  // A legacy name with its schedule, and a k-diffusion alias with A1111's "scheduler" field.
+  for (const Json& extra : {Json{{"sampler_name", "DPM++ 2M Karras"}},
+                            Json{{"sampler_name", "k_dpmpp_2m"}, {"scheduler", "Karras"}}}) {
+    Json body = {{"prompt", "a red cube"}, {"seed", 5}, {"steps", 2}, {"width", 64}, {"height", 64}};
+    body.update(extra);
+    r = post_json(*c, "/sdapi/v1/txt2img", body);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    info = Json::parse(parse_json(r)["info"].get<std::string>());
+    EXPECT_EQ(info["sampler_name"], "DPM++ 2M") << extra;
+    const std::string text = info["infotexts"][0].get<std::string>();
+    EXPECT_NE(text.find("Schedule type: Karras"), std::string::npos) << extra << ": " << text;
+  }
+
+  // A sampler the catalogue has no karras schedule for is not found under a Karras name.
+  r = post_json(*c, "/sdapi/v1/txt2img",
+                {{"prompt", "x"}, {"steps", 1}, {"width", 64}, {"height", 64}, {"sampler_name", "Euler a Karras"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_NE(r->body.find("Sampler not found"), std::string::npos) << r->body;
+}
+
+}  // namespace
+}  // namespace diffuse::testing
