@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -53,6 +54,40 @@ std::string read_file(const std::string& path) {
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+RunResult run_command(const std::string& command_line) {
+  const std::string cmd = command_line + " 2>&1";
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> read_key_list(const std::string& file) {
+  std::ifstream f(fixtures_dir() + "/baselines/" + file);
+  EXPECT_TRUE(f.good()) << file;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream ss(line);
+    std::string name, shape_txt;
+    std::getline(ss, name, '\t');
+    std::getline(ss, shape_txt, '\t');
+    for (char& ch : shape_txt)
+      if (ch == '[' || ch == ']' || ch == ',') ch = ' ';
+    std::istringstream dims(shape_txt);
+    std::vector<int64_t> shape;
+    int64_t d;
+    while (dims >> d) shape.push_back(d);
+    out.emplace_back(name, shape);
+  }
+  return out;
 }
 
 std::string temp_dir() {

@@ -22,6 +22,17 @@ std::string missing_fixtures();
   } while (0)
 
 std::string read_file(const std::string& path);
+
+// Runs a shell command line; its exit status (-1 if it did not exit) and its
+// stdout + stderr.
+struct RunResult {
+  int code = -1;
+  std::string out;
+};
+RunResult run_command(const std::string& command_line);
+
+// A baselines key list ("name\t[320, 4, 3, 3]\tF16" lines) as (name, shape) pairs.
+std::vector<std::pair<std::string, std::vector<int64_t>>> read_key_list(const std::string& file);
 std::string temp_dir();  // a fresh empty directory under /tmp, per call
 
 struct Diff {

@@ -27,17 +27,11 @@ class EulerScheduler final : public Scheduler {
   }
 
   void set_timesteps(int n) override {
-    std::vector<double> ts = sigma_class_timesteps(spacing_, train_.num_train_timesteps, n,
-                                                   config_.steps_offset.value_or(0), "euler");
-    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
-    std::vector<double> sig;
-    for (double t : ts) sig.push_back(np_interp_index(t, table));
-    if (config_.use_karras_sigmas.value_or(false)) {
-      sig = karras_sigmas(config_.sigma_min.value_or(sig.back()), config_.sigma_max.value_or(sig.front()), n);
-      const std::vector<float> log_sigmas = log_table(table);
-      ts.clear();
-      for (double s : sig) ts.push_back(sigma_to_t(s, log_sigmas));
-    }
+    const SigmaSteps st = interpolated_sigma_steps(config_, train_, spacing_, n, "euler", config_.sigma_min,
+                                                   config_.sigma_max);
+    const std::vector<double>& ts = st.timesteps;
+    const std::vector<double>& sig = st.sigmas;
+    const std::vector<float>& table = st.table;
     sigmas_.clear();
     for (double s : sig) sigmas_.push_back(static_cast<float>(s));
     sigmas_.push_back(final_sigmas_type_ == "zero" ? 0.0f : table[0]);

@@ -29,18 +29,10 @@ class HeunScheduler final : public Scheduler {
   }
 
   void set_timesteps(int n) override {
-    std::vector<double> ts = sigma_class_timesteps(spacing_, train_.num_train_timesteps, n,
-                                                   config_.steps_offset.value_or(0), "heun");
-    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
-    std::vector<double> sig;
-    for (double t : ts) sig.push_back(np_interp_index(t, table));
-    if (config_.use_karras_sigmas.value_or(false)) {
-      // Like LMS, the class has no sigma_min / sigma_max keys: the bounds are the interpolated ends.
-      sig = karras_sigmas(sig.back(), sig.front(), n);
-      const std::vector<float> log_sigmas = log_table(table);
-      ts.clear();
-      for (double s : sig) ts.push_back(sigma_to_t(s, log_sigmas));
-    }
+    // Like LMS, the class has no sigma_min / sigma_max keys: the Karras bounds are the interpolated ends.
+    const SigmaSteps st = interpolated_sigma_steps(config_, train_, spacing_, n, "heun");
+    const std::vector<double>& ts = st.timesteps;
+    const std::vector<double>& sig = st.sigmas;
     // sigmas = [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0]; timesteps = [t0, t1, t1, ..., t_{n-1}, t_{n-1}].
     sigmas_.clear();
     timesteps_.clear();

@@ -25,18 +25,10 @@ class LmsScheduler final : public Scheduler {
   }
 
   void set_timesteps(int n) override {
-    std::vector<double> ts = sigma_class_timesteps(spacing_, train_.num_train_timesteps, n,
-                                                   config_.steps_offset.value_or(0), "lms");
-    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
-    std::vector<double> sig;
-    for (double t : ts) sig.push_back(np_interp_index(t, table));
-    if (config_.use_karras_sigmas.value_or(false)) {
-      // LMSDiscreteScheduler._convert_to_karras ignores sigma_min / sigma_max keys.
-      sig = karras_sigmas(sig.back(), sig.front(), n);
-      const std::vector<float> log_sigmas = log_table(table);
-      ts.clear();
-      for (double s : sig) ts.push_back(sigma_to_t(s, log_sigmas));
-    }
+    // LMSDiscreteScheduler._convert_to_karras ignores sigma_min / sigma_max keys.
+    const SigmaSteps st = interpolated_sigma_steps(config_, train_, spacing_, n, "lms");
+    const std::vector<double>& ts = st.timesteps;
+    const std::vector<double>& sig = st.sigmas;
     sigmas_.clear();
     for (double s : sig) sigmas_.push_back(static_cast<float>(s));
     sigmas_.push_back(0.0f);

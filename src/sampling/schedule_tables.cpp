@@ -231,4 +231,20 @@ float sigma_init_noise(const std::vector<float>& sigmas, const std::string& spac
   return (spacing == "linspace" || spacing == "trailing") ? max_sigma : std::sqrt(max_sigma * max_sigma + 1.0f);
 }
 
+SigmaSteps interpolated_sigma_steps(const SchedulerConfig& config, const TrainSchedule& train,
+                                    const std::string& spacing, int n, const char* who, std::optional<double> karras_min,
+                                    std::optional<double> karras_max) {
+  SigmaSteps s;
+  s.timesteps = sigma_class_timesteps(spacing, train.num_train_timesteps, n, config.steps_offset.value_or(0), who);
+  s.table = sigma_table(train.alphas_cumprod);
+  for (double t : s.timesteps) s.sigmas.push_back(np_interp_index(t, s.table));
+  if (config.use_karras_sigmas.value_or(false)) {
+    s.sigmas = karras_sigmas(karras_min.value_or(s.sigmas.back()), karras_max.value_or(s.sigmas.front()), n);
+    const std::vector<float> log_sigmas = log_table(s.table);
+    s.timesteps.clear();
+    for (double sigma : s.sigmas) s.timesteps.push_back(sigma_to_t(sigma, log_sigmas));
+  }
+  return s;
+}
+
 }  // namespace diffuse::sched

@@ -3,6 +3,7 @@
 // (linspace, arange, round, interp) used by the set_timesteps() of diffusers.
 // Internal to src/sampling.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,20 @@ double np_interp_index(double x, const std::vector<float>& fp);
 // descending, for timestep_spacing linspace | leading | trailing.
 std::vector<double> sigma_class_timesteps(const std::string& spacing, int num_train, int n, int steps_offset,
                                           const char* who);
+
+// The timesteps and sigmas of the sigma-based classes (Euler, LMS, Heun) for
+// n steps: sigma_class_timesteps, the sigma of each by interpolating the
+// training table, and with use_karras_sigmas the Karras schedule between
+// karras_min / karras_max (nullopt: the interpolated ends, as the classes
+// without sigma_min / sigma_max keys do) mapped back to fractional timesteps.
+struct SigmaSteps {
+  std::vector<double> timesteps, sigmas;  // n each, descending
+  std::vector<float> table;               // the training sigmas (sigma_table)
+};
+SigmaSteps interpolated_sigma_steps(const SchedulerConfig& config, const TrainSchedule& train,
+                                    const std::string& spacing, int n, const char* who,
+                                    std::optional<double> karras_min = std::nullopt,
+                                    std::optional<double> karras_max = std::nullopt);
 
 // Karras et al. 2022 (EDM) rho = 7 schedule from sigma_max down to sigma_min, n values.
 std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n);

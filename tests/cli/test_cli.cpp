@@ -17,23 +17,9 @@
 namespace diffuse {
 namespace {
 
-struct RunResult {
-  int code = -1;
-  std::string out;  // stdout + stderr
-};
+using testing::RunResult;
 
-RunResult run(const std::string& args) {
-  std::string cmd = std::string(DIFFUSE_BINARY) + " " + args + " 2>&1";
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+RunResult run(const std::string& args) { return testing::run_command(std::string(DIFFUSE_BINARY) + " " + args); }
 
 std::string quote(const std::string& s) {
   std::string q = "'";

@@ -16,22 +16,10 @@ namespace fs = std::filesystem;
 namespace diffuse {
 namespace {
 
-struct RunResult {
-  int code = -1;
-  std::string out;
-};
+using testing::RunResult;
 
 RunResult run_with_env(const std::string& env, const std::string& args) {
-  std::string cmd = env + " " + std::string(DIFFUSE_BINARY) + " " + args + " 2>&1";
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return testing::run_command(env + " " + std::string(DIFFUSE_BINARY) + " " + args);
 }
 
 // Copies a diffusers folder into <cache>/models--org--name the way huggingface_hub does.

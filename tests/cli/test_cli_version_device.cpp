@@ -17,22 +17,10 @@ namespace fs = std::filesystem;
 namespace diffuse {
 namespace {
 
-struct RunResult {
-  int code = -1;
-  std::string out;  // stdout + stderr
-};
+using testing::RunResult;
 
 RunResult run_binary(const std::string& binary, const std::string& args) {
-  std::string cmd = "'" + binary + "' " + args + " 2>&1";
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return testing::run_command("'" + binary + "' " + args);
 }
 RunResult run(const std::string& args) { return run_binary(DIFFUSE_BINARY, args); }
 

@@ -27,27 +27,7 @@ namespace fs = std::filesystem;
 using testing::fixtures_dir;
 using KeyList = std::vector<std::pair<std::string, Shape>>;
 
-// "name\t[320, 4, 3, 3]\tF16" lines of a baselines key list.
-KeyList read_tsv(const std::string& file) {
-  std::ifstream f(fixtures_dir() + "/baselines/" + file);
-  EXPECT_TRUE(f.good()) << file;
-  KeyList out;
-  std::string line;
-  while (std::getline(f, line)) {
-    std::istringstream ss(line);
-    std::string name, shape_txt;
-    std::getline(ss, name, '\t');
-    std::getline(ss, shape_txt, '\t');
-    for (char& ch : shape_txt)
-      if (ch == '[' || ch == ']' || ch == ',') ch = ' ';
-    std::istringstream dims(shape_txt);
-    Shape shape;
-    int64_t d;
-    while (dims >> d) shape.push_back(d);
-    out.emplace_back(name, shape);
-  }
-  return out;
-}
+KeyList read_tsv(const std::string& file) { return testing::read_key_list(file); }
 
 TensorIndex index_of(const KeyList& keys) {
   TensorIndex index;
