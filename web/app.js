@@ -652,7 +652,16 @@
       b = d.gpus[0].mem_total ? (100 * d.gpus[0].mem_used) / d.gpus[0].mem_total : 0;
       state.chartLabels = ['GPU util', 'VRAM'];
     } else {
-      rows.push(el('p', { class: 'no-gpu', 'data-testid': 'no-gpu', text: `No GPU: ${d.gpu_status || 'not available'}` }));
+      // No GPU: what runs the model is the CPU, as /api/devices describes it. The
+      // loader's own reason ("libnvidia-ml.so.1: cannot open ...") is only a tooltip.
+      const cpu = (d.devices && d.devices.cpu) || {};
+      const isa = (cpu.isa || []).filter((x) => !/^(sse|avx$)/.test(x)).join(' ');
+      rows.push(el('div', { class: 'no-gpu', 'data-testid': 'no-gpu', title: d.gpu_status || '' },
+        el('div', { class: 'gpu-name', 'data-testid': 'cpu-model', text: `CPU: ${cpu.model || 'unknown'}` }),
+        el('div', { class: 'stats' },
+          el('span', { 'data-testid': 'cpu-cores', text: `${cpu.cores || '?'} cores · ${cpu.threads || '?'} threads` }),
+          isa ? el('span', { 'data-testid': 'cpu-isa', class: 'mono', text: isa }) : null,
+          el('span', { text: 'No NVIDIA GPU' }))));
       state.chartLabels = ['CPU', 'RAM'];
     }
     const c = d.cpu || {};

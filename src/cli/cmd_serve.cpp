@@ -26,10 +26,13 @@ Action add_serve(CLI::App& app) {
       "Example: diffuse serve --models ~/models --port 7860");
   c->add_option("--models", o->model_dirs, "Folder of models (diffusers folders, .safetensors, .ckpt); repeatable");
   c->add_option("--model", o->model_files, "A single model (file or diffusers folder); repeatable");
-  c->add_option("--host", o->host, "Address to bind (default 127.0.0.1; others need --api-key)");
+  c->add_option("--host", o->host, "Address to bind (default 127.0.0.1; others need --api-key or --api-auth)");
   c->add_option("--port", o->port, "Port (default 7860; 0 = any free port)");
   c->add_option("--data-dir", o->data_dir, "Where history.db and images/ live (default ~/.local/share/diffuse)");
-  c->add_option("--api-key", o->api_key, "Require this key (Authorization: Bearer KEY) on every request");
+  c->add_option("--api-key", o->api_key,
+                "Require this key on every request (Authorization: Bearer KEY; browsers: any user name, KEY as password)");
+  c->add_option("--api-auth", o->api_auth,
+                "Require HTTP Basic credentials user:pass[,user2:pass2] on every request (A1111's flag; Open WebUI)");
   c->add_option("--max-loaded", o->max_loaded, "Models kept in memory at once (LRU, default 1)");
   c->add_option("--device", *device, sys::kDeviceHelp);
   c->add_option("--precision", *precision, "fp32, bf16 or fp16");

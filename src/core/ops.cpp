@@ -87,12 +87,17 @@ Tensor unary(const Tensor& x, Activation act, const char* name) {
 
 }  // namespace
 
+namespace {
+// "cuda is not available: built without CUDA (configure with -DDIFFUSE_CUDA=ON)"
+std::string not_compiled_message(Device device) {
+  return std::string(device_name(device)) + " is not available: built without CUDA (configure with -DDIFFUSE_CUDA=ON)";
+}
+}  // namespace
+
 Backend& backend_for(Device device) {
   if (device == Device::kCPU) return cpu_backend();
   const DeviceBackendHooks* hooks = device_backend_hooks(device);
-  if (!hooks)
-    throw_error(ErrorCode::kUnsupported,
-                std::string("[backend] ") + device_name(device) + " is not available: built without it");
+  if (!hooks) throw_error(ErrorCode::kUnsupported, std::string("[backend] ") + not_compiled_message(device));
   return hooks->backend();
 }
 
@@ -101,7 +106,7 @@ bool device_available(Device device) { return device_unavailable_reason(device).
 std::string device_unavailable_reason(Device device) {
   if (device == Device::kCPU) return "";
   const DeviceBackendHooks* hooks = device_backend_hooks(device);
-  if (!hooks) return std::string(device_name(device)) + ": built without it";
+  if (!hooks) return not_compiled_message(device);
   return hooks->start();
 }
 
@@ -112,8 +117,7 @@ void select_device_ordinal(Device device, int ordinal) {
   if (!hooks) {
     DIFFUSE_CHECK(device != Device::kCPU || ordinal == 0, ErrorCode::kInvalidArgument,
                   "[backend] there is one cpu device, cpu:0; got cpu:" + std::to_string(ordinal));
-    DIFFUSE_CHECK(device == Device::kCPU, ErrorCode::kUnsupported,
-                  std::string("[backend] ") + device_name(device) + " is not available: built without it");
+    DIFFUSE_CHECK(device == Device::kCPU, ErrorCode::kUnsupported, std::string("[backend] ") + not_compiled_message(device));
     return;
   }
   hooks->select_ordinal(ordinal);

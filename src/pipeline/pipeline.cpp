@@ -331,7 +331,15 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
       const uint64_t before = transfer_stats().count();
       const bool stop = progress(sp);
       callback_transfers += transfer_stats().count() - before;
-      if (stop) throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(i + 1));
+      if (stop && !p.decode_when_stopped) {
+        throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(i + 1));
+      }
+      if (stop && i + 1 < total) {
+        // A1111 decodes its sampler's denoised estimate here; the current
+        // sample is what every scheduler has (noisier the earlier the stop).
+        result.stopped_at_step = i + 1;
+        break;
+      }
     }
   }
   result.timings.loop_transfers = transfer_stats().count() - transfers_before.count() - callback_transfers;

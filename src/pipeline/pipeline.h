@@ -68,6 +68,12 @@ struct GenerationParams {
   // seeded seed + i, and its metadata says Seed: seed + i.
   bool seed_per_image = false;
   int clip_skip = 1;            // 1 = last layer
+  // What a progress callback's stop does: false throws kCancelled; true
+  // (A1111's /interrupt) ends the loop there and decodes the latents of the
+  // last step taken, so the result holds the partial images
+  // (GenerationResult::stopped_at_step says where). A callback that wants no
+  // images even then throws kCancelled itself.
+  bool decode_when_stopped = false;
   // SDXL micro-conditioning (h, w order as diffusers); 0 = (height, width) / (0, 0).
   std::array<int, 2> original_size{0, 0};
   std::array<int, 2> crops_coords_top_left{0, 0};
@@ -86,7 +92,8 @@ struct StepProgress {
   // callback that shows it copies it to the host (.to(Device::kCPU)).
   Tensor latents;
 };
-// Return true to stop the run (it stops at the step boundary, kCancelled is thrown).
+// Return true to stop the run at this step boundary: kCancelled is thrown, or
+// with GenerationParams::decode_when_stopped the partial images are returned.
 using ProgressCallback = std::function<bool(const StepProgress&)>;
 
 struct Image {
@@ -118,6 +125,7 @@ struct GenerationResult {
   Tensor final_latents;  // [images, 4, h/8, w/8] f32, before / scaling_factor
   Tensor decoded;        // [images, 3, H, W] f32 in [0, 1] (what the PNGs hold before rounding)
   int64_t seed = 0;
+  int stopped_at_step = 0;  // 0: ran every step; k: stopped after step k (decode_when_stopped)
   Timings timings;
 };
 

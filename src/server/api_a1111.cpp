@@ -17,6 +17,8 @@
 namespace diffuse::server {
 namespace {
 
+constexpr int kMaxClipSkip = 12;  // GenerationParams::validate's bound, and A1111's "Clip skip" slider
+
 // A1111's name of one of our samplers (its infotext "Sampler:" and sampler_name).
 std::string a1111_name(const std::string& ours) {
   const SamplerSpec* r = find_sampler(ours);
@@ -62,11 +64,16 @@ void register_a1111_routes(Server::State& s) {
       current = s.model_or_current("");
     } catch (const Error&) {
     }
+    int clip_skip = 1;
+    {
+      std::lock_guard<std::mutex> lock(s.current_mu);
+      clip_skip = s.default_clip_skip;
+    }
     std::string title = current;
     if (auto m = s.models->find(current); m && !m->hash.empty()) title = m->id + " [" + m->hash + "]";
     nlohmann::json out = {{"sd_model_checkpoint", title},
                           {"sd_checkpoint_hash", s.models->find(current) ? s.models->find(current)->sha256 : ""},
-                          {"CLIP_stop_at_last_layers", 1},
+                          {"CLIP_stop_at_last_layers", clip_skip},
                           {"samples_format", "png"},
                           {"sd_checkpoints_limit", s.options.max_loaded}};
     res.set_content(out.dump(), "application/json");
@@ -75,6 +82,10 @@ void register_a1111_routes(Server::State& s) {
   http.Post("/sdapi/v1/options", [&s](const httplib::Request& req, httplib::Response& res) {
     nlohmann::json body;
     if (!parse_body(req, res, &body)) return;
+    // Every field is checked before any is applied. Options we do not have are ignored, as before.
+    const int clip_skip = json_field<int>(body, "CLIP_stop_at_last_layers", 0);
+    DIFFUSE_CHECK_ARG(!body.contains("CLIP_stop_at_last_layers") || (clip_skip >= 1 && clip_skip <= kMaxClipSkip),
+                      "CLIP_stop_at_last_layers must be between 1 and " + std::to_string(kMaxClipSkip));
     if (body.contains("sd_model_checkpoint")) {
       std::string want = json_field<std::string>(body, "sd_model_checkpoint", "");
       auto m = s.models->find(want);
@@ -83,18 +94,31 @@ void register_a1111_routes(Server::State& s) {
       std::lock_guard<std::mutex> lock(s.current_mu);
       s.current_model = m->id;
     }
+    if (clip_skip > 0) {
+      std::lock_guard<std::mutex> lock(s.current_mu);
+      s.default_clip_skip = clip_skip;
+    }
     res.set_content("null", "application/json");
   });
 
-  http.Post("/sdapi/v1/interrupt", [&s](const httplib::Request&, httplib::Response& res) {
-    s.jobs->cancel_running();
-    res.set_content("null", "application/json");
-  });
+  // A1111 clients (webuiapi, SillyTavern, curl -X POST) send this with no body
+  // and no Content-Length; httplib 0.11 would answer such a POST 400 before
+  // routing while it looks for a body. A content-reader route is dispatched
+  // before that: a request without Content-Length or chunked encoding has no
+  // body (RFC 9112 6.3), and one with a body ({}) has it read and ignored.
+  http.Post("/sdapi/v1/interrupt",
+            [&s](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+              if (req.has_header("Content-Length") || req.has_header("Transfer-Encoding")) {
+                read([](const char*, size_t) { return true; });
+              }
+              s.jobs->cancel_running();
+              res.set_content("null", "application/json");
+            });
 
   http.Get("/sdapi/v1/progress", [&s](const httplib::Request& req, httplib::Response& res) {
     bool skip_image = req.get_param_value("skip_current_image") == "true";
     auto j = s.jobs->running();
-    nlohmann::json state = {{"skipped", false}, {"interrupted", false}, {"stopping_generation", false},
+    nlohmann::json state = {{"skipped", false}, {"interrupted", j && j->interrupted}, {"stopping_generation", false},
                             {"job", j ? "txt2img" : ""}, {"job_count", static_cast<int>(s.jobs->pending())},
                             {"job_timestamp", "0"}, {"job_no", 0},
                             {"sampling_step", j ? j->step : 0}, {"sampling_steps", j ? j->total_steps : 0}};
@@ -140,16 +164,22 @@ void register_a1111_routes(Server::State& s) {
     p.cfg_scale = json_field<float>(body, "cfg_scale", 7.0f);
     p.width = json_field<int>(body, "width", 512);
     p.height = json_field<int>(body, "height", 512);
-    p.clip_skip = json_field<int>(overrides, "CLIP_stop_at_last_layers", 1);
+    {
+      std::lock_guard<std::mutex> lock(s.current_mu);
+      p.clip_skip = s.default_clip_skip;
+    }
+    p.clip_skip = json_field<int>(overrides, "CLIP_stop_at_last_layers", p.clip_skip);
     p.images = batch_size;
     p.seed_per_image = true;
+    p.decode_when_stopped = true;  // /interrupt returns the partial images, as A1111
     p.validate();
 
     // A client that hangs up stops its job (and the remaining iterations).
     ClientWatch watch(req, s.port);
     std::vector<std::string> images_b64, infotexts;
     std::vector<int64_t> seeds;
-    for (int it = 0; it < n_iter; ++it) {
+    int interrupted_at_step = 0;  // A1111 /interrupt: the later iterations do not run
+    for (int it = 0; it < n_iter && interrupted_at_step == 0; ++it) {
       JobRequest r;
       r.model = model;
       r.params = p;
@@ -157,7 +187,8 @@ void register_a1111_routes(Server::State& s) {
       r.echo = body;
       std::string id = s.jobs->submit(std::move(r));
       JobSnapshot done = s.jobs->wait_finished(id, [&watch] { return watch.client_gone(); });
-      if (done.state == JobState::kCancelled) break;  // /interrupt or hang-up: return what was made
+      if (done.state == JobState::kCancelled) break;  // hang-up or shutdown: return what was made
+      if (done.interrupted) interrupted_at_step = done.stopped_at_step > 0 ? done.stopped_at_step : p.steps;
       if (done.state == JobState::kFailed) {
         return send_error(res, done.error_code == static_cast<int>(ErrorCode::kInvalidArgument) ? 422 : 500,
                           done.error);
@@ -203,7 +234,10 @@ void register_a1111_routes(Server::State& s) {
                            {"job_timestamp", std::to_string(std::time(nullptr))},
                            {"clip_skip", p.clip_skip},
                            {"is_using_inpainting_conditioning", false},
-                           {"version", "diffuse"}};
+                           {"version", "diffuse"},
+                           // Ours: the run was stopped by /interrupt after this step (its images are partial).
+                           {"interrupted", interrupted_at_step > 0},
+                           {"interrupted_at_step", interrupted_at_step}};
     nlohmann::json parameters = body;
     parameters["seed"] = seed;
     parameters["steps"] = p.steps;

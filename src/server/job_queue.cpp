@@ -127,7 +127,9 @@ bool JobQueue::cancel(const std::string& id) {
 int JobQueue::cancel_running() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!current_) return 0;
-  current_->cancel_requested = true;
+  current_->interrupt_requested = true;
+  current_->snap.interrupted = true;
+  touch(*current_);
   return 1;
 }
 
@@ -239,7 +241,12 @@ void JobQueue::run_job(const std::shared_ptr<Job>& job) {
       job->snap.eta_s = job->snap.it_per_s > 0 ? (s.total_steps - s.step) / job->snap.it_per_s : 0;
       job->snap.preview_png.assign(png.begin(), png.end());
       touch(*job);
-      return job->cancel_requested;
+      // A cancel (DELETE, hang-up, shutdown) keeps nothing; an interrupt
+      // stops here and, for jobs that ask (A1111), keeps the partial images.
+      if (job->cancel_requested) {
+        throw_error(ErrorCode::kCancelled, "generation cancelled after step " + std::to_string(s.step));
+      }
+      return job->interrupt_requested;
     });
     // Write the PNGs (atomically), then commit the history row.
     HistoryEntry entry;
@@ -261,6 +268,7 @@ void JobQueue::run_job(const std::shared_ptr<Job>& job) {
     std::lock_guard<std::mutex> lock(mu_);
     job->snap.images = std::move(images);
     job->snap.seed = r.seed;
+    job->snap.stopped_at_step = r.stopped_at_step;
     job->snap.state = JobState::kDone;
   } catch (const Error& e) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -55,6 +55,8 @@ struct JobSnapshot {
   double created = 0;
   nlohmann::json echo;
   int64_t seed = 0;
+  bool interrupted = false;  // /sdapi/v1/interrupt asked this job to stop
+  int stopped_at_step = 0;   // a done job that was interrupted: the last step taken
 };
 
 class JobQueue {
@@ -64,7 +66,10 @@ class JobQueue {
 
   std::string submit(JobRequest request);  // returns the job id
   bool cancel(const std::string& id);      // false when unknown or already finished
-  int cancel_running();                    // A1111 /interrupt: number of jobs stopped
+  // A1111 /interrupt: the running job stops at its next step; one whose
+  // params.decode_when_stopped is set then finishes kDone with the partial
+  // images (stopped_at_step > 0), others end kCancelled. Returns the number of jobs stopped.
+  int cancel_running();
   std::optional<JobSnapshot> get(const std::string& id) const;
   std::vector<JobSnapshot> list() const;   // queued and running, in order, then recent finished
   std::optional<JobSnapshot> running() const;
@@ -85,6 +90,7 @@ class JobQueue {
     JobSnapshot snap;
     JobRequest request;
     bool cancel_requested = false;
+    bool interrupt_requested = false;
   };
   void worker();
   void run_job(const std::shared_ptr<Job>& job);

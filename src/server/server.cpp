@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "server/auth.h"
 #include "server/server_state.h"
 
 namespace fs = std::filesystem;
@@ -46,8 +47,9 @@ std::string default_data_dir() {
 
 void ServerOptions::validate() const {
   DIFFUSE_CHECK_ARG(port >= 0 && port <= 65535, "port must be between 0 and 65535");
-  DIFFUSE_CHECK_ARG(is_loopback(host) || !api_key.empty(),
-                    "binding to " + host + " exposes the server beyond this machine: set --api-key");
+  DIFFUSE_CHECK_ARG(is_loopback(host) || !api_key.empty() || !api_auth.empty(),
+                    "binding to " + host + " exposes the server beyond this machine: set --api-key or --api-auth");
+  parse_api_auth(api_auth);  // throws on a malformed user:password list
   DIFFUSE_CHECK_ARG(max_loaded >= 1, "--max-loaded must be at least 1");
 }
 
@@ -85,6 +87,19 @@ int json_nesting_depth(const std::string& text, int limit) {
     if (max_depth > limit) break;
   }
   return max_depth;
+}
+
+nlohmann::json numeric_string_as_number(const nlohmann::json& v) {
+  if (!v.is_string()) return v;
+  const std::string& text = v.get_ref<const std::string&>();
+  const size_t b = text.find_first_not_of(" \t\n\r");
+  if (b == std::string::npos || text.size() > 64) return v;
+  const std::string t = text.substr(b, text.find_last_not_of(" \t\n\r") - b + 1);
+  // Only digits, one sign, one '.', one exponent: no "nan", "inf" or hex.
+  if (t.find_first_not_of("0123456789+-.eE") != std::string::npos) return v;
+  // nlohmann's own number grammar (JSON numbers, after an optional '+' that JSON lacks).
+  nlohmann::json n = nlohmann::json::parse(t[0] == '+' ? t.substr(1) : t, nullptr, false);
+  return n.is_number() ? n : v;
 }
 
 bool parse_body(const httplib::Request& req, httplib::Response& res, nlohmann::json* out) {
@@ -163,14 +178,17 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
       send_error(res, 500, "unknown error");
     }
   });
-  const std::string key = options.api_key;
-  http.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
-    if (key.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string auth = req.get_header_value("Authorization");
-    if (auth == "Bearer " + key || req.get_header_value("X-API-Key") == key) {
+  auto auth = std::make_shared<const Authenticator>(options.api_key, options.api_auth);
+  http.set_pre_routing_handler([auth](const httplib::Request& req, httplib::Response& res) {
+    if (auth->allows(req.get_header_value("Authorization"), req.get_header_value("X-API-Key"))) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
-    send_error(res, 401, "missing or wrong API key (send Authorization: Bearer KEY)");
+    // The Basic challenge makes a browser show its login prompt for the page;
+    // it then sends the same credentials with the page's own fetches and
+    // EventSource streams (same origin).
+    res.set_header("WWW-Authenticate", "Basic realm=\"diffuse\", charset=\"UTF-8\"");
+    send_error(res, 401,
+               "missing or wrong API key or credentials (send Authorization: Bearer KEY, or Basic user:password)");
     return httplib::Server::HandlerResponse::Handled;
   });
 

@@ -10,17 +10,18 @@
 namespace diffuse::server {
 
 struct ServerOptions {
-  std::string host = "127.0.0.1";  // loopback by default; other hosts need api_key
+  std::string host = "127.0.0.1";  // loopback by default; other hosts need api_key or api_auth
   int port = 7860;                 // 0 = any free port (tests)
   std::vector<std::string> model_dirs;
   std::vector<std::string> model_files;
   bool scan_hf_cache = true;
   std::string data_dir;            // history.db + images/; default ~/.local/share/diffuse
-  std::string api_key;             // required (Bearer / X-API-Key) when set
+  std::string api_key;             // required (Bearer / X-API-Key, or as the Basic password) when set
+  std::string api_auth;            // "user:pass[,user2:pass2]": HTTP Basic (A1111 --api-auth); server/auth.h
   int max_loaded = 1;              // pipelines kept in memory (LRU)
   size_t max_body_bytes = 1 << 20;
   LoadOptions load;
-  void validate() const;           // throws kInvalidArgument (e.g. non-loopback host without api_key)
+  void validate() const;           // throws kInvalidArgument (e.g. non-loopback host without api_key / api_auth)
 };
 
 class Server {

@@ -34,6 +34,7 @@ struct Server::State {
   std::atomic<int> run_phase{0};  // 0 before run(), 1 inside, 2 returned
   std::mutex current_mu;
   std::string current_model;  // A1111 sd_model_checkpoint / OpenAI default
+  int default_clip_skip = 1;  // A1111 CLIP_stop_at_last_layers (POST /sdapi/v1/options)
 
   std::string model_or_current(const std::string& requested);
   std::string base_url(const httplib::Request& req) const;
@@ -49,14 +50,24 @@ bool parse_body(const httplib::Request& req, httplib::Response& res, nlohmann::j
 constexpr int kMaxJsonDepth = 64;
 // The nesting depth of JSON text ([ and { outside strings), stopping early past `limit`.
 int json_nesting_depth(const std::string& text, int limit);
+// A numeric string as a JSON number, as A1111's pydantic (v1) coerces one:
+// "20" -> 20, " -1 " -> -1, "7.5" -> 7.5 (surrounding whitespace allowed).
+// Anything else (including "", "nan", "inf", "20abc") is returned unchanged,
+// so the caller's type check rejects it.
+nlohmann::json numeric_string_as_number(const nlohmann::json& v);
+
 // A request field converted with range checks: integers must be JSON integers
 // that fit T (nlohmann's get<int> would silently wrap 1e10), floats finite
-// numbers, strings strings. Absent or null gives `fallback`; anything else
+// numbers, strings strings. Numbers may come as numeric strings ("20"), as
+// A1111 accepts them. Absent or null gives `fallback`; anything else
 // throws kInvalidArgument naming the field (answered as 422).
 template <class T>
 T json_field(const nlohmann::json& j, const char* name, T fallback) {
   if (!j.is_object() || !j.contains(name) || j[name].is_null()) return fallback;
-  const nlohmann::json& v = j[name];
+  const nlohmann::json& raw = j[name];
+  const nlohmann::json v = std::is_arithmetic_v<T> && !std::is_same_v<T, bool> && raw.is_string()
+                               ? numeric_string_as_number(raw)
+                               : raw;
   auto fail = [&](const char* what) {
     throw_error(ErrorCode::kInvalidArgument, std::string("field '") + name + "' must be " + what + ", got " +
                                                  v.dump().substr(0, 64));

@@ -87,11 +87,12 @@ TEST(ServerHardening, MalformedBodiesGet4xxAndServerStaysUp) {
       "{\"prompt\": NaN}",
       "{\"prompt\": \"x\"",
   };
-  // Wrong types and huge or out-of-range numbers, for fields the native and
+  // Wrong types (numeric strings such as "20" are numbers, as in A1111) and huge
+  // or out-of-range numbers, for fields the native and
   // A1111 routes share.
   const std::vector<std::string> shared = {
       "{\"prompt\": 5}",
-      "{\"prompt\": \"x\", \"steps\": \"20\"}",
+      "{\"prompt\": \"x\", \"steps\": \"twenty\"}",
       "{\"prompt\": \"x\", \"width\": [64]}",
       "{\"prompt\": \"x\", \"seed\": {\"a\": 1}}",
       "{\"prompt\": \"x\", \"cfg_scale\": \"high\"}",
@@ -116,12 +117,12 @@ TEST(ServerHardening, MalformedBodiesGet4xxAndServerStaysUp) {
       "{\"prompt\": \"x\", \"batch_size\": 1000, \"steps\": 1}",
       "{\"prompt\": \"x\", \"n_iter\": 0, \"steps\": 1}",
       "{\"prompt\": \"x\", \"sampler_name\": \"nope\", \"steps\": 1}",
-      "{\"prompt\": \"x\", \"override_settings\": {\"CLIP_stop_at_last_layers\": \"2\"}, \"steps\": 1}",
+      "{\"prompt\": \"x\", \"override_settings\": {\"CLIP_stop_at_last_layers\": \"two\"}, \"steps\": 1}",
   };
   const std::vector<std::string> openai = {
       "{\"prompt\": 5}",
       "{\"size\": \"64x64\"}",
-      "{\"prompt\": \"x\", \"n\": \"2\"}",
+      "{\"prompt\": \"x\", \"n\": \"two\"}",
       "{\"prompt\": \"x\", \"n\": 1e300}",
       "{\"prompt\": \"x\", \"n\": 0}",
       "{\"prompt\": \"x\", \"size\": \"99999999999x64\"}",
