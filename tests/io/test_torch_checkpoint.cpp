@@ -403,6 +403,13 @@ TEST(TorchCheckpointHostile, StorageOutOfBounds) {
   Pickle p6;
   p6.op('}').str("x").tensor("ComplexFloatStorage", "0", 6, 0, {6}, {1}).op('s');
   expect_rejected(archive_with(p6.done(), {{"archive/data/0", six}}), {"unsupported type 'torch.ComplexFloatStorage'"});
+  // A storage is read once, by its first reference (here 2 elements); a later
+  // reference that declares more must still be held to what was read (found by
+  // fuzz_torch_checkpoint: a heap read past the converted copy).
+  Pickle p7;
+  p7.op('}').str("a").tensor("FloatStorage", "0", 2, 0, {2}, {1}).op('s');
+  p7.str("b").tensor("FloatStorage", "0", 6, 0, {6}, {1}).op('s');
+  expect_rejected(archive_with(p7.done(), {{"archive/data/0", six}}), {"reaches element 5", "holds 2"});
 }
 
 TEST(TorchCheckpointHostile, ZipBombsAndBrokenArchives) {
