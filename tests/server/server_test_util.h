@@ -72,6 +72,21 @@ inline server::ServerOptions tiny_options(const std::string& models_dir, const s
   return o;
 }
 
+// A test that starts the server on the tiny fixture models (start()), or with
+// options of its own (start(o)).
+class TinyServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DIFFUSE_REQUIRE_FIXTURES();
+    models_ = tiny_models_dir();
+    data_ = temp_dir();
+  }
+  void start(server::ServerOptions o) { server_ = std::make_unique<RunningServer>(std::move(o)); }
+  void start() { start(tiny_options(models_, data_)); }
+  std::string models_, data_;
+  std::unique_ptr<RunningServer> server_;
+};
+
 inline Json parse_json(const httplib::Result& r) {
   if (!r) return Json();
   return Json::parse(r->body, nullptr, false);

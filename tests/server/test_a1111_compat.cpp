@@ -65,18 +65,7 @@ std::string bodyless_interrupt() {
   return "POST /sdapi/v1/interrupt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
 }
 
-class A1111CompatTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    DIFFUSE_REQUIRE_FIXTURES();
-    models_ = tiny_models_dir();
-    data_ = temp_dir();
-  }
-  void start(server::ServerOptions o) { server_ = std::make_unique<RunningServer>(std::move(o)); }
-  void start() { start(tiny_options(models_, data_)); }
-  std::string models_, data_;
-  std::unique_ptr<RunningServer> server_;
-};
+class A1111CompatTest : public TinyServerTest {};
 
 TEST_F(A1111CompatTest, OpenWebUiBasicAuthDrivesTheA1111Api) {
   server::ServerOptions o = tiny_options(models_, data_);

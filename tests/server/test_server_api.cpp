@@ -60,18 +60,7 @@ bool wait_running_step(httplib::Client& c, const std::string& id, int min_step) 
       std::chrono::seconds(60));
 }
 
-class ServerApiTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    DIFFUSE_REQUIRE_FIXTURES();
-    models_ = tiny_models_dir();
-    data_ = temp_dir();
-  }
-  void start(server::ServerOptions o) { server_ = std::make_unique<RunningServer>(std::move(o)); }
-  void start() { start(tiny_options(models_, data_)); }
-  std::string models_, data_;
-  std::unique_ptr<RunningServer> server_;
-};
+class ServerApiTest : public TinyServerTest {};
 
 TEST_F(ServerApiTest, ModelsListedWithFamilyLicenceAndDefaultsBeforeLoading) {
   start();
