@@ -90,6 +90,13 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> read_key_list(const st
   return out;
 }
 
+std::map<std::string, std::vector<int64_t>> read_key_map(const std::string& file, const std::string& prefix) {
+  std::map<std::string, std::vector<int64_t>> out;
+  for (auto& [name, shape] : read_key_list(file))
+    if (name.compare(0, prefix.size(), prefix) == 0) out[name.substr(prefix.size())] = shape;
+  return out;
+}
+
 std::string temp_dir() {
   static std::atomic<int> counter{0};
   auto dir = std::filesystem::temp_directory_path() /

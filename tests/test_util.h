@@ -3,6 +3,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,8 @@ RunResult run_command(const std::string& command_line);
 
 // A baselines key list ("name\t[320, 4, 3, 3]\tF16" lines) as (name, shape) pairs.
 std::vector<std::pair<std::string, std::vector<int64_t>>> read_key_list(const std::string& file);
+// The entries whose name starts with `prefix`, by name with the prefix stripped.
+std::map<std::string, std::vector<int64_t>> read_key_map(const std::string& file, const std::string& prefix);
 std::string temp_dir();  // a fresh empty directory under /tmp, per call
 
 struct Diff {

@@ -12,6 +12,7 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
@@ -66,7 +67,17 @@ struct FakeHub::Reply {
   }
 };
 
+std::string random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
+  return s;
+}
+
 FakeHub::FakeHub() {
+  // Clients must reach this loopback server directly, never through a proxy.
+  setenv("NO_PROXY", "127.0.0.1,localhost", 1);
+  setenv("no_proxy", "127.0.0.1,localhost", 1);
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) throw std::runtime_error("fake hub: socket() failed");
   int one = 1;

@@ -16,6 +16,7 @@
 // blob with one byte flipped. Every request is logged.
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -24,6 +25,9 @@
 #include <vector>
 
 namespace diffuse::testing {
+
+// n pseudo-random bytes from `seed` (file contents the fake hub serves).
+std::string random_bytes(size_t n, uint32_t seed);
 
 class FakeHub {
  public:

@@ -20,19 +20,13 @@ namespace fs = std::filesystem;
 using diffuse::Error;
 using diffuse::ErrorCode;
 using diffuse::testing::FakeHub;
+using diffuse::testing::random_bytes;
 using namespace diffuse::hub;
 
 namespace {
 
 constexpr const char* kRepo = "org/tiny-sd";
 constexpr const char* kCommit = "0123456789abcdef0123456789abcdef01234567";
-
-std::string random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
 
 std::string sha(const std::string& s) { return diffuse::sha256_hex(s.data(), s.size()); }
 
@@ -95,8 +89,6 @@ std::string read(const fs::path& p) { return diffuse::testing::read_file(p.strin
 class HubDownload : public ::testing::Test {
  protected:
   void SetUp() override {
-    setenv("NO_PROXY", "127.0.0.1,localhost", 1);  // never send loopback traffic to a proxy
-    setenv("no_proxy", "127.0.0.1,localhost", 1);
     repo_ = tiny_pipeline();
     hub_.add_repo(kRepo, repo_);
     cache_ = diffuse::testing::temp_dir();

@@ -20,6 +20,7 @@ namespace fs = std::filesystem;
 using diffuse::Error;
 using diffuse::ErrorCode;
 using diffuse::testing::FakeHub;
+using diffuse::testing::random_bytes;
 using namespace diffuse::hub;
 
 namespace {
@@ -29,20 +30,11 @@ constexpr const char* kCommit = "89abcdef0123456789abcdef0123456789abcdef";
 constexpr const char* kWeights = "weights.safetensors";
 constexpr size_t kSize = 200000;
 
-std::string random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
-
 std::string sha(const std::string& s) { return diffuse::sha256_hex(s.data(), s.size()); }
 
 class HubResume : public ::testing::Test {
  protected:
   void SetUp() override {
-    setenv("NO_PROXY", "127.0.0.1,localhost", 1);  // never send loopback traffic to a proxy
-    setenv("no_proxy", "127.0.0.1,localhost", 1);
     FakeHub::Repo repo;
     repo.commit = kCommit;
     repo.files[kWeights] = bytes_ = random_bytes(kSize, 11);

@@ -92,25 +92,7 @@ INSTANTIATE_TEST_SUITE_P(Families, ClipGolden, ::testing::Values("sd1", "sd2", "
 
 // "name\t[768, 3072]\tF16" lines with the given prefix, prefix stripped.
 std::map<std::string, Shape> read_keys(const std::string& file, const std::string& prefix) {
-  std::ifstream f(fixtures_dir() + "/baselines/" + file);
-  EXPECT_TRUE(f.good()) << file;
-  std::map<std::string, Shape> out;
-  std::string line;
-  while (std::getline(f, line)) {
-    std::istringstream ss(line);
-    std::string name, shape_txt;
-    std::getline(ss, name, '\t');
-    std::getline(ss, shape_txt, '\t');
-    if (name.compare(0, prefix.size(), prefix) != 0) continue;
-    for (char& ch : shape_txt)
-      if (ch == '[' || ch == ']' || ch == ',') ch = ' ';
-    std::istringstream dims(shape_txt);
-    Shape shape;
-    int64_t d;
-    while (dims >> d) shape.push_back(d);
-    out[name.substr(prefix.size())] = shape;
-  }
-  return out;
+  return testing::read_key_map(file, prefix);
 }
 
 // The published configs declare exactly the tensors of the real checkpoints.

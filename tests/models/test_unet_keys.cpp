@@ -18,27 +18,7 @@ namespace {
 using ShapeMap = std::map<std::string, Shape>;
 
 // "name\t[320, 4, 3, 3]\tF16" lines; keeps those starting with `prefix`, stripped.
-ShapeMap read_keys(const std::string& file, const std::string& prefix) {
-  std::ifstream f(testing::fixtures_dir() + "/baselines/" + file);
-  EXPECT_TRUE(f.good()) << file;
-  ShapeMap out;
-  std::string line;
-  while (std::getline(f, line)) {
-    std::istringstream ss(line);
-    std::string name, shape_txt;
-    std::getline(ss, name, '\t');
-    std::getline(ss, shape_txt, '\t');
-    if (name.compare(0, prefix.size(), prefix) != 0) continue;
-    Shape shape;
-    for (char& ch : shape_txt)
-      if (ch == '[' || ch == ']' || ch == ',') ch = ' ';
-    std::istringstream dims(shape_txt);
-    int64_t d;
-    while (dims >> d) shape.push_back(d);
-    out[name.substr(prefix.size())] = shape;
-  }
-  return out;
-}
+ShapeMap read_keys(const std::string& file, const std::string& prefix) { return testing::read_key_map(file, prefix); }
 
 // cases.json comes from Python's json, which writes -Infinity / NaN for some
 // scheduler fields; nlohmann rejects those, and we do not read them.

@@ -68,24 +68,9 @@ TEST(Vae, PublishedConfigMatchesDiffusersKeyLists) {
   DIFFUSE_REQUIRE_FIXTURES();
   for (const char* file : {"diffusers_keys_sd15.tsv", "diffusers_keys_sd21.tsv", "diffusers_keys_sdxl.tsv"}) {
     SCOPED_TRACE(file);
-    std::ifstream f(fixtures_dir() + "/baselines/" + file);
-    ASSERT_TRUE(f.good());
-    std::map<std::string, Shape> want, have;
-    std::string line;
-    while (std::getline(f, line)) {
-      if (line.rfind("vae/", 0) != 0) continue;
-      std::istringstream ss(line);
-      std::string name, shape_txt;
-      std::getline(ss, name, '\t');
-      std::getline(ss, shape_txt, '\t');
-      for (char& ch : shape_txt)
-        if (ch == '[' || ch == ']' || ch == ',') ch = ' ';
-      std::istringstream dims(shape_txt);
-      Shape shape;
-      int64_t d;
-      while (dims >> d) shape.push_back(d);
-      want[name.substr(4)] = shape;
-    }
+    const std::map<std::string, Shape> want = testing::read_key_map(file, "vae/");
+    ASSERT_FALSE(want.empty());
+    std::map<std::string, Shape> have;
     for (auto& [name, shape] : Vae::expected_tensors(VaeConfig::sd())) have[name] = shape;
     ASSERT_EQ(have.size(), 248u);
     EXPECT_EQ(have, want);
