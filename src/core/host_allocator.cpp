@@ -66,7 +66,7 @@ class Allocator {
         HostBlock b = *best;
         cached_ -= b.bytes;
         free_.erase(best);
-        account_locked(static_cast<int64_t>(b.bytes), 0);
+        account(static_cast<int64_t>(b.bytes), 0);
         return b;
       }
     }
@@ -99,7 +99,7 @@ class Allocator {
         dropped += free_.back().bytes;
         drop.splice(drop.begin(), free_, std::prev(free_.end()));
       }
-      account_locked(-static_cast<int64_t>(b.bytes), -static_cast<int64_t>(dropped));
+      account(-static_cast<int64_t>(b.bytes), -static_cast<int64_t>(dropped));
     }
     for (const HostBlock& d : drop) munmap(d.data, d.bytes);
   }
@@ -109,28 +109,26 @@ class Allocator {
     {
       std::lock_guard<std::mutex> lk(mu_);
       drop.swap(free_);
-      account_locked(0, -static_cast<int64_t>(cached_));
+      account(0, -static_cast<int64_t>(cached_));
       cached_ = 0;
     }
     for (const HostBlock& d : drop) munmap(d.data, d.bytes);
   }
 
   DeviceMemoryStats stats() {
-    std::lock_guard<std::mutex> lk(mu_);
     DeviceMemoryStats s;
     s.malloc_calls = malloc_calls_.load();
     s.alloc_calls = alloc_calls_.load();
-    s.reserved_bytes = reserved_;
-    s.in_use_bytes = in_use_;
-    s.peak_reserved_bytes = peak_reserved_;
-    s.peak_in_use_bytes = peak_in_use_;
+    s.reserved_bytes = static_cast<size_t>(reserved_.load());
+    s.in_use_bytes = static_cast<size_t>(in_use_.load());
+    s.peak_reserved_bytes = static_cast<size_t>(peak_reserved_.load());
+    s.peak_in_use_bytes = static_cast<size_t>(peak_in_use_.load());
     return s;
   }
 
   void reset_peaks() {
-    std::lock_guard<std::mutex> lk(mu_);
-    peak_reserved_ = reserved_;
-    peak_in_use_ = in_use_;
+    peak_reserved_ = reserved_.load();
+    peak_in_use_ = in_use_.load();
   }
 
   size_t cached() {
@@ -142,20 +140,21 @@ class Allocator {
   [[noreturn]] static void fail(size_t request) {
     throw_error(ErrorCode::kOutOfMemory, "[host allocator] cannot allocate " + std::to_string(request) + " bytes");
   }
-  void account(int64_t in_use, int64_t reserved) {
-    std::lock_guard<std::mutex> lk(mu_);
-    account_locked(in_use, reserved);
+  // Lock-free: small blocks (every op's little tensors) take no lock.
+  static void raise_peak(std::atomic<int64_t>& peak, int64_t value) {
+    int64_t prev = peak.load(std::memory_order_relaxed);
+    while (value > prev && !peak.compare_exchange_weak(prev, value, std::memory_order_relaxed)) {
+    }
   }
-  void account_locked(int64_t in_use, int64_t reserved) {
-    in_use_ = static_cast<size_t>(static_cast<int64_t>(in_use_) + in_use);
-    reserved_ = static_cast<size_t>(static_cast<int64_t>(reserved_) + reserved);
-    peak_in_use_ = std::max(peak_in_use_, in_use_);
-    peak_reserved_ = std::max(peak_reserved_, reserved_);
+  void account(int64_t in_use, int64_t reserved) {
+    raise_peak(peak_in_use_, in_use_.fetch_add(in_use, std::memory_order_relaxed) + in_use);
+    raise_peak(peak_reserved_, reserved_.fetch_add(reserved, std::memory_order_relaxed) + reserved);
   }
 
-  std::mutex mu_;
+  std::mutex mu_;  // guards the pool: free_ and cached_
   std::list<HostBlock> free_;
-  size_t cached_ = 0, in_use_ = 0, reserved_ = 0, peak_in_use_ = 0, peak_reserved_ = 0;
+  size_t cached_ = 0;
+  std::atomic<int64_t> in_use_{0}, reserved_{0}, peak_in_use_{0}, peak_reserved_{0};
   std::atomic<uint64_t> malloc_calls_{0}, alloc_calls_{0};
 };
 
