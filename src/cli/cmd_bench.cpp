@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +19,9 @@
 #include "cli/cli.h"
 #include "core/ops.h"
 #include "core/thread_pool.h"
+#include "image/image_ops.h"
+#include "io/file_io.h"
+#include "io/png.h"
 #include "pipeline/pipeline.h"
 #include "sys/device_select.h"
 
@@ -31,7 +35,50 @@ struct BenchOptions {
   std::string arch = "sd15", model, device = "auto", precision, sampler = "euler";
   int size = 0, steps = 0, images = 4, threads = 0;
   bool json = false, skip_batch = false;
+  std::string init_image, mask;  // an img2img / inpainting run after the text-to-image ones
+  double strength = 0.75;
 };
+
+// One edit (img2img, or inpainting with a mask) at the benchmark's size and
+// steps: its VAE encode, the steps it runs (strength x steps) and their time.
+struct EditStats {
+  double encode_ms = 0, denoise_ms = 0, decode_ms = 0, total_s = 0;
+  int steps_run = 0;
+};
+EditStats run_edit(Pipeline& pipe, const BenchOptions& o, Device device) {
+  GenerationParams p;
+  p.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
+  p.negative_prompt = "blurry, low quality";
+  p.width = p.height = o.size;
+  p.steps = o.steps;
+  p.seed = 42;
+  p.sampler = o.sampler;
+  auto read = [](const std::string& path) {
+    const std::shared_ptr<MappedFile> f = MappedFile::open(path);
+    return std::vector<uint8_t>(f->data(), f->data() + f->size());
+  };
+  const std::vector<uint8_t> img = read(o.init_image);
+  PngImage png = read_png(img.data(), img.size());
+  p.edit.init_image = image::Rgb{png.width, png.height, std::move(png.rgb)};
+  if (!o.mask.empty()) {
+    const std::vector<uint8_t> m = read(o.mask);
+    p.edit.mask = image::decode_mask(m.data(), m.size(), image::MaskConvention::kLuminance);
+  }
+  p.edit.strength = o.strength;
+  GenerationResult r = pipe.generate(p, [&](const StepProgress& s) {
+    std::fprintf(stderr, "\r  %s: step %d/%d   ", o.mask.empty() ? "img2img" : "inpaint", s.step, s.total_steps);
+    return interrupted();
+  });
+  std::fprintf(stderr, "\n");
+  backend_for(device).synchronize();
+  EditStats st;
+  st.encode_ms = r.timings.vae_encode_s * 1e3;
+  st.denoise_ms = r.timings.denoise_s * 1e3;
+  st.decode_ms = r.timings.vae_decode_s * 1e3;
+  st.total_s = r.timings.total_s;
+  st.steps_run = r.steps_run;
+  return st;
+}
 
 // FLOPs of one batch-2 UNet call and one VAE decode at each architecture's
 // native resolution, counted with torch.utils.flop_counter on the diffusers
@@ -230,6 +277,12 @@ int run_bench(BenchOptions o) {
     four.peak_in_use_gib = warm.peak_in_use_gib;
   }
 
+  std::optional<EditStats> edit;
+  if (!o.init_image.empty()) {
+    run_edit(*pipe, o, load.device);  // warm-up (the encoder's plans)
+    edit = run_edit(*pipe, o, load.device);
+  }
+
   double unet_tflop = 0, vae_tflop = 0;
   for (const FlopRef& f : kFlops) {
     std::string a = f.arch;
@@ -270,6 +323,16 @@ int run_bench(BenchOptions o) {
                   {"peak_in_use_gib", four.peak_in_use_gib},
                   {"host_device_copies_per_step", four.transfers_per_step}};
   }
+  // Img2img at strength s should cost s x the text-to-image denoising plus one VAE encode.
+  double edit_expected_ms = 0;
+  if (edit) {
+    edit_expected_ms = one.step_ms * edit->steps_run;
+    j["edit"] = {{"kind", o.mask.empty() ? "img2img" : "inpaint"}, {"strength", o.strength},
+                 {"steps_run", edit->steps_run}, {"vae_encode_ms", edit->encode_ms},
+                 {"denoise_ms", edit->denoise_ms}, {"denoise_expected_ms", edit_expected_ms},
+                 {"denoise_vs_expected", edit->denoise_ms / edit_expected_ms}, {"vae_decode_ms", edit->decode_ms},
+                 {"whole_image_s", edit->total_s}};
+  }
   if (o.json) {
     std::cout << j.dump(2) << std::endl;
     return kExitOk;
@@ -307,6 +370,13 @@ int run_bench(BenchOptions o) {
   std::printf("\n%-28s %14.2f\n%-28s %14.2f\n%-28s %14.2f\n", "cold first image (s)", cold.total_s,
               "time to first step (s)", cold.first_step_s, "peak RSS (GiB)", peak_rss_gib());
   std::printf("%-28s %14.2f\n", "RSS after load (GiB)", rss_loaded_gib);
+  if (edit) {
+    std::printf("%s at strength %.2f: %d of %d steps\n", o.mask.empty() ? "img2img" : "inpainting", o.strength,
+                edit->steps_run, o.steps);
+    std::printf("%-28s %14.1f\n%-28s %14.1f\n%-28s %14.1f\n%-28s %14.2f\n%-28s %14.2f\n", "  VAE encode (ms)",
+                edit->encode_ms, "  denoise (ms)", edit->denoise_ms, "  steps x txt2img step (ms)", edit_expected_ms,
+                "  denoise / expected", edit->denoise_ms / edit_expected_ms, "  whole image (s)", edit->total_s);
+  }
   std::printf("%-28s %14s\n", "peak RSS of each phase", "");
   std::printf("%-28s %14.2f\n%-28s %14.2f\n%-28s %14.2f\n", "  load (GiB)", rss.peak_gib(RssMonitor::kLoad),
               "  text + denoising (GiB)", rss.peak_gib(RssMonitor::kDenoise), "  VAE decode (GiB)",
@@ -323,6 +393,7 @@ Action add_bench(CLI::App& app) {
       "Examples:\n"
       "  diffuse bench --arch sd15 --device cpu --size 512 --steps 3\n"
       "  diffuse bench --arch sdxl --device cuda --json\n"
+      "  diffuse bench --arch sd15 --device cuda --init-image photo.png --strength 0.6   (img2img too)\n"
       "On CUDA it reports peak device memory (allocator high-water mark, split into the denoising and\n"
       "VAE phases). Environment switches for comparisons: DIFFUSE_CUDA_GRAPH=0 (eager steps),\n"
       "DIFFUSE_CUDA_LAYOUT=nchw (no channels-last), DIFFUSE_CUDA_TF32=0 (exact f32 for SDXL's upcast\n"
@@ -337,6 +408,11 @@ Action add_bench(CLI::App& app) {
   c->add_option("--sampler", o->sampler, "Sampler (default: euler, as the baselines)");
   c->add_option("--threads", o->threads, "CPU threads");
   c->add_flag("--no-batch", o->skip_batch, "Skip the batched run");
+  c->add_option("--init-image", o->init_image,
+                "Also time img2img from this PNG (resized to --size): VAE encode + strength x steps");
+  c->add_option("--mask", o->mask, "With --init-image: time inpainting with this mask instead");
+  c->add_option("--strength", o->strength, "Denoising strength of the --init-image run (default: 0.75)")
+      ->check(CLI::Range(0.0, 1.0));
   c->add_flag("--json", o->json, "Print the results as JSON");
   return [o]() { return run_bench(*o); };
 }

@@ -1,4 +1,4 @@
-// diffuse generate: text-to-image from the command line.
+// diffuse generate: text-to-image, img2img, inpainting and outpainting from the command line.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -10,6 +10,8 @@
 #include "cli/cli.h"
 #include "cli/progress_bar.h"
 #include "core/thread_pool.h"
+#include "image/image_ops.h"
+#include "io/file_io.h"
 #include "io/png.h"
 #include "pipeline/data_dir.h"
 #include "pipeline/demo_model.h"
@@ -31,7 +33,33 @@ struct GenerateOptions {
   int64_t seed = -1;
   bool json = false;
   std::string original_size, crops, target_size;
+  // Editing (img2img / inpainting / outpainting).
+  std::string init_image, mask, resize_mode = "just-resize", inpaint_area = "whole", masked_content = "original",
+                                outpaint;
+  std::optional<double> strength;
+  int mask_blur = 4, padding = 32;
+  bool invert_mask = false, no_overlay = false;
 };
+
+// A PNG file as an image / a mask (Error(kIo) naming the file when unreadable).
+image::Rgb load_image(const std::string& path, const char* flag) {
+  try {
+    const std::shared_ptr<MappedFile> f = MappedFile::open(path);
+    PngImage im = read_png(f->data(), f->size());
+    return image::Rgb{im.width, im.height, std::move(im.rgb)};
+  } catch (const Error& e) {
+    throw_error(ErrorCode::kIo, std::string(flag) + " " + path + ": " + e.what());
+  }
+}
+
+image::Gray load_mask(const std::string& path) {
+  try {
+    const std::shared_ptr<MappedFile> f = MappedFile::open(path);
+    return image::decode_mask(f->data(), f->size(), image::MaskConvention::kLuminance);
+  } catch (const Error& e) {
+    throw_error(ErrorCode::kIo, "--mask " + path + ": " + e.what());
+  }
+}
 
 // "1024x768" (W x H) -> {h, w} as diffusers orders size tuples.
 std::array<int, 2> parse_size(const std::string& s, const char* flag) {
@@ -102,6 +130,30 @@ int run_generate(const GenerateOptions& o) {
   if (!o.original_size.empty()) p.original_size = parse_size(o.original_size, "--original-size");
   if (!o.target_size.empty()) p.target_size = parse_size(o.target_size, "--target-size");
   if (!o.crops.empty()) p.crops_coords_top_left = parse_pair(o.crops, "--crops-coords-top-left");
+  const bool editing = !o.init_image.empty();
+  if (!editing && (!o.mask.empty() || !o.outpaint.empty() || o.strength)) {
+    throw_error(ErrorCode::kInvalidArgument, "--mask, --outpaint and --strength need --init-image");
+  }
+  if (editing) {
+    EditParams& e = p.edit;
+    if (!o.outpaint.empty()) e.outpaint = image::parse_outpaint(o.outpaint);
+    // Outpainting repaints a new area from nothing: the whole schedule by default.
+    e.strength = o.strength.value_or(e.outpaint.any() ? 1.0 : 0.75);
+    e.resize_mode = image::resize_mode_from_name(o.resize_mode);
+    e.mask_blur = o.mask_blur;
+    e.invert_mask = o.invert_mask;
+    e.overlay = !o.no_overlay;
+    e.masked_content = masked_content_from_name(o.masked_content);
+    if (o.inpaint_area != "whole" && o.inpaint_area != "masked") {
+      throw_error(ErrorCode::kInvalidArgument, "--inpaint-area must be whole or masked, got '" + o.inpaint_area + "'");
+    }
+    e.only_masked = o.inpaint_area == "masked";
+    e.only_masked_padding = o.padding;
+    DIFFUSE_CHECK_ARG(e.strength >= 0.0 && e.strength <= 1.0,
+                      "--strength must be between 0 and 1, got " + std::to_string(e.strength));
+    e.init_image = load_image(o.init_image, "--init-image");
+    if (!o.mask.empty()) e.mask = load_mask(o.mask);
+  }
   p.validate();  // bad flags fail before a multi-GB model is loaded
 
   std::string model_path = resolve_model(o.model);
@@ -123,6 +175,7 @@ int run_generate(const GenerateOptions& o) {
   });
   bar.finish();
   r.timings.load_s = load_s;
+  for (const std::string& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
 
   std::string output = o.output.empty() ? "diffuse-" + std::to_string(r.seed) + ".png" : o.output;
   std::vector<std::string> paths = output_paths(output, static_cast<int>(r.images.size()));
@@ -142,8 +195,11 @@ int run_generate(const GenerateOptions& o) {
                              {"height", r.images[i].height}, {"parameters", r.images[i].parameters}});
     }
     j["timings"] = {{"load_s", r.timings.load_s},         {"text_encode_s", r.timings.text_encode_s},
-                    {"denoise_s", r.timings.denoise_s},   {"vae_decode_s", r.timings.vae_decode_s},
-                    {"total_s", r.timings.total_s},       {"unet_evals", r.timings.unet_evals}};
+                    {"vae_encode_s", r.timings.vae_encode_s}, {"denoise_s", r.timings.denoise_s},
+                    {"vae_decode_s", r.timings.vae_decode_s}, {"total_s", r.timings.total_s},
+                    {"unet_evals", r.timings.unet_evals}};
+    j["steps_run"] = r.steps_run;
+    j["warnings"] = r.warnings;
     std::cout << j.dump(2) << std::endl;
   } else {
     std::fprintf(stderr, "seed: %lld\n", static_cast<long long>(r.seed));
@@ -158,12 +214,17 @@ int run_generate(const GenerateOptions& o) {
 
 Action add_generate(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
-  CLI::App* c = app.add_subcommand("generate", "Make images from a text prompt");
+  CLI::App* c = app.add_subcommand(
+      "generate", "Make images from a text prompt, or edit one (img2img, inpainting, outpainting)");
   const std::string examples =
       "Examples:\n"
       "  diffuse generate \"a red circle on the left, on a blue background\"   (built-in demo model)\n"
       "  diffuse generate --model ~/models/v1-5-pruned-emaonly.safetensors --prompt \"a red fox in snow\"\n"
-      "  diffuse generate --model sd15 --prompt \"a castle\" --images 4 --sampler dpmpp_2m --schedule karras\n";
+      "  diffuse generate --model sd15 --prompt \"a castle\" --images 4 --sampler dpmpp_2m --schedule karras\n"
+      "  diffuse generate --model sd15 --init-image photo.png --strength 0.6 --prompt \"an oil painting\"   (img2img)\n"
+      "  diffuse generate --model sd15-inpainting.safetensors --init-image photo.png --mask mask.png \\\n"
+      "      --prompt \"a red hat\"                    (inpainting: white = repaint; 4- or 9-channel models)\n"
+      "  diffuse generate --model sd15 --init-image photo.png --outpaint left=128,right=128 --prompt \"a beach\"\n";
   c->footer(examples + sampler_help_text() +  // the sampler list comes from the catalogue
             "Several images are written as FILE-1.png ... FILE-N.png. Exit codes: 0 ok, 1 runtime error,\n"
             "2 usage error, 130 interrupted.");
@@ -193,6 +254,32 @@ Action add_generate(CLI::App& app) {
   c->add_option("--original-size", o->original_size, "SDXL micro-conditioning original size, WxH");
   c->add_option("--crops-coords-top-left", o->crops, "SDXL crop coordinates, TOP,LEFT (default 0,0)");
   c->add_option("--target-size", o->target_size, "SDXL target size, WxH");
+  c->add_option("--init-image", o->init_image,
+                "Edit this PNG instead of starting from noise (img2img; with --mask, inpainting). Without -W/-H the "
+                "work size is the image's, rounded down to a multiple of 8");
+  c->add_option("--strength", o->strength,
+                "Denoising strength in [0,1]: the last int(steps x strength) steps run (diffusers' rule). 0 returns "
+                "the image; default 0.75 (1.0 with --outpaint)");
+  c->add_option("--resize-mode", o->resize_mode,
+                "How the init image meets -W/-H: just-resize (stretch), crop (cover, centre crop), fill (fit, "
+                "stretch the edges into the bars) (default: just-resize)");
+  c->add_option("--mask", o->mask, "Inpainting mask PNG (L, RGB or RGBA): white = repaint, black = keep");
+  c->add_option("--mask-blur", o->mask_blur, "Feathers the paste-back of the original, in pixels (default: 4)")
+      ->check(CLI::Range(0, 256));
+  c->add_flag("--invert-mask", o->invert_mask, "Repaint the black part of the mask instead");
+  c->add_flag("--no-overlay", o->no_overlay,
+              "Return the raw pipeline output (what diffusers returns) instead of pasting the original back "
+              "outside the mask");
+  c->add_option("--inpaint-area", o->inpaint_area,
+                "whole (the whole picture) or masked (A1111 'only masked': the mask's region at full "
+                "resolution, pasted back) (default: whole)");
+  c->add_option("--padding", o->padding, "Pixels around the mask's region for --inpaint-area masked (default: 32)")
+      ->check(CLI::Range(0, 4096));
+  c->add_option("--masked-content", o->masked_content,
+                "What a 4-channel model starts from under the mask: original, fill, noise (latent noise), nothing "
+                "(latent nothing) (default: original)");
+  c->add_option("--outpaint", o->outpaint,
+                "Grow the canvas and paint the new area: left=N,right=N,top=N,bottom=N (or all=N), pixels");
   c->add_option("-o,--output", o->output, "Output PNG (default: diffuse-SEED.png)");
   c->add_flag("--json", o->json, "Print seeds, paths and timings as JSON on stdout");
   return [o, c]() -> int {

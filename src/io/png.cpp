@@ -234,4 +234,37 @@ PngImage read_png(const uint8_t* data, size_t size) {
   return img;
 }
 
+PngRgba read_png_rgba(const uint8_t* data, size_t size) {
+  SpngCtx ctx(spng_ctx_new(0));
+  DIFFUSE_CHECK(ctx, ErrorCode::kOutOfMemory, "[png] cannot create a decoder");
+  spng_set_image_limits(ctx.get(), kMaxDimension, kMaxDimension);
+  spng_set_chunk_limits(ctx.get(), kMaxTextBytes, kMaxTextBytes * 4);
+  spng_set_crc_action(ctx.get(), SPNG_CRC_ERROR, SPNG_CRC_DISCARD);
+  int err = spng_set_png_buffer(ctx.get(), data, size);
+  spng_ihdr ihdr{};
+  if (!err) err = spng_get_ihdr(ctx.get(), &ihdr);
+  size_t len = 0;
+  if (!err) err = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGBA8, &len);
+  PngRgba img;
+  if (!err) {
+    img.rgba.resize(len);
+    // SPNG_DECODE_TRNS turns a tRNS chunk into alpha (a no-op without one).
+    err = spng_decode_image(ctx.get(), img.rgba.data(), len, SPNG_FMT_RGBA8, SPNG_DECODE_TRNS);
+  }
+  if (err) throw_error(ErrorCode::kIo, std::string("[png] decode failed: ") + spng_strerror(err));
+  img.width = static_cast<int>(ihdr.width);
+  img.height = static_cast<int>(ihdr.height);
+  spng_trns trns{};
+  bool has_trns = spng_get_trns(ctx.get(), &trns) == 0;
+  switch (ihdr.color_type) {
+    case SPNG_COLOR_TYPE_GRAYSCALE: img.channels = 1; img.has_alpha = has_trns; break;
+    case SPNG_COLOR_TYPE_GRAYSCALE_ALPHA: img.channels = 2; img.has_alpha = true; break;
+    case SPNG_COLOR_TYPE_TRUECOLOR:
+    case SPNG_COLOR_TYPE_INDEXED: img.channels = 3; img.has_alpha = has_trns; break;
+    case SPNG_COLOR_TYPE_TRUECOLOR_ALPHA: img.channels = 4; img.has_alpha = true; break;
+    default: throw_error(ErrorCode::kIo, "[png] unknown color type " + std::to_string(ihdr.color_type));
+  }
+  return img;
+}
+
 }  // namespace diffuse

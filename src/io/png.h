@@ -37,4 +37,21 @@ PngText read_png_text(const std::string& path);
 // dropped. Images above 16384x16384 are refused. Throws Error(kIo).
 PngImage read_png(const uint8_t* data, size_t size);
 
+// A PNG decoded to 8-bit RGBA, keeping what was stored: masks need the alpha
+// channel (inpainting masks, OpenAI edit masks). Same limits and errors as
+// read_png (16384x16384, Error(kIo) on a malformed file).
+struct PngRgba {
+  int width = 0;
+  int height = 0;
+  // Channels as stored: 1 gray, 2 gray + alpha, 3 RGB (palette images count
+  // as RGB), 4 RGBA.
+  int channels = 0;
+  // An alpha channel (gray + alpha, RGBA) or a tRNS chunk (gray, RGB or
+  // palette with a transparent colour / palette alpha). It says the file can
+  // be transparent, not that any pixel is.
+  bool has_alpha = false;
+  std::vector<uint8_t> rgba;  // width * height * 4; alpha 255 where none is stored
+};
+PngRgba read_png_rgba(const uint8_t* data, size_t size);
+
 }  // namespace diffuse

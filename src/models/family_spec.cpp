@@ -118,8 +118,7 @@ std::vector<FamilySpec> make_families() {
 const std::vector<VariantSpec>& variant_specs() {
   static const std::vector<VariantSpec> rows = {
       {Variant::kBase, "base", "base", 4, nullptr},
-      {Variant::kInpaint, "inpaint", "inpaint (9-channel)", 9,
-       "inpainting model: needs an init image and a mask (not supported yet)"},
+      {Variant::kInpaint, "inpaint", "inpaint (9-channel)", 9, nullptr},  // text-to-image repaints everything
       {Variant::kPix2Pix, "pix2pix", "InstructPix2Pix (8-channel)", 8,
        "InstructPix2Pix model: needs an input image to edit (not supported yet)"},
       {Variant::kRefiner, "refiner", "refiner", 0,

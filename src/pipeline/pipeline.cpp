@@ -9,10 +9,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <random>
 
 #include "core/ops.h"
 #include "io/infotext.h"
+#include "pipeline/edit_plan.h"
 #include "pipeline/pipeline_impl.h"
 #include "sampling/rng.h"
 #include "sampling/sampler_catalog.h"
@@ -118,7 +120,58 @@ class UNetStepper {
   int calls_ = 0;
 };
 
+// [1, 3, H, W] f32 in [-1, 1]: diffusers' VaeImageProcessor (x / 255 * 2 - 1, in f32).
+Tensor rgb_to_tensor(const image::Rgb& im) {
+  const int64_t hw = static_cast<int64_t>(im.width) * im.height;
+  std::vector<float> v(static_cast<size_t>(3 * hw));
+  for (int64_t i = 0; i < hw; ++i) {
+    for (int c = 0; c < 3; ++c) v[c * hw + i] = static_cast<float>(im.px[i * 3 + c]) / 255.0f * 2.0f - 1.0f;
+  }
+  return Tensor::from_vector(v, {1, 3, im.height, im.width});
+}
+
+// The masked image of inpainting: the pixels where the (binary) mask is set become 0
+// (diffusers: init_image * (mask < 0.5)).
+Tensor masked_pixels(const Tensor& pixels, const image::Gray& mask) {
+  std::vector<float> v = pixels.contiguous().to_f32_vector();
+  const size_t hw = mask.px.size();
+  for (size_t i = 0; i < hw; ++i) {
+    if (mask.px[i] >= 128) v[i] = v[hw + i] = v[2 * hw + i] = 0.0f;
+  }
+  return Tensor::from_vector(v, pixels.shape());
+}
+
+// [1, 1, H/8, W/8] f32, 1 = repaint: the binary mask at every 8th pixel
+// (torch's nearest interpolate to the latent size picks pixel 8i).
+Tensor latent_mask(const image::Gray& mask) {
+  const int h = mask.height / 8, w = mask.width / 8;
+  std::vector<float> v(static_cast<size_t>(h) * w);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) v[static_cast<size_t>(y) * w + x] = mask.px[static_cast<size_t>(8 * y) * mask.width + 8 * x] >= 128 ? 1.0f : 0.0f;
+  }
+  return Tensor::from_vector(v, {1, 1, h, w});
+}
+
 }  // namespace
+
+MaskedContent masked_content_from_name(const std::string& s) {
+  if (s == "fill" || s == "0") return MaskedContent::kFill;
+  if (s == "original" || s == "1") return MaskedContent::kOriginal;
+  if (s == "noise" || s == "latent noise" || s == "latent_noise" || s == "2") return MaskedContent::kLatentNoise;
+  if (s == "nothing" || s == "latent nothing" || s == "latent_nothing" || s == "3") return MaskedContent::kLatentNothing;
+  throw_error(ErrorCode::kInvalidArgument,
+              "unknown masked content '" + s + "' (expected original, fill, noise or nothing)");
+}
+
+const char* masked_content_name(MaskedContent m) {
+  switch (m) {
+    case MaskedContent::kFill: return "fill";
+    case MaskedContent::kOriginal: return "original";
+    case MaskedContent::kLatentNoise: return "latent noise";
+    case MaskedContent::kLatentNothing: return "latent nothing";
+  }
+  return "?";
+}
 
 const char* precision_name(Precision p) {
   switch (p) {
@@ -220,20 +273,29 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   GenerationResult result;
 
   GenerationParams p = params_in;
-  if (p.width == 0) p.width = info.default_width;
-  if (p.height == 0) p.height = info.default_height;
   if (p.steps == 0) p.steps = info.default_steps;
   if (p.cfg_scale < 0) p.cfg_scale = info.default_cfg;
   if (p.sampler.empty()) p.sampler = info.default_sampler;
-  if (m.vae->device() == Device::kCPU) {  // CUDA: the allocator reports a precise out-of-memory error
-    check_fits_in_memory(vae_decode_peak_bytes(m.vae->config(), m.vae->activation_dtype(), p.width, p.height),
-                         host_available_bytes(), p.width, p.height, "this machine");
-  }
   if (p.seed < 0) {
     std::random_device rd;
     p.seed = static_cast<int64_t>((static_cast<uint64_t>(rd()) << 32 | rd()) & 0xffffffffULL);
   }
   result.seed = p.seed;
+
+  // An edit decides the work size from its image (edit_plan.h).
+  std::optional<EditPlan> plan;
+  if (p.edit.active()) {
+    plan = plan_edit(p.edit, p.width, p.height, static_cast<uint64_t>(p.seed), result.warnings);
+    p.width = plan->width;
+    p.height = plan->height;
+    p.validate();  // the size the image gave
+  }
+  if (p.width == 0) p.width = info.default_width;
+  if (p.height == 0) p.height = info.default_height;
+  if (m.vae->device() == Device::kCPU) {  // CUDA: the allocator reports a precise out-of-memory error
+    check_fits_in_memory(vae_decode_peak_bytes(m.vae->config(), m.vae->activation_dtype(), p.width, p.height),
+                         host_available_bytes(), p.width, p.height, "this machine");
+  }
 
   std::vector<std::string> prompts = p.prompts;
   if (prompts.empty()) prompts.assign(p.images, p.prompt);
@@ -242,6 +304,56 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   const bool negative_is_none = negatives.empty() && !p.negative_prompt.has_value();
   if (negatives.empty()) negatives.assign(n, p.negative_prompt.value_or(""));
   const bool cfg = p.cfg_scale > 1.0f;  // diffusers: do_classifier_free_guidance
+  const bool editing = plan.has_value();
+  const bool inpainting = editing && (!plan->mask.empty() || (plan->passthrough && !p.edit.mask.empty()));
+
+  // The user's image for batch entry b, with its A1111 metadata.
+  auto make_image = [&](const image::Rgb& rgb, int b) {
+    Image im;
+    im.width = rgb.width;
+    im.height = rgb.height;
+    im.rgb = rgb.px;
+    im.seed = p.seed_per_image ? p.seed + b : p.seed;
+    InfotextFields f;
+    f.prompt = prompts[b];
+    f.negative_prompt = negatives[b];
+    f.steps = p.steps;
+    f.sampler = a1111_sampler_name(p.sampler);
+    f.schedule_type = p.schedule == "karras" ? "Karras" : "";
+    f.cfg_scale = p.cfg_scale;
+    f.seed = im.seed;
+    f.width = im.width;
+    f.height = im.height;
+    f.model_hash = info.short_hash;
+    f.model = info.name;
+    f.clip_skip = p.clip_skip;
+    f.rng = p.rng == RngKind::kCuda ? "NV" : "CPU";
+    if (editing) {
+      f.denoising_strength = p.edit.strength;
+      f.extra = edit_infotext(p.edit, inpainting);
+    }
+    if (n > 1 && !p.seed_per_image) {
+      f.extra.emplace_back("Batch size", std::to_string(n));
+      f.extra.emplace_back("Batch pos", std::to_string(b));
+    }
+    f.version = std::string("diffuse ") + DIFFUSE_VERSION_STRING;
+    im.parameters = format_infotext(f);
+    return im;
+  };
+  if (editing && plan->passthrough) {  // strength 0 or nothing masked: the input as it is
+    for (int b = 0; b < n; ++b) result.images.push_back(make_image(plan->picture, b));
+    result.timings.total_s = seconds_since(t_start);
+    return result;
+  }
+
+  // The UNet's input: the latents (4 channels), or for inpainting models
+  // (9 channels) the latents + the latent mask + the masked image's latents.
+  const int lat_ch = m.vae->config().latent_channels;
+  const int unet_in = m.unet->config().in_channels;
+  const bool nine = unet_in == 2 * lat_ch + 1;
+  DIFFUSE_CHECK(unet_in == lat_ch || nine, ErrorCode::kUnsupported,
+                "a UNet with " + std::to_string(unet_in) + " input channels is not supported (" +
+                    std::to_string(lat_ch) + ", or " + std::to_string(2 * lat_ch + 1) + " for inpainting models)");
 
   // 1. Text conditioning: [uncond x n, cond x n] with CFG (diffusers' order).
   auto t0 = Clock::now();
@@ -271,49 +383,159 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   }
   result.timings.text_encode_s = seconds_since(t0);
 
-  // 2. Scheduler and initial noise (one generator for the whole batch, like
-  // randn_tensor). The noise is drawn on the host (torch's CPU generator) and
-  // uploaded once: from here to the decode, latents stay on the device.
+  // 2. Scheduler. An edit starts part-way down the schedule (diffusers'
+  // get_timesteps): the last min(int(steps * strength), steps) steps run.
   std::unique_ptr<Scheduler> scheduler =
       make_scheduler(p.sampler, SchedulerConfig::from_json(m.scheduler_config), p.schedule);
   scheduler->set_timesteps(p.steps);
+  int begin = 0;
+  result.steps_run = p.steps;
+  if (editing) {
+    const int init_timestep = std::min(static_cast<int>(p.steps * p.edit.strength), p.steps);
+    const int t_first = std::max(p.steps - init_timestep, 0);
+    DIFFUSE_CHECK_ARG(init_timestep >= 1, "denoising strength " + std::to_string(p.edit.strength) + " with " +
+                                              std::to_string(p.steps) + " steps runs no step (int(" +
+                                              std::to_string(p.steps) + " x strength) = 0): raise the strength "
+                                              "or the steps");
+    begin = t_first * scheduler->order();
+    scheduler->set_begin_index(begin);
+    result.steps_run = p.steps - t_first;
+  }
+  const int total = static_cast<int>(scheduler->timesteps().size());
+  const bool strength_max = editing && p.edit.strength == 1.0;  // diffusers' is_strength_max
+
+  // 3. Image latents (VAE posterior moments: the draws come below).
+  t0 = Clock::now();
+  const Vae& vae = *m.vae;
+  const float sf = vae.config().scaling_factor;
+  const Shape one_latent = {1, lat_ch, p.height / 8, p.width / 8};
+  Vae::Encoded image_moments, masked_moments;
+  Tensor mask_latent;  // [1, 1, h, w] f32, 1 = repaint
+  auto encode = [&](const Tensor& pixels) {
+    Vae::Encoded e = vae.encode(pixels.to(vae.dtype()).to(vae.device()));
+    e.mean = e.mean.to(DType::kF32).to(m.device);
+    e.std = e.std.to(DType::kF32).to(m.device);
+    return e;
+  };
+  const bool need_image_latents = editing && (!inpainting || !nine || !strength_max);
+  if (editing) {
+    const Tensor pixels = rgb_to_tensor(plan->init);
+    if (need_image_latents) image_moments = encode(pixels);
+    if (inpainting) {
+      mask_latent = latent_mask(plan->mask);
+      masked_moments = encode(masked_pixels(pixels, plan->mask));
+    }
+  } else if (nine) {
+    // An inpainting model asked for text-to-image: everything is repainted
+    // from a grey (zero) masked image, whose latents are the posterior mean
+    // (no generator draw, so the noise is txt2img's).
+    mask_latent = Tensor::full({1, 1, p.height / 8, p.width / 8}, 1.0f).to(m.device);
+    masked_moments = encode(Tensor::zeros({1, 3, p.height, p.width}, DType::kF32));
+    masked_moments.std = Tensor::zeros(masked_moments.mean.shape(), DType::kF32, m.device);
+  }
+  result.timings.vae_encode_s = seconds_since(t0);
+
+  // 4. The generator draws, in diffusers' order: the image's posterior
+  // sample, the noise, then the masked image's posterior sample (inpainting).
+  // One generator for the whole batch (diffusers); with seed_per_image image
+  // b draws from its own generator seeded seed + b (A1111), each a batch of 1.
   std::unique_ptr<Generator> gen = make_generator(p.rng, static_cast<uint64_t>(p.seed));
-  const Shape latent_shape = {n, m.unet->config().in_channels, p.height / 8, p.width / 8};
-  Tensor latents;
+  const Shape latent_shape = {n, lat_ch, p.height / 8, p.width / 8};
+  struct Draws {
+    Tensor image_latents, noise, masked_latents;
+  };
+  auto sample = [&](const Vae::Encoded& e, Generator& g) {  // scaling_factor * (mean + std * eps)
+    const Tensor eps = g.randn(one_latent).to(m.device);
+    return scale(add(e.mean, mul(e.std, eps)), sf);
+  };
+  auto draw = [&](Generator& g, int count) {
+    Draws d;
+    Shape shape = latent_shape;
+    shape[0] = count;
+    if (need_image_latents) d.image_latents = sample(image_moments, g);
+    d.noise = g.randn(shape).to(m.device);
+    if (inpainting || nine) {
+      d.masked_latents = editing ? sample(masked_moments, g) : scale(masked_moments.mean, sf);
+    }
+    if (inpainting && !nine && (p.edit.masked_content == MaskedContent::kLatentNoise ||
+                                p.edit.masked_content == MaskedContent::kLatentNothing)) {
+      // A1111: the masked area of the image latents starts as noise / zeros.
+      const Tensor fill = p.edit.masked_content == MaskedContent::kLatentNoise
+                              ? g.randn(one_latent).to(m.device)
+                              : Tensor::zeros(one_latent, DType::kF32, m.device);
+      const Tensor keep = sub(Tensor::full(mask_latent.shape(), 1.0f).to(m.device), mask_latent);
+      d.image_latents = add(mul(keep, d.image_latents), mul(mask_latent, fill));
+    }
+    auto repeat = [count](const Tensor& t) {
+      return !t.defined() || count == 1 ? t : concat(std::vector<Tensor>(static_cast<size_t>(count), t), 0);
+    };
+    d.image_latents = repeat(d.image_latents);
+    d.masked_latents = repeat(d.masked_latents);
+    return d;
+  };
+  Draws drawn;
   if (p.initial_latents.defined()) {
+    DIFFUSE_CHECK_ARG(!editing, "initial latents are for text-to-image only");
     DIFFUSE_CHECK_ARG(p.initial_latents.shape() == latent_shape,
                       "initial latents must have shape " + shape_str(latent_shape) + ", got " +
                           shape_str(p.initial_latents.shape()));
-    latents = p.initial_latents.to(DType::kF32).to(Device::kCPU).contiguous();
-  } else if (p.seed_per_image) {
-    std::vector<Tensor> parts;
-    for (int i = 0; i < n; ++i) {
-      Shape one = latent_shape;
-      one[0] = 1;
-      parts.push_back(i == 0 ? gen->randn(one) : make_generator(p.rng, static_cast<uint64_t>(p.seed + i))->randn(one));
+    drawn.noise = p.initial_latents.to(DType::kF32).to(Device::kCPU).contiguous().to(m.device);
+    if (nine) drawn.masked_latents = concat(std::vector<Tensor>(static_cast<size_t>(n), scale(masked_moments.mean, sf)), 0);
+  } else if (p.seed_per_image && n > 1) {
+    std::vector<Draws> per;
+    for (int b = 0; b < n; ++b) {
+      per.push_back(b == 0 ? draw(*gen, 1) : draw(*make_generator(p.rng, static_cast<uint64_t>(p.seed + b)), 1));
     }
-    latents = n == 1 ? parts[0] : concat(parts, 0);
+    auto cat = [&](Tensor Draws::*field) {
+      if (!(per[0].*field).defined()) return Tensor();
+      std::vector<Tensor> parts;
+      for (const Draws& d : per) parts.push_back(d.*field);
+      return concat(parts, 0);
+    };
+    drawn.image_latents = cat(&Draws::image_latents);
+    drawn.noise = cat(&Draws::noise);
+    drawn.masked_latents = cat(&Draws::masked_latents);
   } else {
-    latents = gen->randn(latent_shape);
+    drawn = draw(*gen, n);
   }
-  latents = scale(latents.to(m.device), scheduler->init_noise_sigma());
+  // Initial latents: pure noise x init_noise_sigma (txt2img, inpainting at
+  // strength 1), else the image latents noised to the first step's level.
+  Tensor latents = !editing || (inpainting && strength_max)
+                       ? scale(drawn.noise, scheduler->init_noise_sigma())
+                       : scheduler->add_noise(drawn.image_latents, drawn.noise, begin);
 
-  // 3. Denoising loop, all on the device: scale the input, the UNet, the CFG
-  // combination (diffusers' uncond + s * (text - uncond), in f32) and the
-  // sampler step. Nothing crosses to the host unless a progress callback asks.
+  // Inpainting: the 9-channel UNet's extra input [B, 1 + 4, h, w] (doubled
+  // for CFG like the latents), or the 4-channel blend's masks [n, 1, h, w].
+  Tensor extra_input, blend_mask, blend_keep;
+  if (nine) {
+    const Tensor mask_n = concat(std::vector<Tensor>(static_cast<size_t>(n), mask_latent), 0);
+    Tensor e = concat({mask_n, drawn.masked_latents}, 1);
+    extra_input = cfg ? concat({e, e}, 0) : e;
+  } else if (inpainting) {
+    blend_mask = concat(std::vector<Tensor>(static_cast<size_t>(n), mask_latent), 0);
+    blend_keep = sub(Tensor::full(blend_mask.shape(), 1.0f).to(m.device), blend_mask);
+  }
+
+  // 5. Denoising loop, all on the device: scale the input, the UNet, the CFG
+  // combination (diffusers' uncond + s * (text - uncond), in f32), the
+  // sampler step and, for 4-channel inpainting, the reset of the unmasked
+  // latents to the image noised to the next step's level (diffusers:
+  // (1 - mask) * add_noise(image_latents, noise, t_next) + mask * latents; at
+  // the last step the clean image latents). Nothing crosses to the host unless
+  // a progress callback asks.
   t0 = Clock::now();
   const std::vector<float>& timesteps = scheduler->timesteps();
-  const int total = static_cast<int>(timesteps.size());
   UNetStepper unet_step(m, batch.context, batch.pooled, time_ids, unet_batch, timesteps);
   // Every draw of an ancestral / stochastic sampler, from the same generator in
   // the same order as drawing inside the loop, uploaded once now.
   StepNoise step_noise(*scheduler, *gen, latents.shape(), m.device);
   const TransferStats transfers_before = transfer_stats();
   uint64_t callback_transfers = 0;
-  for (int i = 0; i < total; ++i) {
+  for (int i = begin; i < total; ++i) {
     Tensor x_in = scheduler->scale_model_input(latents, i);
-    Tensor model_in = (cfg ? concat({x_in, x_in}, 0) : x_in).to(m.act_dtype);
-    Tensor out = unet_step(model_in, i).to(DType::kF32);
+    Tensor model_in = cfg ? concat({x_in, x_in}, 0) : x_in;
+    if (nine) model_in = concat({model_in, extra_input}, 1);
+    Tensor out = unet_step(model_in.to(m.act_dtype), i).to(DType::kF32);
     ++result.timings.unet_evals;
     Tensor noise = out;
     if (cfg) {
@@ -322,22 +544,27 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
       noise = add(uncond, scale(sub(text, uncond), p.cfg_scale));
     }
     latents = scheduler->step(noise, i, latents, step_noise.at(i));
+    if (blend_mask.defined()) {
+      const Tensor proper = i + 1 < total ? scheduler->add_noise(drawn.image_latents, drawn.noise, i + 1)
+                                          : drawn.image_latents;
+      latents = add(mul(blend_keep, proper), mul(blend_mask, latents));
+    }
     if (progress) {
       StepProgress sp;
-      sp.step = i + 1;
-      sp.total_steps = total;
+      sp.step = i - begin + 1;
+      sp.total_steps = total - begin;
       sp.elapsed_s = seconds_since(t0);
       sp.latents = latents;
       const uint64_t before = transfer_stats().count();
       const bool stop = progress(sp);
       callback_transfers += transfer_stats().count() - before;
       if (stop && !p.decode_when_stopped) {
-        throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(i + 1));
+        throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(sp.step));
       }
       if (stop && i + 1 < total) {
         // A1111 decodes its sampler's denoised estimate here; the current
         // sample is what every scheduler has (noisier the earlier the stop).
-        result.stopped_at_step = i + 1;
+        result.stopped_at_step = sp.step;
         break;
       }
     }
@@ -348,12 +575,11 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   result.timings.denoise_s = seconds_since(t0);
   result.final_latents = latents.to(Device::kCPU);
 
-  // 4. VAE decode: image = clamp(decode(latents / scaling_factor) / 2 + 0.5, 0, 1).
+  // 6. VAE decode: image = clamp(decode(latents / scaling_factor) / 2 + 0.5, 0, 1).
   t0 = Clock::now();
-  const Vae& vae = *m.vae;
   std::vector<Tensor> decoded;
   for (int b = 0; b < n; ++b) {  // one image at a time bounds the VAE's activation memory
-    Tensor z = scale(latents.slice(0, b, b + 1), 1.0f / vae.config().scaling_factor);
+    Tensor z = scale(latents.slice(0, b, b + 1), 1.0f / sf);
     Tensor img = vae.decode(z.to(vae.dtype()).to(vae.device())).to(Device::kCPU).to(DType::kF32);
     decoded.push_back(img);
   }
@@ -365,42 +591,23 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   }
   result.timings.vae_decode_s = seconds_since(t0);
 
-  // 5. 8-bit RGB (numpy_to_pil: round half to even) + A1111 metadata.
+  // 7. 8-bit RGB (numpy_to_pil: round half to even); an edit's output goes
+  // back into its picture (only masked, overlay); A1111 metadata.
   const std::vector<float> px = result.decoded.to_f32_vector();
   const int64_t H = result.decoded.dim(2), W = result.decoded.dim(3);
   for (int b = 0; b < n; ++b) {
-    Image im;
-    im.width = static_cast<int>(W);
-    im.height = static_cast<int>(H);
-    im.seed = p.seed_per_image ? p.seed + b : p.seed;
-    im.rgb.resize(static_cast<size_t>(W * H * 3));
+    image::Rgb rgb;
+    rgb.width = static_cast<int>(W);
+    rgb.height = static_cast<int>(H);
+    rgb.px.resize(static_cast<size_t>(W * H * 3));
     for (int c = 0; c < 3; ++c) {
       const float* plane = px.data() + ((b * 3 + c) * H * W);
       for (int64_t i = 0; i < H * W; ++i) {
-        im.rgb[i * 3 + c] = static_cast<uint8_t>(std::nearbyint(plane[i] * 255.0f));
+        rgb.px[i * 3 + c] = static_cast<uint8_t>(std::nearbyint(plane[i] * 255.0f));
       }
     }
-    InfotextFields f;
-    f.prompt = prompts[b];
-    f.negative_prompt = negatives[b];
-    f.steps = p.steps;
-    f.sampler = a1111_sampler_name(p.sampler);
-    f.schedule_type = p.schedule == "karras" ? "Karras" : "";
-    f.cfg_scale = p.cfg_scale;
-    f.seed = im.seed;
-    f.width = im.width;
-    f.height = im.height;
-    f.model_hash = info.short_hash;
-    f.model = info.name;
-    f.clip_skip = p.clip_skip;
-    f.rng = p.rng == RngKind::kCuda ? "NV" : "CPU";
-    if (n > 1 && !p.seed_per_image) {
-      f.extra.emplace_back("Batch size", std::to_string(n));
-      f.extra.emplace_back("Batch pos", std::to_string(b));
-    }
-    f.version = std::string("diffuse ") + DIFFUSE_VERSION_STRING;
-    im.parameters = format_infotext(f);
-    result.images.push_back(std::move(im));
+    if (editing) rgb = finish_edit(*plan, rgb, p.edit);
+    result.images.push_back(make_image(rgb, b));
   }
   result.timings.total_s = seconds_since(t_start);
   return result;

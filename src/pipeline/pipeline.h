@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "image/image_ops.h"
 #include "models/family.h"
 #include "models/vae.h"  // VaeConfig
 #include "sampling/rng.h"  // RngKind
@@ -48,6 +49,38 @@ struct ModelInfo {
   std::vector<std::string> warnings;
 };
 
+// A1111's "Masked content" (its API's inpainting_fill: 0 fill, 1 original,
+// 2 latent noise, 3 latent nothing), for models with a 4-channel UNet.
+enum class MaskedContent { kFill = 0, kOriginal = 1, kLatentNoise = 2, kLatentNothing = 3 };
+MaskedContent masked_content_from_name(const std::string& s);  // fill|original|noise|nothing (or 0-3)
+const char* masked_content_name(MaskedContent m);
+
+// Editing an image instead of starting from noise (docs/editing.md). With an
+// init image and no mask: img2img. With a mask (or an outpaint border): inpainting,
+// by a 4-channel model (latents outside the mask reset to the noised original
+// after every step) or a 9-channel inpainting model (mask and masked-image
+// latents as extra UNet input), as diffusers' StableDiffusion(XL)Img2Img /
+// InpaintPipeline do.
+struct EditParams {
+  image::Rgb init_image;            // empty: text-to-image
+  image::Gray mask;                 // empty: img2img; 255 = repaint (any size: resized to the image's)
+  // diffusers' rule: with N steps, the last min(int(N * strength), N) steps
+  // of the schedule run (the product taken in double from the decimal value).
+  // 0 returns the input unchanged.
+  double strength = 0.75;
+  image::ResizeMode resize_mode = image::ResizeMode::kJustResize;  // init image -> width x height
+  int mask_blur = 4;                // pixels; feathers the overlay (the denoising uses the sharp mask)
+  bool invert_mask = false;
+  MaskedContent masked_content = MaskedContent::kOriginal;  // 4-channel models
+  bool only_masked = false;         // A1111 inpaint_full_res: work on the mask's region at full size
+  int only_masked_padding = 32;     // pixels around the mask's bounding box
+  // true (A1111): pixels outside the mask are the original's, pasted back with
+  // the blurred mask. false: diffusers' raw pipeline output.
+  bool overlay = true;
+  image::OutpaintSpec outpaint;     // a border to grow and inpaint
+  bool active() const { return !init_image.empty(); }
+};
+
 struct GenerationParams {
   std::string prompt;
   std::optional<std::string> negative_prompt;  // nullopt = diffusers' None (SDXL: zero embeddings)
@@ -78,6 +111,7 @@ struct GenerationParams {
   std::array<int, 2> original_size{0, 0};
   std::array<int, 2> crops_coords_top_left{0, 0};
   std::array<int, 2> target_size{0, 0};
+  EditParams edit;               // init image, mask, strength, ... (empty: text-to-image)
   // Tests: fixed initial latents [images, 4, h/8, w/8] (multiplied by init_noise_sigma like diffusers).
   Tensor initial_latents;
 
@@ -104,7 +138,7 @@ struct Image {
 };
 
 struct Timings {
-  double load_s = 0, text_encode_s = 0, denoise_s = 0, vae_decode_s = 0, total_s = 0;
+  double load_s = 0, text_encode_s = 0, vae_encode_s = 0, denoise_s = 0, vae_decode_s = 0, total_s = 0;
   int unet_evals = 0;
   // Host<->device transfers in the denoising loop, not counting what a
   // progress callback copied (previews): 0 by design.
@@ -126,6 +160,10 @@ struct GenerationResult {
   Tensor decoded;        // [images, 3, H, W] f32 in [0, 1] (what the PNGs hold before rounding)
   int64_t seed = 0;
   int stopped_at_step = 0;  // 0: ran every step; k: stopped after step k (decode_when_stopped)
+  int steps_run = 0;        // denoising steps taken (img2img: about strength x steps)
+  // What the user should know that did not stop the run ("init image 500x375
+  // resized to 496x368", "the mask is all black: nothing to repaint").
+  std::vector<std::string> warnings;
   Timings timings;
 };
 

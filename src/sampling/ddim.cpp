@@ -15,6 +15,8 @@ class DdimScheduler final : public Scheduler {
   explicit DdimScheduler(const SchedulerConfig& c) : Scheduler("ddim") {
     check_common_support(c, "ddim");
     train_ = make_train_schedule(c, BetaDefaults{});
+    noise_form_ = NoiseForm::kAlphasCumprod;
+    noise_alphas_cumprod_ = train_.alphas_cumprod;
     prediction_ = prediction_type(c, "ddim");
     spacing_ = c.timestep_spacing.value_or("leading");
     steps_offset_ = c.steps_offset.value_or(0);
@@ -23,7 +25,7 @@ class DdimScheduler final : public Scheduler {
     final_alpha_cumprod_ = c.set_alpha_to_one.value_or(true) ? 1.0f : train_.alphas_cumprod[0];
   }
 
-  void set_timesteps(int n) override {
+  void build_timesteps(int n) override {
     const int N = train_.num_train_timesteps;
     DIFFUSE_CHECK_ARG(n >= 1 && n <= N, "[ddim] num_inference_steps must be in [1, " + std::to_string(N) +
                                             "], got " + std::to_string(n));

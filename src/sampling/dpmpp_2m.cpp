@@ -28,6 +28,7 @@ class DpmSolverPP2MScheduler final : public Scheduler {
   explicit DpmSolverPP2MScheduler(const SchedulerConfig& c) : Scheduler("dpmpp_2m"), config_(c) {
     check_common_support(c, "dpmpp_2m");
     train_ = make_train_schedule(c, BetaDefaults{});
+    noise_form_ = NoiseForm::kAlphaSigma;
     prediction_ = prediction_type(c, "dpmpp_2m");
     spacing_ = c.timestep_spacing.value_or("linspace");
     order_ = c.solver_order.value_or(2);
@@ -47,7 +48,7 @@ class DpmSolverPP2MScheduler final : public Scheduler {
       throw_error(ErrorCode::kInvalidArgument, "[dpmpp_2m] final_sigmas_type must be zero or sigma_min");
   }
 
-  void set_timesteps(int n) override {
+  void build_timesteps(int n) override {
     const int N = train_.num_train_timesteps;
     DIFFUSE_CHECK_ARG(n >= 1 && n <= N, "[dpmpp_2m] num_inference_steps must be in [1, " + std::to_string(N) +
                                             "], got " + std::to_string(n));

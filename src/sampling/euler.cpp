@@ -26,7 +26,7 @@ class EulerScheduler final : public Scheduler {
       throw_error(ErrorCode::kInvalidArgument, "[euler] final_sigmas_type must be zero or sigma_min");
   }
 
-  void set_timesteps(int n) override {
+  void build_timesteps(int n) override {
     const SigmaSteps st = interpolated_sigma_steps(config_, train_, spacing_, n, "euler", config_.sigma_min,
                                                    config_.sigma_max);
     const std::vector<double>& ts = st.timesteps;

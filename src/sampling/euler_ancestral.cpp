@@ -25,7 +25,7 @@ class EulerAncestralScheduler final : public Scheduler {
     steps_offset_ = c.steps_offset.value_or(0);
   }
 
-  void set_timesteps(int n) override {
+  void build_timesteps(int n) override {
     const std::vector<double> ts =
         sigma_class_timesteps(spacing_, train_.num_train_timesteps, n, steps_offset_, "euler_a");
     const std::vector<float> table = sigma_table(train_.alphas_cumprod);

@@ -28,7 +28,9 @@ class HeunScheduler final : public Scheduler {
     clip_range_ = static_cast<float>(c.clip_sample_range.value_or(1.0));
   }
 
-  void set_timesteps(int n) override {
+  int order() const override { return 2; }
+
+  void build_timesteps(int n) override {
     // Like LMS, the class has no sigma_min / sigma_max keys: the Karras bounds are the interpolated ends.
     const SigmaSteps st = interpolated_sigma_steps(config_, train_, spacing_, n, "heun");
     const std::vector<double>& ts = st.timesteps;

@@ -15,6 +15,8 @@ class LcmScheduler final : public Scheduler {
   explicit LcmScheduler(const SchedulerConfig& c) : Scheduler("lcm") {
     check_common_support(c, "lcm");
     train_ = make_train_schedule(c, BetaDefaults{0.00085, 0.012, "scaled_linear"});
+    noise_form_ = NoiseForm::kAlphasCumprod;
+    noise_alphas_cumprod_ = train_.alphas_cumprod;
     prediction_ = prediction_type(c, "lcm");
     original_steps_ = c.original_inference_steps.value_or(50);
     clip_sample_ = c.clip_sample.value_or(false);
@@ -23,7 +25,7 @@ class LcmScheduler final : public Scheduler {
     timestep_scaling_ = static_cast<float>(c.timestep_scaling.value_or(10.0));
   }
 
-  void set_timesteps(int n) override {
+  void build_timesteps(int n) override {
     const int N = train_.num_train_timesteps;
     DIFFUSE_CHECK_ARG(original_steps_ >= 1 && original_steps_ <= N,
                       "[lcm] original_inference_steps must be in [1, " + std::to_string(N) + "]");

@@ -24,7 +24,7 @@ class LmsScheduler final : public Scheduler {
     spacing_ = c.timestep_spacing.value_or("linspace");
   }
 
-  void set_timesteps(int n) override {
+  void build_timesteps(int n) override {
     // LMSDiscreteScheduler._convert_to_karras ignores sigma_min / sigma_max keys.
     const SigmaSteps st = interpolated_sigma_steps(config_, train_, spacing_, n, "lms");
     const std::vector<double>& ts = st.timesteps;
@@ -51,9 +51,13 @@ class LmsScheduler final : public Scheduler {
 
     const int order = std::min(k + 1, kOrder);
     // prev = sample + sum(coeff_j * derivative_{k-j}), summed newest first like Python's sum().
+    // After a begin index (img2img) fewer derivatives than `order` exist yet:
+    // diffusers zips the order-`order` coefficients with the derivatives it
+    // has, so only the first ones are used.
     const size_t nd = derivatives_.size();
+    const int terms = std::min(order, static_cast<int>(nd));
     Tensor acc;
-    for (int j = 0; j < order; ++j) {
+    for (int j = 0; j < terms; ++j) {
       const float c = static_cast<float>(lms_coefficient(order, k, j));
       const Tensor& d = derivatives_[nd - 1 - static_cast<size_t>(j)];
       acc = j == 0 ? scale(d, c) : add_scaled(acc, d, c);

@@ -20,13 +20,15 @@ class PndmScheduler final : public Scheduler {
     if (!c.skip_prk_steps.value_or(false))
       throw_error(ErrorCode::kUnsupported, "[pndm] the Runge-Kutta warm-up (skip_prk_steps = false) is not supported");
     train_ = make_train_schedule(c, BetaDefaults{});
+    noise_form_ = NoiseForm::kAlphasCumprod;
+    noise_alphas_cumprod_ = train_.alphas_cumprod;
     prediction_ = prediction_type(c, "pndm");
     spacing_ = c.timestep_spacing.value_or("leading");
     steps_offset_ = c.steps_offset.value_or(0);
     final_alpha_cumprod_ = c.set_alpha_to_one.value_or(false) ? 1.0f : train_.alphas_cumprod[0];
   }
 
-  void set_timesteps(int n) override {
+  void build_timesteps(int n) override {
     const int N = train_.num_train_timesteps;
     DIFFUSE_CHECK_ARG(n >= 1 && n <= N, "[pndm] num_inference_steps must be in [1, " + std::to_string(N) +
                                             "], got " + std::to_string(n));
@@ -65,8 +67,11 @@ class PndmScheduler final : public Scheduler {
   Tensor scale_input(const Tensor& sample, int) override { return sample; }
 
   Tensor step_impl(const Tensor& model_output, int k, const Tensor& sample, const Tensor&) override {
-    DIFFUSE_CHECK_ARG(k == counter_, "[pndm] steps must be taken in order: expected step " +
-                                         std::to_string(counter_) + ", got " + std::to_string(k));
+    // counter_ counts the steps taken since the begin index (diffusers' PLMS
+    // counter starts at 0 wherever img2img enters the schedule).
+    DIFFUSE_CHECK_ARG(k == begin_index() + counter_, "[pndm] steps must be taken in order: expected step " +
+                                                         std::to_string(begin_index() + counter_) + ", got " +
+                                                         std::to_string(k));
     const int ratio = train_.num_train_timesteps / n_;
     int t = static_cast<int>(timesteps_[static_cast<size_t>(k)]);
     int prev_t = t - ratio;

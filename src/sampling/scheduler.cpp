@@ -3,11 +3,13 @@
 #include "sampling/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "core/ops.h"
 #include "sampling/sampler_catalog.h"
+#include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
 
 namespace diffuse {
@@ -104,9 +106,51 @@ Tensor Scheduler::scale_model_input(const Tensor& sample, int k) {
   return scale_input(sample, k);
 }
 
+void Scheduler::set_begin_index(int k) {
+  const std::string w = "[" + name_ + "] ";
+  DIFFUSE_CHECK_ARG(!timesteps_.empty(), w + "call set_timesteps() before set_begin_index()");
+  DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(),
+                    w + "begin index " + std::to_string(k) + " out of range [0, " + std::to_string(timesteps_.size()) +
+                        ")");
+  begin_ = k;
+  on_begin_index(k);
+}
+
+Tensor Scheduler::add_noise(const Tensor& original, const Tensor& noise, int k) const {
+  const std::string w = "[" + name_ + "] add_noise: ";
+  DIFFUSE_CHECK_ARG(!timesteps_.empty(), w + "call set_timesteps() first");
+  DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(),
+                    w + "step_index " + std::to_string(k) + " out of range [0, " + std::to_string(timesteps_.size()) +
+                        ")");
+  DIFFUSE_CHECK_ARG(original.shape() == noise.shape() && original.dtype() == DType::kF32 &&
+                        noise.dtype() == DType::kF32 && original.device() == noise.device(),
+                    w + "original " + original.str() + " and noise " + noise.str() +
+                        " must be f32 tensors of one shape on one device");
+  switch (noise_form_) {
+    case NoiseForm::kSigma:  // original + noise * sigma
+      return sched::add_scaled(original, noise, sigmas_[static_cast<size_t>(k)]);
+    case NoiseForm::kAlphaSigma: {  // _sigma_to_alpha_sigma_t, float32
+      const float s = sigmas_[static_cast<size_t>(k)];
+      const float alpha = 1.0f / std::sqrt(s * s + 1.0f);
+      const float sigma = s * alpha;
+      return axpby(original, alpha, noise, sigma);
+    }
+    case NoiseForm::kAlphasCumprod: {  // alphas_cumprod[t] ** 0.5, (1 - alphas_cumprod[t]) ** 0.5, float32
+      const int t = static_cast<int>(timesteps_[static_cast<size_t>(k)]);
+      DIFFUSE_CHECK_ARG(t >= 0 && static_cast<size_t>(t) < noise_alphas_cumprod_.size(),
+                        w + "timestep " + std::to_string(t) + " outside the training schedule");
+      const float a = noise_alphas_cumprod_[static_cast<size_t>(t)];
+      return axpby(original, std::sqrt(a), noise, std::sqrt(1.0f - a));
+    }
+  }
+  return Tensor();
+}
+
 Tensor Scheduler::step(const Tensor& model_output, int k, const Tensor& sample, const Tensor& noise) {
   const std::string w = "[" + name_ + "] ";
   DIFFUSE_CHECK_ARG(!timesteps_.empty(), w + "call set_timesteps() before step()");
+  DIFFUSE_CHECK_ARG(k >= begin_, w + "step " + std::to_string(k) + " is before the begin index " +
+                                     std::to_string(begin_));
   DIFFUSE_CHECK_ARG(k >= 0 && static_cast<size_t>(k) < timesteps_.size(),
                     w + "step_index " + std::to_string(k) + " out of range [0, " +
                         std::to_string(timesteps_.size()) + ")");
@@ -148,7 +192,7 @@ StepNoise::StepNoise(const Scheduler& scheduler, Generator& generator, const Sha
     : generator_(generator), shape_(sample_shape), device_(device) {
   const size_t steps = scheduler.timesteps().size();
   draw_of_step_.assign(steps, -1);
-  for (size_t k = 0; k < steps; ++k) {
+  for (size_t k = static_cast<size_t>(scheduler.begin_index()); k < steps; ++k) {
     if (scheduler.draws_noise(static_cast<int>(k))) draw_of_step_[k] = static_cast<int>(num_draws_++);
   }
   const size_t draw_bytes = static_cast<size_t>(std::max<int64_t>(shape_numel(shape_), 1)) * sizeof(float);

@@ -87,8 +87,33 @@ class Scheduler {
   // Catalogue name ("euler_a"), used in error messages.
   const std::string& name() const { return name_; }
 
-  // Builds the timestep / sigma tables and resets the multistep state.
-  virtual void set_timesteps(int num_inference_steps) = 0;
+  // Builds the timestep / sigma tables and resets the multistep state and
+  // the begin index (0).
+  void set_timesteps(int num_inference_steps) {
+    begin_ = 0;
+    build_timesteps(num_inference_steps);
+  }
+
+  // Model evaluations per step (diffusers' scheduler.order): 2 for heun, else 1.
+  virtual int order() const { return 1; }
+
+  // img2img / inpainting start part-way down the schedule (diffusers'
+  // set_begin_index): the first step taken is `step_index`, steps before it
+  // are never taken, and multistep state starts empty there. Call after
+  // set_timesteps(); 0 <= step_index < timesteps().size().
+  void set_begin_index(int step_index);
+  int begin_index() const { return begin_; }
+
+  // diffusers' add_noise: `original` noised to the level of step
+  // `step_index` (the level the sample has when that step is taken), by the
+  // class's own rule (noise_form()). f32 tensors of one shape and device.
+  Tensor add_noise(const Tensor& original, const Tensor& noise, int step_index) const;
+  // How add_noise mixes, per class (docs/editing.md):
+  //  kSigma (euler, euler_a, lms, heun): x + sigma * n;
+  //  kAlphaSigma (dpmpp_2m, unipc): alpha * x + alpha * sigma * n, alpha = 1 / sqrt(sigma^2 + 1);
+  //  kAlphasCumprod (ddim, pndm, lcm): sqrt(a_t) * x + sqrt(1 - a_t) * n, a_t = alphas_cumprod[timestep].
+  enum class NoiseForm { kSigma, kAlphaSigma, kAlphasCumprod };
+  NoiseForm noise_form() const { return noise_form_; }
 
   // Every timestep the pipeline visits, in order (PNDM: n + 1, one repeated;
   // Heun: 2n - 1, each but the first twice).
@@ -125,6 +150,10 @@ class Scheduler {
  protected:
   explicit Scheduler(std::string name) : name_(std::move(name)) {}
 
+  virtual void build_timesteps(int num_inference_steps) = 0;
+  // Called by set_begin_index (after the base has stored it).
+  virtual void on_begin_index(int step_index) {}
+
   // The arguments are checked (index in range, shapes, f32, one device, noise
   // present iff draws_noise()).
   virtual Tensor scale_input(const Tensor& sample, int step_index) = 0;
@@ -134,15 +163,19 @@ class Scheduler {
   std::vector<float> timesteps_;
   std::vector<float> sigmas_;
   float init_noise_sigma_ = 1.0f;
+  NoiseForm noise_form_ = NoiseForm::kSigma;
+  std::vector<float> noise_alphas_cumprod_;  // kAlphasCumprod: the training alphas_cumprod
 
  private:
   std::string name_;
+  int begin_ = 0;
 };
 
 // The generator noise of a whole run for a stochastic scheduler, drawn up
 // front in the order step() would have drawn it (one randn(sample_shape) call
 // per noisy step, so the stream is the same as drawing inside the loop) and
-// moved to `device` in one copy. Runs whose draws exceed `max_bytes` are drawn
+// moved to `device` in one copy; steps before the scheduler's begin index
+// draw nothing. Runs whose draws exceed `max_bytes` are drawn
 // and moved in chunks of steps as at() reaches them. Nothing else may draw
 // from `generator` while this lives; it draws nothing for deterministic
 // samplers. Call after set_timesteps().

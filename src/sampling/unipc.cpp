@@ -45,6 +45,7 @@ class UniPcScheduler final : public Scheduler {
   explicit UniPcScheduler(const SchedulerConfig& c) : Scheduler("unipc"), config_(c) {
     check_common_support(c, "unipc");
     train_ = make_train_schedule(c, BetaDefaults{});
+    noise_form_ = NoiseForm::kAlphaSigma;
     prediction_ = prediction_type(c, "unipc");
     spacing_ = c.timestep_spacing.value_or("linspace");
     order_ = c.solver_order.value_or(2);
@@ -63,7 +64,7 @@ class UniPcScheduler final : public Scheduler {
       throw_error(ErrorCode::kInvalidArgument, "[unipc] final_sigmas_type must be zero or sigma_min");
   }
 
-  void set_timesteps(int n) override {
+  void build_timesteps(int n) override {
     const int N = train_.num_train_timesteps;
     DIFFUSE_CHECK_ARG(n >= 1 && n <= N, "[unipc] num_inference_steps must be in [1, " + std::to_string(N) +
                                             "], got " + std::to_string(n));

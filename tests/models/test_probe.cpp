@@ -187,8 +187,8 @@ TEST(FamilyTable, A1111NamesVaeDtypeAndHeadRules) {
   EXPECT_EQ(HeadRule({0, 64}).heads(32), std::nullopt);
   for (const VariantSpec& v : variant_specs()) EXPECT_EQ(&variant_spec(v.variant), &v);
   EXPECT_EQ(variant_spec(Variant::kBase).txt2img_unsupported, nullptr);
-  EXPECT_STREQ(variant_spec(Variant::kInpaint).txt2img_unsupported,
-               "inpainting model: needs an init image and a mask (not supported yet)");
+  EXPECT_EQ(variant_spec(Variant::kInpaint).txt2img_unsupported, nullptr);  // runs, repainting everything
+  EXPECT_NE(variant_spec(Variant::kRefiner).txt2img_unsupported, nullptr);
 }
 
 // ---- the tiny fixture models -----------------------------------------------------

@@ -45,6 +45,17 @@ CLIP_DIR = "models/tokenizers/clip"
 # Files of the set that no test reads (relative to the set's root).
 DROPPED_GLOBS = ("v2/*", "tools/*", "baselines/bench_*", "generation_log.txt", "primary.log")
 
+# From the v2 set (editing goldens, ../shared/fixtures/v2), the files
+# tests/pipeline/test_edit_goldens.cpp reads: its README, the init images and
+# masks, each family's cases.json, the final latents of every img2img /
+# inpaint run (V2_KEEP_FIELDS of each run) and one 8-bit image per section
+# (V2_PNGS; the f32 images of the full set are not kept).
+V2_SECTIONS = ("img2img", "inpaint")
+V2_KEEP_FIELDS = ("final_latents",)
+V2_KEPT_GLOBS = ("v2/README.md", "v2/inputs/*.png", "v2/*/cases.json", "v2/sd1/tensors.safetensors",
+                 "v2/sd2/tensors.safetensors", "v2/sdxl/tensors.safetensors")
+V2_PNGS = ("img2img__euler_s0.75.png", "inpaint__euler_s0.8.png")
+
 # cases.json fields whose tensors tests read, per section (tests/models/test_clip_text.cpp,
 # test_unet.cpp, test_vae.cpp, tests/pipeline/*, tests/cli/test_cli.cpp,
 # tests/sampling/test_schedulers.cpp). Not kept: encode_prompt/* (no test),
@@ -88,6 +99,17 @@ def kept_tensors(family, cases, names):
                 for f in fields:
                     if f in item and item[f] in names:
                         out.add(item[f])
+    return out
+
+
+def v2_kept_tensors(cases, names):
+    """The V2_KEEP_FIELDS tensors of every run of V2_SECTIONS."""
+    out = set()
+    for section in V2_SECTIONS:
+        for run in cases[section]["runs"]:
+            for field in V2_KEEP_FIELDS:
+                if run.get(field) in names:
+                    out.add(run[field])
     return out
 
 
@@ -145,8 +167,9 @@ def prompt_strings(repo, src, cases):
                 strings(v)
         elif isinstance(node, str):
             texts.append(node)
+    for key in cases:
+        strings(cases[key])
     for fam in FAMILIES:
-        strings(cases[fam])
         with open(os.path.join(src, fam, "tokenizer.json"), encoding="utf-8") as f:
             strings([c["prompt"] for c in json.load(f)["cases"]])
     return texts
@@ -251,12 +274,17 @@ def main():
 
     all_files = sorted(os.path.relpath(p, src) for p in glob.glob(os.path.join(src, "**", "*"), recursive=True)
                        if os.path.isfile(p))
-    dropped = [f for f in all_files if any(fnmatch.fnmatch(f, g) for g in DROPPED_GLOBS)]
+    v2_kept = [f for f in all_files if any(fnmatch.fnmatch(f, g) for g in V2_KEPT_GLOBS)
+               and f.split("/")[1] in ("README.md", "inputs", "sd1", "sd2", "sdxl")]
+    v2_kept += [f"v2/{fam}/png/{n}" for fam in FAMILIES for n in V2_PNGS]
+    dropped = [f for f in all_files if any(fnmatch.fnmatch(f, g) for g in DROPPED_GLOBS) and f not in v2_kept]
     files = [f for f in all_files if f not in dropped]
-    cases = {}
+    cases, cases_v2 = {}, {}
     for fam in FAMILIES:
         with open(os.path.join(src, fam, "cases.json"), encoding="utf-8") as f:
             cases[fam] = read_python_json(f.read())
+        with open(os.path.join(src, "v2", fam, "cases.json"), encoding="utf-8") as f:
+            cases_v2[fam] = read_python_json(f.read())
 
     def original(rel):
         with open(os.path.join(src, rel), "rb") as f:
@@ -279,7 +307,7 @@ def main():
             if k.endswith("/input_ids"):
                 raw = st.tensor(k)
                 input_ids.append([int.from_bytes(raw[i:i + 8], "little", signed=True) for i in range(0, len(raw), 8)])
-    kept_ids = reachable_token_ids(repo, src, cases, input_ids)
+    kept_ids = reachable_token_ids(repo, src, {**cases, **{f"v2/{k}": v for k, v in cases_v2.items()}}, input_ids)
     manifest["token_rows"] = {"tensor": TOKEN_TABLE, "kept": ff.ids_to_ranges(kept_ids)}
 
     filled_blobs = {}  # text encoder files as materialize.py makes them
@@ -302,12 +330,14 @@ def main():
             elif rel.endswith("/single_file.safetensors"):
                 continue  # after the folders (their recipes read the filled text encoders)
             elif rel.endswith("/tensors.safetensors"):
-                fam = rel.split("/")[0]
+                v2 = rel.startswith("v2/")
+                fam = rel.split("/")[1] if v2 else rel.split("/")[0]
                 st = ff.SafeTensors(blob)
-                keep = kept_tensors(fam, cases[fam], set(st.names()))
+                keep = (v2_kept_tensors(cases_v2[fam], set(st.names())) if v2
+                        else kept_tensors(fam, cases[fam], set(st.names())))
                 tensors = {k: (st.header[k]["dtype"], st.header[k]["shape"], st.tensor(k)) for k in keep}
                 pruned = ff.write_safetensors(tensors, st.header.get("__metadata__"))
-                entry = {"sha256": ff.sha256(pruned), "from": f"{fam}/tensors.pxz",
+                entry = {"sha256": ff.sha256(pruned), "from": ("v2/" if v2 else "") + f"{fam}/tensors.pxz",
                          "tensors_sha256": {k: ff.sha256(tensors[k][2]) for k in sorted(keep)},
                          "dropped_tensors": sorted(set(st.names()) - keep), "original_sha256": entry["sha256"]}
                 write(entry["from"], ff.pack_pxz(pruned))
