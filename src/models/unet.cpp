@@ -297,9 +297,13 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
   DIFFUSE_CHECK_ARG(sample.ndim() == 4 && sample.dim(1) == c.in_channels,
                     "[unet] sample must be [B, " + std::to_string(c.in_channels) + ", H, W], got " + shape_str(sample.shape()));
   const int64_t B = sample.dim(0);
-  DIFFUSE_CHECK_ARG(sample.dim(2) % factor == 0 && sample.dim(3) % factor == 0,
-                    "[unet] sample " + shape_str(sample.shape()) + ": H and W must be multiples of " +
-                        std::to_string(factor));
+  // Any size works: a stride-2 downsampler gives ceil(h / 2), and an
+  // upsampler whose skip is odd-sized is cropped to it (diffusers'
+  // forward_upsample_size: nearest interpolation to the skip's size, which for
+  // 2h - 1 picks the same rows as 2x then crop). `factor` only names the fast case.
+  (void)factor;
+  DIFFUSE_CHECK_ARG(sample.dim(2) >= 1 && sample.dim(3) >= 1,
+                    "[unet] sample " + shape_str(sample.shape()) + " has an empty spatial size");
   DIFFUSE_CHECK_ARG(context.ndim() == 3 && context.dim(0) == B && context.dim(2) == c.cross_attention_dim[0],
                     "[unet] context must be [" + std::to_string(B) + ", L, " + std::to_string(c.cross_attention_dim[0]) +
                         "], got " + shape_str(context.shape()));
@@ -385,8 +389,13 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
       h = resnet_forward(h, temb, blk.resnets[j], groups, c.norm_eps);                   // [B, Ci, h, w]
       if (j < blk.attentions.size()) h = transformer_forward(h, ctx, blk.attentions[j], groups);
     }
-    if (blk.sample_w.defined())
-      h = conv2d(upsample_nearest2x(h), blk.sample_w, blk.sample_b, 1, 1);               // [B, Ci, 2h, 2w]
+    if (blk.sample_w.defined()) {
+      Tensor up = upsample_nearest2x(h);                                                 // [B, Ci, 2h, 2w]
+      if (!skips.empty() && (up.dim(2) != skips.back().dim(2) || up.dim(3) != skips.back().dim(3))) {
+        up = copy(up.slice(2, 0, skips.back().dim(2)).slice(3, 0, skips.back().dim(3)));  // odd-sized skip
+      }
+      h = conv2d(up, blk.sample_w, blk.sample_b, 1, 1);
+    }
     if (im) im->up.push_back(h);
   }
 

@@ -172,7 +172,11 @@ TEST(UNetLoad, RejectsBadInputs) {
   const Tensor te = f.tensors.at(c["added_cond_kwargs"]["text_embeds"].get<std::string>());
   const Tensor ids = f.tensors.at(c["added_cond_kwargs"]["time_ids"].get<std::string>());
   EXPECT_EQ(code_of(sample, context, {}, {}), ErrorCode::kInvalidArgument);  // SDXL needs the added conditions
-  EXPECT_EQ(code_of(Tensor::zeros({2, 4, 6, 6}, DType::kF32), context, te, ids), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code_of(Tensor::zeros({2, 5, 8, 8}, DType::kF32), context, te, ids), ErrorCode::kInvalidArgument);
+  // A size that is not a multiple of the downsampling factor runs (diffusers'
+  // forward_upsample_size) and keeps its size.
+  const Tensor odd = unet.forward(Tensor::zeros({2, 4, 6, 6}, DType::kF32), t, context, te, ids);
+  EXPECT_EQ(odd.shape(), (Shape{2, 4, 6, 6}));
   EXPECT_EQ(code_of(sample, Tensor::zeros({2, 77, 7}, DType::kF32), te, ids), ErrorCode::kInvalidArgument);
 }
 
