@@ -1,4 +1,5 @@
-// Diffuse playground: a plain-JS client of the native API (src/server/api_native.cpp).
+// Diffuse playground: a plain-JS client of the native API (src/server/api_native.cpp),
+// for text-to-image and for editing an image (img2img, inpainting, outpainting).
 // One SSE stream per running job we submitted (browsers allow ~6 connections per
 // host, so queued jobs are followed through the 1 s /api/jobs poll instead).
 'use strict';
@@ -345,9 +346,12 @@
     if (p.schedule) $('schedule').value = scheduleName(p.schedule);
     if (p.width) $('width').value = p.width;
     if (p.height) $('height').value = p.height;
+    if (typeof p.strength === 'number') $('strength').value = p.strength;
+    if (typeof p.mask_blur === 'number') $('mask-blur').value = p.mask_blur;
     if (image && image.seed !== undefined) $('seed').value = image.seed;
     else if (p.seed !== undefined && p.seed !== null) $('seed').value = p.seed;
     syncPreset();
+    updateEditUi();
     if (announce) {
       saveForm();
       $('prompt').focus();
@@ -362,18 +366,286 @@
     flash.timer = setTimeout(() => { t.textContent = ''; }, 3000);
   }
 
+  // ---------- image editing (img2img / inpaint / outpaint) ----------
+  // The init image is drawn at its own resolution into #init-canvas; the mask
+  // is #mask-canvas at the same resolution, painted in one colour whose alpha
+  // says how much a pixel is repainted, and shown over the image as a
+  // semi-transparent overlay. Both are displayed scaled to the panel. When an
+  // image is loaded, Generate sends it (and the mask in inpaint mode) with the
+  // job: init_image, mask, strength, ... of POST /api/jobs.
+  const kMaxUploadSide = 4096;        // the server's pixel limit (ServerOptions::max_upload_side)
+  const kMaskRgb = [255, 59, 92];
+  const kStageMaxHeight = 360;
+  const edit = { loaded: false, width: 0, height: 0, tool: 'brush', painting: false, last: null };
+
+  function editMode() { return $('edit-mode').value; }
+
+  async function loadInitBlob(blob, origin) {
+    if (!blob) return;
+    if (blob.type && !blob.type.startsWith('image/')) {
+      showFormError(`${blob.name || 'That file'} is not an image.`);
+      return;
+    }
+    let bmp;
+    try {
+      // Pixel values as stored (no colour conversion), so unmasked pixels come back unchanged.
+      bmp = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+    } catch (_) {
+      showFormError(`Cannot read ${blob.name || 'that image'}: not a picture the browser can decode.`);
+      return;
+    }
+    if (bmp.width > kMaxUploadSide || bmp.height > kMaxUploadSide) {
+      showFormError(`The image is ${bmp.width}×${bmp.height}; the limit is ${kMaxUploadSide}×${kMaxUploadSide}.`);
+      return;
+    }
+    showFormError('');
+    const c = $('init-canvas');
+    c.width = bmp.width;
+    c.height = bmp.height;
+    c.getContext('2d').drawImage(bmp, 0, 0);
+    const m = $('mask-canvas');
+    m.width = bmp.width;   // resizing clears the mask
+    m.height = bmp.height;
+    edit.loaded = true;
+    edit.width = bmp.width;
+    edit.height = bmp.height;
+    $('edit-stage').hidden = false;
+    $('init-empty').hidden = true;
+    $('edit-panel').open = true;
+    fitStage();
+    useImageSize();
+    updateEditUi();
+    flash(`Image ${bmp.width}×${bmp.height} loaded${origin ? ` from ${origin}` : ''}.`);
+  }
+
+  function clearInitImage() {
+    edit.loaded = false;
+    $('init-file').value = '';
+    $('edit-stage').hidden = true;
+    $('init-empty').hidden = false;
+    updateEditUi();
+  }
+
+  // Width and height from the image (multiples of 8, as the latents need).
+  function useImageSize() {
+    if (!edit.loaded) return;
+    const round8 = (v) => Math.min(kMaxUploadSide, Math.max(64, Math.round(v / 8) * 8));
+    $('width').value = round8(edit.width);
+    $('height').value = round8(edit.height);
+    syncPreset();
+    saveForm();
+  }
+
+  // Shows both canvases at the panel's width (or kStageMaxHeight), keeping the aspect ratio.
+  function fitStage() {
+    if (!edit.loaded) return;
+    const maxW = Math.max(120, $('init-drop').clientWidth - 22);
+    const scale = Math.min(maxW / edit.width, kStageMaxHeight / edit.height);
+    const w = `${Math.round(edit.width * scale)}px`, h = `${Math.round(edit.height * scale)}px`;
+    for (const id of ['init-canvas', 'mask-canvas']) {
+      $(id).style.width = w;
+      $(id).style.height = h;
+    }
+  }
+
+  function updateEditUi() {
+    const inpaint = editMode() === 'inpaint';
+    $('mask-tools').hidden = !inpaint;
+    $('edit-stage').classList.toggle('img2img', !inpaint);
+    $('strength-value').textContent = Number($('strength').value).toFixed(2);
+    $('brush-size-value').textContent = $('brush-size').value;
+    $('mask-opacity-value').textContent = $('mask-opacity').value;
+    $('mask-canvas').style.opacity = String(Number($('mask-opacity').value) / 100);
+    const chip = $('edit-chip');
+    chip.hidden = !edit.loaded;
+    chip.textContent = edit.loaded ? `${inpaint ? 'inpaint' : 'img2img'} · ${Number($('strength').value).toFixed(2)}` : '';
+    for (const t of ['brush', 'eraser']) $(`tool-${t}`).setAttribute('aria-pressed', String(edit.tool === t));
+  }
+
+  // A pointer event -> mask pixel coordinates, and mask pixels per CSS pixel.
+  function maskPoint(ev) {
+    const c = $('mask-canvas');
+    const r = c.getBoundingClientRect();
+    const scale = c.width / r.width;
+    return { x: (ev.clientX - r.left) * scale, y: (ev.clientY - r.top) * scale, scale };
+  }
+
+  // One brush (or eraser) segment from the last point to `p`; the brush size is in screen pixels.
+  function paintTo(p) {
+    const ctx = $('mask-canvas').getContext('2d');
+    ctx.globalCompositeOperation = edit.tool === 'eraser' ? 'destination-out' : 'source-over';
+    ctx.fillStyle = ctx.strokeStyle = `rgb(${kMaskRgb.join(',')})`;
+    const width = Number($('brush-size').value) * p.scale;
+    if (!edit.last) {
+      ctx.beginPath();
+      ctx.arc(p.x, p.y, width / 2, 0, 2 * Math.PI);
+      ctx.fill();
+    } else {
+      ctx.lineWidth = width;
+      ctx.lineCap = 'round';
+      ctx.lineJoin = 'round';
+      ctx.beginPath();
+      ctx.moveTo(edit.last.x, edit.last.y);
+      ctx.lineTo(p.x, p.y);
+      ctx.stroke();
+    }
+    edit.last = p;
+  }
+
+  function maskPixels() {
+    return $('mask-canvas').getContext('2d').getImageData(0, 0, edit.width, edit.height);
+  }
+
+  function maskHasPaint() {
+    const d = maskPixels().data;
+    for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) return true;
+    return false;
+  }
+
+  function invertMask() {
+    const ctx = $('mask-canvas').getContext('2d');
+    const img = maskPixels();
+    const d = img.data;
+    for (let i = 0; i < d.length; i += 4) {
+      [d[i], d[i + 1], d[i + 2]] = kMaskRgb;
+      d[i + 3] = 255 - d[i + 3];
+    }
+    ctx.putImageData(img, 0, 0);
+  }
+
+  // The mask as the server reads it: an opaque grey PNG, white = repaint.
+  function maskDataUrl() {
+    const src = maskPixels().data;
+    const out = document.createElement('canvas');
+    out.width = edit.width;
+    out.height = edit.height;
+    const ctx = out.getContext('2d');
+    const img = ctx.createImageData(edit.width, edit.height);
+    for (let i = 0; i < src.length; i += 4) {
+      img.data[i] = img.data[i + 1] = img.data[i + 2] = src[i + 3];
+      img.data[i + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    return out.toDataURL('image/png');
+  }
+
+  // The edit fields of the next job, or null without an image. Throws a message for the form.
+  function editFields() {
+    if (!edit.loaded) return null;
+    const int = (id, lo, hi, name) => {
+      const v = Number($(id).value);
+      if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`${name} must be a whole number from ${lo} to ${hi}.`);
+      return v;
+    };
+    const f = {
+      init_image: $('init-canvas').toDataURL('image/png'),
+      strength: Number($('strength').value),
+      resize_mode: $('resize-mode').value,
+    };
+    if (editMode() === 'inpaint') {
+      if (!maskHasPaint()) throw new Error('Paint the area to repaint on the image first (or switch the mode to img2img).');
+      f.mask = maskDataUrl();
+      f.mask_blur = int('mask-blur', 0, 64, 'Mask blur');
+      f.masked_content = $('masked-content').value;
+      f.inpaint_area = $('inpaint-area').value;
+      f.padding = int('inpaint-padding', 0, 1024, 'Padding');
+    }
+    const out = {};
+    for (const side of ['left', 'right', 'top', 'bottom']) out[side] = int(`outpaint-${side}`, 0, 2048, `Outpaint ${side}`);
+    if (Object.values(out).some((v) => v > 0)) f.outpaint = out;
+    return f;
+  }
+
+  // "Send to img2img / inpaint" on a gallery or history image.
+  async function sendToEditor(url, mode) {
+    try {
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`${res.status}`);
+      await loadInitBlob(await res.blob(), 'the gallery');
+    } catch (e) {
+      flash(`Cannot load the image: ${e.message}`);
+      return;
+    }
+    $('edit-mode').value = mode;
+    updateEditUi();
+    $('edit-panel').scrollIntoView({ behavior: 'smooth', block: 'start' });
+  }
+
+  function wireEditor() {
+    $('init-file').addEventListener('change', () => loadInitBlob($('init-file').files[0], 'the file'));
+    const drop = $('init-drop');
+    drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('dragover'); });
+    drop.addEventListener('dragleave', () => drop.classList.remove('dragover'));
+    drop.addEventListener('drop', (e) => {
+      e.preventDefault();
+      drop.classList.remove('dragover');
+      const file = e.dataTransfer && e.dataTransfer.files[0];
+      if (file) loadInitBlob(file, 'the drop');
+    });
+    drop.addEventListener('keydown', (e) => {
+      if ((e.key === 'Enter' || e.key === ' ') && e.target === drop && !edit.loaded) { e.preventDefault(); $('init-file').click(); }
+    });
+    // A pasted image (Ctrl+V anywhere on the page) becomes the init image; pasted text is left alone.
+    document.addEventListener('paste', (e) => {
+      const items = (e.clipboardData && e.clipboardData.items) || [];
+      for (const it of items) {
+        if (it.kind === 'file' && it.type.startsWith('image/')) {
+          e.preventDefault();
+          loadInitBlob(it.getAsFile(), 'the clipboard');
+          return;
+        }
+      }
+    });
+    const m = $('mask-canvas');
+    m.addEventListener('pointerdown', (e) => {
+      if (!edit.loaded || editMode() !== 'inpaint' || e.button !== 0) return;
+      e.preventDefault();
+      m.setPointerCapture(e.pointerId);
+      edit.painting = true;
+      edit.last = null;
+      paintTo(maskPoint(e));
+    });
+    m.addEventListener('pointermove', (e) => { if (edit.painting) paintTo(maskPoint(e)); });
+    const end = () => { edit.painting = false; edit.last = null; };
+    m.addEventListener('pointerup', end);
+    m.addEventListener('pointercancel', end);
+    $('tool-brush').addEventListener('click', () => { edit.tool = 'brush'; updateEditUi(); });
+    $('tool-eraser').addEventListener('click', () => { edit.tool = 'eraser'; updateEditUi(); });
+    $('mask-clear').addEventListener('click', () => $('mask-canvas').getContext('2d').clearRect(0, 0, edit.width, edit.height));
+    $('mask-invert').addEventListener('click', () => { if (edit.loaded) invertMask(); });
+    $('init-clear').addEventListener('click', clearInitImage);
+    $('init-use-size').addEventListener('click', useImageSize);
+    for (const id of ['edit-mode', 'strength', 'brush-size', 'mask-opacity']) $(id).addEventListener('input', updateEditUi);
+    window.addEventListener('resize', fitStage);
+    $('edit-panel').addEventListener('toggle', fitStage);
+    updateEditUi();
+  }
+
   // ---------- jobs ----------
   async function generate() {
     showFormError('');
-    let req;
-    try { req = readForm(); } catch (e) { showFormError(e.message); return; }
+    let req, edits;
+    try {
+      req = readForm();
+      edits = editFields();
+    } catch (e) {
+      showFormError(e.message);
+      return;
+    }
     saveForm();
+    const body = Object.assign({}, req, edits || {});
+    // Outpainting works at the grown canvas's size (0 = the server's choice).
+    if (edits && edits.outpaint) body.width = body.height = 0;
     const btn = $('generate');
     btn.disabled = true;
     try {
-      const r = await api('/api/jobs', { method: 'POST', body: req });
+      const r = await api('/api/jobs', { method: 'POST', body });
       state.lastSeed = r.seed;
-      const job = { id: r.id, request: Object.assign({}, req, { seed: r.seed }), es: null, state: 'queued',
+      // What the gallery's "Reuse" gets: the form and the edit settings, not the images.
+      const kept = Object.assign({}, body, { seed: r.seed });
+      delete kept.init_image;
+      delete kept.mask;
+      const job = { id: r.id, request: kept, es: null, state: 'queued',
                     finalized: false, lastStep: 0, totalSteps: req.steps };
       state.jobs.set(r.id, job);
       if (!state.activeId || !isLive(state.jobs.get(state.activeId))) {
@@ -471,7 +743,9 @@
     if (snap.state === 'done') {
       const n = (snap.images || []).length;
       const t = snap.elapsed_s ? ` in ${fmtSeconds(snap.elapsed_s)}` : '';
-      setProgress(job, `Done: ${n} image${n === 1 ? '' : 's'}${t} · seed ${snap.seed}`, 100, 'done');
+      // What the server adapted (an edit's size rounded to multiples of 8, a resized mask, ...).
+      const warnings = (snap.warnings || []).length ? ` · note: ${snap.warnings.join('; ')}` : '';
+      setProgress(job, `Done: ${n} image${n === 1 ? '' : 's'}${t} · seed ${snap.seed}${warnings}`, 100, 'done');
       addToGallery(job, snap.images || []);
       if (state.historyOffset === 0) loadHistory(0);
       refreshModels();
@@ -533,6 +807,10 @@
                          'data-action': 'download', title: 'Download the PNG (with its metadata)', text: 'Download' });
     const copy = el('button', { type: 'button', class: 'small', 'data-action': 'copy', title: 'Copy the A1111 parameters text', text: 'Copy',
                                  onclick: () => copyText(img.parameters || '') });
+    const toImg2img = el('button', { type: 'button', class: 'small', 'data-action': 'send-img2img', title: 'Load this image into the Image panel for img2img',
+                                     text: '→ img2img', onclick: () => sendToEditor(img.url, 'img2img') });
+    const toInpaint = el('button', { type: 'button', class: 'small', 'data-action': 'send-inpaint', title: 'Load this image into the Image panel and paint a mask',
+                                     text: '→ inpaint', onclick: () => sendToEditor(img.url, 'inpaint') });
     const info = el('details', { class: 'params' }, el('summary', { text: 'Parameters' }),
                     el('pre', { text: img.parameters || JSON.stringify(params, null, 1) }));
     return el('figure', { class: cls, 'data-seed': img.seed },
@@ -540,7 +818,7 @@
         el('img', { src: img.url, alt: `Generated image, seed ${img.seed}`, loading: 'lazy', width: img.width, height: img.height })),
       el('figcaption', {},
         el('div', { class: 'seed mono', 'data-testid': 'image-seed', text: title }),
-        el('div', { class: 'btns' }, reuse, seedBtn, copy, dl),
+        el('div', { class: 'btns' }, reuse, seedBtn, copy, dl, toImg2img, toInpaint),
         info));
   }
 
@@ -574,7 +852,8 @@
     box.replaceChildren();
     for (const item of data.items) {
       const p = item.params || {};
-      const meta = [item.model, p.steps ? `${p.steps} steps` : null, p.sampler || p.sampler_name || null,
+      const kind = p.init_image || p.init_images ? `${p.mask ? 'inpaint' : 'img2img'} ${p.strength ?? p.denoising_strength ?? ''}`.trim() : null;
+      const meta = [item.model, kind, p.steps ? `${p.steps} steps` : null, p.sampler || p.sampler_name || null,
                     p.cfg_scale !== undefined ? `CFG ${p.cfg_scale}` : null].filter(Boolean).join(' · ');
       const head = el('div', { class: 'history-meta' },
         el('div', { class: 'history-prompt', title: item.prompt, text: item.prompt || '(empty prompt)' }),
@@ -721,6 +1000,7 @@
 
   // ---------- wiring ----------
   function wire() {
+    wireEditor();
     $('gen-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
     document.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }

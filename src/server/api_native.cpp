@@ -1,7 +1,9 @@
 // Diffuse's own JSON API, used by the web page:
 //   GET  /api/models                     models with family, hash, licence, defaults
 //   POST /api/jobs                       submit {model, prompt, negative_prompt, images, seed, steps,
-//                                        cfg_scale, sampler, schedule, width, height} -> 202 {id, position}
+//                                        cfg_scale, sampler, schedule, width, height; to edit an image:
+//                                        init_image, mask, strength, mask_blur, invert_mask, masked_content,
+//                                        inpaint_area, padding, overlay, resize_mode, outpaint} -> 202 {id, position}
 //   GET  /api/jobs                       queue (running, queued) and recent jobs
 //   GET  /api/jobs/{id}                  status, progress, images
 //   GET  /api/jobs/{id}/preview.png      latest live preview
@@ -15,6 +17,7 @@
 #include <sstream>
 
 #include "server/base64.h"
+#include "server/edit_request.h"
 #include "server/server_state.h"
 #include "sys/cpu_info.h"
 #include "sys/cuda_devices.h"
@@ -61,6 +64,7 @@ nlohmann::json job_json(const JobSnapshot& j) {
           {"eta_s", j.eta_s},
           {"elapsed_s", j.elapsed_s},
           {"error", j.error},
+          {"warnings", j.warnings},
           {"seed", j.seed},
           {"images", images},
           {"has_preview", !j.preview_png.empty()},
@@ -87,7 +91,24 @@ void register_native_routes(Server::State& s) {
 
   http.Post("/api/jobs", [&s](const httplib::Request& req, httplib::Response& res) {
     nlohmann::json body;
-    if (!parse_body(req, res, &body)) return;
+    if (req.body.size() > s.options.max_body_bytes) {
+      // Beyond max_body_bytes only the images may go (server.cpp lets this route's bodies grow for them).
+      if (json_nesting_depth(req.body, kMaxJsonDepth) <= kMaxJsonDepth) {
+        body = nlohmann::json::parse(req.body, nullptr, false);
+      }
+      size_t images = 0;
+      for (const char* k : {"init_image", "mask"}) {
+        if (body.is_object() && body.contains(k) && body[k].is_string()) {
+          images += body[k].get_ref<const std::string&>().size();
+        }
+      }
+      if (!body.is_object() || req.body.size() - images > s.options.max_body_bytes) {
+        return send_error(res, 413, "the request body is larger than " + std::to_string(s.options.max_body_bytes) +
+                                        " bytes besides its images (init_image, mask)");
+      }
+    } else if (!parse_body(req, res, &body)) {
+      return;
+    }
     JobRequest r;
     r.model = s.model_or_current(json_field<std::string>(body, "model", ""));
     GenerationParams& p = r.params;
@@ -111,6 +132,15 @@ void register_native_routes(Server::State& s) {
       p.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
     }
     r.echo = body;
+    try {
+      UploadLimits limits;
+      limits.max_bytes = s.options.max_upload_bytes;
+      limits.max_side = s.options.max_upload_side;
+      parse_native_edit(body, limits, &p.edit, &r.echo);
+    } catch (const Error& e) {
+      return send_error(res, 400, e.what());  // a bad upload or edit field
+    }
+    // An edit without a size (0) works at the init image's, rounded down to multiples of 8 (a warning says so).
     r.echo["seed"] = p.seed;
     r.echo["model"] = r.model;
     std::string id = s.jobs->submit(std::move(r));

@@ -269,6 +269,7 @@ void JobQueue::run_job(const std::shared_ptr<Job>& job) {
     job->snap.images = std::move(images);
     job->snap.seed = r.seed;
     job->snap.stopped_at_step = r.stopped_at_step;
+    job->snap.warnings = r.warnings;
     job->snap.state = JobState::kDone;
   } catch (const Error& e) {
     std::lock_guard<std::mutex> lock(mu_);

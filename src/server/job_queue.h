@@ -57,6 +57,7 @@ struct JobSnapshot {
   int64_t seed = 0;
   bool interrupted = false;  // /sdapi/v1/interrupt asked this job to stop
   int stopped_at_step = 0;   // a done job that was interrupted: the last step taken
+  std::vector<std::string> warnings;  // GenerationResult::warnings of a done job
 };
 
 class JobQueue {

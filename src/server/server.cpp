@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "server/auth.h"
+#include "server/edit_request.h"
 #include "server/server_state.h"
 
 namespace fs = std::filesystem;
@@ -22,6 +23,14 @@ namespace {
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// The routes that take images (init images, masks, PNG Info): their bodies may
+// exceed ServerOptions::max_body_bytes by the upload limits.
+bool uploads_allowed(const httplib::Request& req) {
+  if (req.method != "POST") return false;
+  return req.path == "/api/jobs" || req.path == "/sdapi/v1/img2img" || req.path == "/sdapi/v1/png-info" ||
+         req.path == "/v1/images/edits";
 }
 
 const char* mime_for(const std::string& name) {
@@ -163,7 +172,12 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
   s.telemetry = sys::Telemetry::open();
 
   httplib::Server& http = s.http;
-  http.set_payload_max_length(options.max_body_bytes);
+  // Image uploads need large bodies on the routes that take them
+  // (uploads_allowed); every other route keeps max_body_bytes (pre-routing below).
+  UploadLimits upload;
+  upload.max_bytes = options.max_upload_bytes;
+  upload.max_side = options.max_upload_side;
+  http.set_payload_max_length(max_body_with_images(upload, 2, options.max_body_bytes));
   http.new_task_queue = [] { return new httplib::ThreadPool(32); };
   http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     try {
@@ -179,8 +193,16 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
     }
   });
   auto auth = std::make_shared<const Authenticator>(options.api_key, options.api_auth);
-  http.set_pre_routing_handler([auth](const httplib::Request& req, httplib::Response& res) {
+  const size_t max_body = options.max_body_bytes;
+  http.set_pre_routing_handler([auth, max_body](const httplib::Request& req, httplib::Response& res) {
     if (auth->allows(req.get_header_value("Authorization"), req.get_header_value("X-API-Key"))) {
+      // A body too large for a route without uploads is refused before it is read.
+      if (!uploads_allowed(req) && req.has_header("Content-Length") &&
+          req.get_header_value<uint64_t>("Content-Length") > max_body) {
+        send_error(res, 413, "the request body is larger than " + std::to_string(max_body) + " bytes");
+        res.set_header("Connection", "close");  // its unread body must not be taken for the next request
+        return httplib::Server::HandlerResponse::Handled;
+      }
       return httplib::Server::HandlerResponse::Unhandled;
     }
     // The Basic challenge makes a browser show its login prompt for the page;

@@ -19,7 +19,12 @@ struct ServerOptions {
   std::string api_key;             // required (Bearer / X-API-Key, or as the Basic password) when set
   std::string api_auth;            // "user:pass[,user2:pass2]": HTTP Basic (A1111 --api-auth); server/auth.h
   int max_loaded = 1;              // pipelines kept in memory (LRU)
-  size_t max_body_bytes = 1 << 20;
+  size_t max_body_bytes = 1 << 20;  // a request without images (larger ones: 413)
+  // Uploads (img2img / inpainting init images and masks): bytes of each encoded
+  // image and its width and height. Routes that take images accept bodies of
+  // max_body_bytes plus two images of this size (base64 in JSON, or multipart).
+  size_t max_upload_bytes = size_t{32} << 20;
+  int max_upload_side = 4096;
   LoadOptions load;
   void validate() const;           // throws kInvalidArgument (e.g. non-loopback host without api_key / api_auth)
 };

@@ -14,7 +14,9 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const zlib = require('node:zlib');
 const { chromium } = require('playwright-core');
+const OpenAI = require('openai');
 
 const kRepo = path.resolve(__dirname, '..', '..');
 const kBinary = process.env.DIFFUSE_BINARY || path.join(kRepo, 'build', 'diffuse');
@@ -53,6 +55,100 @@ function startServer() {
     });
     server = child;
   });
+}
+
+// ---------- PNG in node (zlib only): test pictures in, results out ----------
+const kPngSignature = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
+
+function crc32(buf) {
+  let c, crc = 0xffffffff;
+  for (const b of buf) {
+    c = (crc ^ b) & 0xff;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    crc = (crc >>> 8) ^ c;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+// 8-bit PNG: channels 3 (RGB) or 4 (RGBA), filter 0 on every row.
+function encodePng(width, height, channels, px) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(td));
+    return Buffer.concat([len, td, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = channels === 4 ? 6 : 2;
+  const raw = Buffer.alloc((width * channels + 1) * height);
+  for (let y = 0; y < height; y++) {
+    Buffer.from(px.buffer, px.byteOffset + y * width * channels, width * channels).copy(raw, y * (width * channels + 1) + 1);
+  }
+  return Buffer.concat([kPngSignature, chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+// Decodes an 8-bit, non-interlaced grey / RGB / RGBA PNG (what the server writes) to {width, height, channels, px}.
+function decodePng(buf) {
+  assert.ok(buf.subarray(0, 8).equals(kPngSignature), 'a PNG');
+  let pos = 8, width = 0, height = 0, channels = 0;
+  const idat = [];
+  while (pos < buf.length) {
+    const len = buf.readUInt32BE(pos);
+    const type = buf.toString('latin1', pos + 4, pos + 8);
+    const data = buf.subarray(pos + 8, pos + 8 + len);
+    if (type === 'IHDR') {
+      width = data.readUInt32BE(0);
+      height = data.readUInt32BE(4);
+      assert.equal(data[8], 8, '8-bit');
+      assert.equal(data[12], 0, 'not interlaced');
+      channels = { 0: 1, 2: 3, 6: 4 }[data[9]];
+      assert.ok(channels, `colour type ${data[9]}`);
+    } else if (type === 'IDAT') {
+      idat.push(data);
+    }
+    pos += 12 + len;
+  }
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * channels;
+  const px = Buffer.alloc(stride * height);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let x = 0; x < stride; x++) {
+      const a = x >= channels ? px[y * stride + x - channels] : 0;
+      const b = y > 0 ? px[(y - 1) * stride + x] : 0;
+      const c = x >= channels && y > 0 ? px[(y - 1) * stride + x - channels] : 0;
+      let v = line[x];
+      if (filter === 1) v += a;
+      else if (filter === 2) v += b;
+      else if (filter === 3) v += (a + b) >> 1;
+      else if (filter === 4) {
+        const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      px[y * stride + x] = v & 0xff;
+    }
+  }
+  return { width, height, channels, px };
+}
+
+// A colourful RGB test picture: gradients and a checkerboard.
+function testPicture(width, height) {
+  const px = Buffer.alloc(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      px[i] = Math.floor((x * 255) / (width - 1));
+      px[i + 1] = Math.floor((y * 255) / (height - 1));
+      px[i + 2] = ((x >> 3) + (y >> 3)) % 2 ? 200 : 40;
+    }
+  }
+  return px;
 }
 
 async function getJson(p) {
@@ -277,4 +373,192 @@ test('playground: queued jobs show positions and can be cancelled from the queue
   }
   await page.waitForFunction(() => document.getElementById('progress-text').dataset.state === 'cancelled');
   assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+});
+
+test('playground: upload an image, paint a mask, inpaint; pixels away from the stroke are the upload\'s', async () => {
+  const page = await newPage();
+  const kSide = 64;
+  await fillForm(page, { prompt: 'a yellow star on a black background', images: 1, steps: 6, size: 128 });
+  const picture = testPicture(kSide, kSide);
+  const file = path.join(dataDir, 'upload.png');
+  fs.writeFileSync(file, encodePng(kSide, kSide, 3, picture));
+
+  // Upload through the file input; the panel opens and the size follows the image.
+  await page.setInputFiles('#init-file', file);
+  await page.waitForSelector('#edit-stage:not([hidden])');
+  assert.equal(await page.evaluate(() => document.getElementById('edit-panel').open), true);
+  assert.equal(await page.inputValue('#width'), String(kSide));
+  assert.equal(await page.inputValue('#height'), String(kSide));
+  assert.equal(await page.inputValue('#strength'), '0.75');
+
+  // Inpaint mode: paint one horizontal stroke with the mouse, no mask blur.
+  await page.selectOption('#edit-mode', 'inpaint');
+  await page.waitForSelector('#mask-tools:not([hidden])');
+  await page.fill('#mask-blur', '0');
+  const box = await page.locator('#mask-canvas').boundingBox();
+  assert.ok(box && box.width > 100, `the mask canvas is shown scaled up: ${JSON.stringify(box)}`);
+  await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.5);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.5, { steps: 10 });
+  await page.mouse.up();
+  const maskAlpha = () => page.evaluate(() => {
+    const c = document.getElementById('mask-canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    return Array.from({ length: c.width * c.height }, (_, i) => d[4 * i + 3]);
+  });
+  const painted = (await maskAlpha()).filter((a) => a > 0).length;
+  assert.ok(painted > 40 && painted < (kSide * kSide) / 3, `the stroke covers ${painted} pixels`);
+  await page.locator('#edit-panel').screenshot({ path: path.join(kArtifacts, 'playground-mask.png') });
+  // Invert twice changes nothing; the eraser takes paint away.
+  await page.click('#mask-invert');
+  await page.click('#mask-invert');
+  const paintedNow = () => page.evaluate(() => {
+    const c = document.getElementById('mask-canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) n += d[i] > 0;
+    return n;
+  });
+  assert.equal(await paintedNow(), painted);
+  // Clicking the tools may scroll the page: the canvas is located again before each stroke.
+  const stroke = async (from, to) => {
+    await page.locator('#mask-canvas').scrollIntoViewIfNeeded();
+    const b = await page.locator('#mask-canvas').boundingBox();
+    await page.mouse.move(b.x + b.width * from, b.y + b.height * 0.5);
+    await page.mouse.down();
+    await page.mouse.move(b.x + b.width * to, b.y + b.height * 0.5, { steps: 4 });
+    await page.mouse.up();
+  };
+  await page.click('#tool-eraser');
+  await stroke(0.25, 0.35);
+  const afterErase = await paintedNow();
+  assert.ok(afterErase < painted && afterErase > 0, `the eraser removed paint: ${painted} -> ${afterErase}`);
+  await page.click('#tool-brush');
+  await stroke(0.25, 0.35);
+  assert.ok(await paintedNow() >= painted, 'the brush paints again');
+  const alpha = await maskAlpha();  // the mask as sent
+
+  await recordProgress(page);
+  await page.click('#generate');
+  await page.waitForFunction(() => {
+    const imgs = [...document.querySelectorAll('#gallery .gallery-item img')];
+    return imgs.length === 1 && imgs[0].complete && imgs[0].naturalWidth > 0;
+  }, null, { timeout: 120000 });
+  const href = await page.getAttribute('#gallery .gallery-item a[download]', 'href');
+  const out = decodePng(Buffer.from(await (await fetch(baseUrl + href)).arrayBuffer()));
+  assert.equal(out.width, kSide);
+  assert.equal(out.height, kSide);
+
+  // Every pixel more than 2 px from the stroke is the upload's, exactly; the stroke itself is repainted.
+  const near = new Uint8Array(kSide * kSide);
+  for (let y = 0; y < kSide; y++) {
+    for (let x = 0; x < kSide; x++) {
+      if (!alpha[y * kSide + x]) continue;
+      for (let dy = -2; dy <= 2; dy++) {
+        for (let dx = -2; dx <= 2; dx++) {
+          const yy = y + dy, xx = x + dx;
+          if (yy >= 0 && yy < kSide && xx >= 0 && xx < kSide) near[yy * kSide + xx] = 1;
+        }
+      }
+    }
+  }
+  let far = 0, farDiff = 0, strokeChanged = 0;
+  for (let i = 0; i < kSide * kSide; i++) {
+    const same = out.px[3 * i] === picture[3 * i] && out.px[3 * i + 1] === picture[3 * i + 1] &&
+                 out.px[3 * i + 2] === picture[3 * i + 2];
+    if (!near[i]) {
+      far++;
+      if (!same) farDiff++;
+    } else if (alpha[i] >= 128 && !same) {
+      strokeChanged++;
+    }
+  }
+  assert.ok(far > 2000, `${far} pixels are away from the stroke`);
+  assert.equal(farDiff, 0, `${farDiff} of ${far} pixels away from the stroke differ from the upload`);
+  assert.ok(strokeChanged > 10, `the stroke was repainted (${strokeChanged} pixels changed)`);
+
+  // The job went through the native API as an inpainting job: the history says so, without the image data.
+  const hist = await getJson('/api/history?limit=1');
+  assert.equal(hist.items[0].params.init_image, `<image ${kSide}x${kSide}>`);
+  assert.equal(hist.items[0].params.mask_blur, 0);
+  assert.equal(hist.items[0].params.strength, 0.75);
+
+  // "Send to img2img" on the result loads it into the panel, in img2img mode.
+  await page.click('#gallery .gallery-item button[data-action=send-img2img]');
+  await page.waitForFunction(() => document.getElementById('edit-mode').value === 'img2img');
+  await page.waitForFunction(() => document.getElementById('mask-tools').hidden);
+  const first = await page.evaluate(() => Array.from(
+    document.getElementById('init-canvas').getContext('2d').getImageData(0, 0, 1, 1).data.slice(0, 3)));
+  assert.deepEqual(first, [...out.px.subarray(0, 3)]);
+  // ...and "Send to inpaint" shows the mask tools with an empty mask.
+  await page.click('#gallery .gallery-item button[data-action=send-inpaint]');
+  await page.waitForSelector('#mask-tools:not([hidden])');
+  assert.equal(await page.inputValue('#edit-mode'), 'inpaint');
+  // Inpaint mode with nothing painted says so instead of submitting.
+  await page.click('#generate');
+  assert.match(await page.textContent('#form-error'), /Paint the area/);
+  // A pasted image (clipboard) and a dropped file load too.
+  const pasted = encodePng(80, 64, 3, testPicture(80, 64)).toString('base64');
+  await page.evaluate((b64) => {
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'pasted.png', { type: 'image/png' }));
+    document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true }));
+  }, pasted);
+  await page.waitForFunction(() => document.getElementById('init-canvas').width === 80);
+  assert.equal(await page.inputValue('#width'), '80');
+  const dropped = encodePng(64, 72, 3, testPicture(64, 72)).toString('base64');
+  await page.evaluate((b64) => {
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }));
+    document.getElementById('init-drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, dropped);
+  await page.waitForFunction(() => document.getElementById('init-canvas').height === 72);
+  // Removing the image goes back to text-to-image.
+  await page.click('#init-clear');
+  assert.equal(await page.isHidden('#edit-stage'), true);
+
+  await page.screenshot({ path: path.join(kArtifacts, 'playground-inpaint.png'), fullPage: true });
+  assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+});
+
+test('openai SDK: images.edit with a mask whose transparent pixels are edited', async () => {
+  const kSide = 64;
+  const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: 'sk-local-unused', maxRetries: 0 });
+  const picture = testPicture(kSide, kSide);
+  // Transparent (alpha 0) in a centred square: the area to edit, as OpenAI defines the mask.
+  const rgba = Buffer.alloc(kSide * kSide * 4, 255);
+  const inEdit = (i) => { const x = i % kSide, y = Math.floor(i / kSide); return x >= 20 && x < 44 && y >= 20 && y < 44; };
+  for (let i = 0; i < kSide * kSide; i++) if (inEdit(i)) rgba[4 * i + 3] = 0;
+  const image = await OpenAI.toFile(encodePng(kSide, kSide, 3, picture), 'image.png', { type: 'image/png' });
+  const mask = await OpenAI.toFile(encodePng(kSide, kSide, 4, rgba), 'mask.png', { type: 'image/png' });
+  const res = await client.images.edit({ image, mask, prompt: 'a green circle', n: 2, size: `${kSide}x${kSide}`,
+                                         response_format: 'b64_json' });
+  assert.equal(res.data.length, 2);
+  assert.ok(Number.isInteger(res.created));
+  for (const d of res.data) {
+    const out = decodePng(Buffer.from(d.b64_json, 'base64'));
+    assert.equal(out.width, kSide);
+    assert.equal(out.height, kSide);
+    let kept = 0;
+    for (let i = 0; i < kSide * kSide; i++) {
+      if (inEdit(i)) continue;
+      assert.deepEqual([...out.px.subarray(3 * i, 3 * i + 3)], [...picture.subarray(3 * i, 3 * i + 3)], `pixel ${i} is kept`);
+      kept++;
+    }
+    assert.equal(kept, kSide * kSide - 24 * 24);
+  }
+  assert.notEqual(res.data[0].b64_json, res.data[1].b64_json);
+
+  // A mask with no transparent pixel: nothing to edit, a 400 the SDK raises as BadRequestError.
+  const opaque = await OpenAI.toFile(encodePng(kSide, kSide, 4, Buffer.alloc(kSide * kSide * 4, 255)), 'mask.png',
+                                     { type: 'image/png' });
+  const image2 = await OpenAI.toFile(encodePng(kSide, kSide, 3, picture), 'image.png', { type: 'image/png' });
+  await assert.rejects(client.images.edit({ image: image2, mask: opaque, prompt: 'x' }), (e) => {
+    assert.equal(e.status, 400);
+    assert.ok(e instanceof OpenAI.BadRequestError, `${e.constructor.name}`);
+    assert.match(e.message, /transparent/);
+    return true;
+  });
 });

@@ -1,4 +1,5 @@
-// Server abuse: malformed and hostile request bodies, oversized bodies, path
+// Server abuse: malformed and hostile request bodies, hostile image uploads
+// (img2img / inpainting), oversized bodies, path
 // traversal, clients that vanish mid-job, pathological JSON nesting, the bind
 // policy (loopback by default, --api-key required elsewhere), and SIGKILL
 // during history writes (the real `diffuse serve` binary, restarted on the
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "io/png.h"
+#include "server/base64.h"
 #include "server/server.h"
 #include "server_harness.h"
 
@@ -172,6 +174,118 @@ TEST(ServerHardening, IntegerFieldsDoNotWrap) {
                   "application/json");
   ASSERT_TRUE(r);
   EXPECT_GE(r->status, 400) << r->body;
+}
+
+// A PNG signature and IHDR claiming width x height, followed by `tail`
+// (nothing decodable): what a decompression bomb's header looks like.
+std::string png_header(uint32_t width, uint32_t height, const std::string& tail = std::string(64, 'x')) {
+  auto be32 = [](std::string& s, uint32_t v) {
+    for (int i = 3; i >= 0; --i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  std::string out("\x89PNG\r\n\x1a\n", 8);
+  be32(out, 13);
+  out += "IHDR";
+  be32(out, width);
+  be32(out, height);
+  out += std::string("\x08\x02\x00\x00\x00", 5);
+  be32(out, 0);  // CRC (wrong: refused anyway)
+  return out + tail;
+}
+
+// Uploads: refused with 400 from their header before any pixel is decoded
+// (a 100000 x 100000 "image" would need 28 GiB), undecodable ones named by
+// field, edit fields of the wrong type or range; the server keeps serving.
+TEST(ServerHardening, HostileUploadsAre4xxAndServerStaysUp) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  InProcessServer srv;
+  auto c = srv.client();
+  auto b64 = [](const std::string& bytes) { return server::base64_encode(bytes); };
+  const std::string bomb = b64(png_header(100000, 100000));
+  const std::string tiny = b64(png_header(64, 64));           // a valid header, garbage after it
+  const std::string zero = b64(png_header(0, 64));
+  std::vector<uint8_t> rgb(64 * 64 * 3, 90);
+  const std::vector<uint8_t> good_png = encode_png(64, 64, rgb.data());
+  const std::string good = b64(std::string(good_png.begin(), good_png.end()));
+  auto post = [&](const std::string& path, const json& body) { return c.Post(path, body.dump(), "application/json"); };
+  auto expect_status = [&](const std::string& path, const json& body, int lo, int hi) {
+    auto r = post(path, body);
+    ASSERT_TRUE(r) << path << " " << body.dump().substr(0, 200) << ": no answer";
+    EXPECT_GE(r->status, lo) << path << " " << body.dump().substr(0, 200) << " -> " << r->body.substr(0, 300);
+    EXPECT_LE(r->status, hi) << path << " " << body.dump().substr(0, 200) << " -> " << r->body.substr(0, 300);
+  };
+  const json a1111_bad_images[] = {
+      {{"init_images", {bomb}}},
+      {{"init_images", {tiny}}},
+      {{"init_images", {zero}}},
+      {{"init_images", {""}}},
+      {{"init_images", {"data:image/png;base64,"}}},
+      {{"init_images", {"data:text/plain,hello"}}},
+      {{"init_images", {std::string(1000, '=')}}},
+      {{"init_images", {good, bomb}}},                  // the others are checked too
+      {{"init_images", json::array({json::array({good})})}},
+      {{"init_images", {5}}},
+      {{"init_images", "not a list"}},
+      {{"init_images", {good}}, {"mask", bomb}},
+      {{"init_images", {good}}, {"mask", tiny}},
+      {{"init_images", {good}}, {"mask", {{"a", 1}}}},
+      {{"init_images", {good}}, {"denoising_strength", "high"}},
+      {{"init_images", {good}}, {"denoising_strength", 1e300}},
+      {{"init_images", {good}}, {"mask_blur", -1}},
+      {{"init_images", {good}}, {"mask_blur", 1e12}},
+      {{"init_images", {good}}, {"inpaint_full_res_padding", -5}},
+      {{"init_images", {good}}, {"inpainting_mask_invert", 2}},
+      {{"init_images", {good}}, {"inpainting_fill", -1}},
+      {{"init_images", {good}}, {"resize_mode", "stretch"}},
+  };
+  for (json body : a1111_bad_images) {
+    body["prompt"] = "x";
+    body["steps"] = 1;
+    expect_status("/sdapi/v1/img2img", body, 400, 400);
+  }
+  const json native_bad[] = {
+      {{"init_image", bomb}},
+      {{"init_image", tiny}},
+      {{"init_image", 7}},
+      {{"init_image", good}, {"mask", bomb}},
+      {{"init_image", good}, {"strength", "0.5x"}},
+      {{"init_image", good}, {"strength", 2}},
+      {{"init_image", good}, {"padding", 1e300}},
+      {{"init_image", good}, {"overlay", "yes"}},
+      {{"init_image", good}, {"outpaint", {{"left", 1e300}}}},
+      {{"init_image", good}, {"outpaint", {{"middle", 8}}}},
+      {{"init_image", good}, {"outpaint", "left=abc"}},
+      {{"init_image", good}, {"outpaint", 5}},
+      {{"strength", 0.5}},  // an edit field without an image
+  };
+  for (json body : native_bad) {
+    body["prompt"] = "x";
+    body["steps"] = 1;
+    expect_status("/api/jobs", body, 400, 400);
+  }
+  // PNG Info reads only text chunks: a header with any size is fine to look at, garbage is a 400.
+  expect_status("/sdapi/v1/png-info", {{"image", bomb}}, 200, 400);
+  expect_status("/sdapi/v1/png-info", {{"image", "@@@"}}, 400, 400);
+  expect_status("/sdapi/v1/png-info", {{"image", 5}}, 400, 422);
+  // OpenAI edits: a bomb header, garbage and a body that is not multipart.
+  for (const std::string& image : {png_header(100000, 100000), png_header(64, 64), std::string("GIF89a...")}) {
+    auto r = c.Post("/v1/images/edits",
+                    httplib::MultipartFormDataItems{{"image", image, "i.png", "image/png"}, {"prompt", "x", "", ""}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << r->body;
+    EXPECT_NE(r->body.find("\"param\":\"image\""), std::string::npos) << r->body;
+  }
+  auto r = c.Post("/v1/images/edits", "--x\r\nContent-Disposition: form-data\r\n\r\n", "multipart/form-data; boundary=x");
+  ASSERT_TRUE(r);
+  EXPECT_GE(r->status, 400);
+  EXPECT_LT(r->status, 500);
+  // A route without uploads refuses a body over 1 MiB from its Content-Length, before it arrives.
+  const std::string claim = raw_http(srv.port(),
+                                     "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                     "Content-Length: 50000000\r\n\r\n{\"prompt\":",
+                                     1500);  // the answer comes at once (the connection then idles)
+  EXPECT_EQ(status_of(claim), 413) << claim.substr(0, 200);
+  EXPECT_EQ(c.Get("/api/jobs")->body, "[]") << "nothing was queued";
+  expect_alive(c);
 }
 
 TEST(ServerHardening, BodyOverOneMebibyteIsRefused) {
