@@ -81,6 +81,16 @@ struct EditParams {
   bool active() const { return !init_image.empty(); }
 };
 
+// A LoRA / LyCORIS file applied to a generation (docs/adapters.md): merged
+// into the weights while the call runs, and kept merged for the next call
+// with the same set. A1111's <lora:name:w> sets both weights, <lora:name:u:t> each.
+struct LoraRef {
+  std::string path;  // a resolved file (.safetensors, or .pt/.ckpt through the restricted unpickler)
+  float unet_weight = 1.0f;
+  float te_weight = 1.0f;
+  bool operator==(const LoraRef&) const = default;
+};
+
 struct GenerationParams {
   std::string prompt;
   std::optional<std::string> negative_prompt;  // nullopt = diffusers' None (SDXL: zero embeddings)
@@ -112,6 +122,12 @@ struct GenerationParams {
   std::array<int, 2> crops_coords_top_left{0, 0};
   std::array<int, 2> target_size{0, 0};
   EditParams edit;               // init image, mask, strength, ... (empty: text-to-image)
+  std::vector<LoraRef> loras;    // LoRA / LyCORIS files, applied in this order
+  // Textual inversion, A1111's rule: an embedding file (.pt, .safetensors,
+  // .bin) whose stem appears as a word in a prompt or negative prompt is used
+  // there. Looked up in these folders, and among `embeddings` (files).
+  std::vector<std::string> embedding_dirs;
+  std::vector<std::string> embeddings;
   // Tests: fixed initial latents [images, 4, h/8, w/8] (multiplied by init_noise_sigma like diffusers).
   Tensor initial_latents;
 
