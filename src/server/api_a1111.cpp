@@ -374,7 +374,7 @@ void register_a1111_routes(Server::State& s) {
     bool skip_image = req.get_param_value("skip_current_image") == "true";
     auto j = s.jobs->running();
     nlohmann::json state = {{"skipped", false}, {"interrupted", j && j->interrupted}, {"stopping_generation", false},
-                            {"job", j ? "txt2img" : ""}, {"job_count", static_cast<int>(s.jobs->pending())},
+                            {"job", j ? j->kind : ""}, {"job_count", static_cast<int>(s.jobs->pending())},
                             {"job_timestamp", "0"}, {"job_no", 0},
                             {"sampling_step", j ? j->step : 0}, {"sampling_steps", j ? j->total_steps : 0}};
     double progress = j && j->total_steps > 0 ? static_cast<double>(j->step) / j->total_steps : 0.0;

@@ -94,6 +94,7 @@ std::string JobQueue::submit(JobRequest request) {
   job->snap.prompt = request.params.prompts.empty() ? request.params.prompt : request.params.prompts[0];
   job->snap.created = now_unix();
   job->snap.echo = request.echo;
+  if (request.params.edit.active()) job->snap.kind = "img2img";
   job->snap.seed = request.params.seed;
   job->request = std::move(request);
   jobs_[job->snap.id] = job;

@@ -45,6 +45,7 @@ struct JobSnapshot {
   int position = 0;  // 1-based place in the queue while queued, 0 otherwise
   std::string model;
   std::string prompt;
+  std::string kind = "txt2img";  // "img2img" for an edit (A1111's state.job)
   int step = 0, total_steps = 0;
   double it_per_s = 0, eta_s = 0, elapsed_s = 0;
   std::string error;
