@@ -422,7 +422,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     const Tensor pixels = rgb_to_tensor(plan->init);
     if (need_image_latents) image_moments = encode(pixels);
     if (inpainting) {
-      mask_latent = latent_mask(plan->mask);
+      mask_latent = latent_mask(plan->mask).to(m.device);
       masked_moments = encode(masked_pixels(pixels, plan->mask));
     }
   } else if (nine) {

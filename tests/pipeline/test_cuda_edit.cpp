@@ -1,8 +1,8 @@
 // img2img and inpainting on the CUDA backend (ctest label "cuda"):
 //   fp32: the v2 goldens' final latents within 1e-3 relative of diffusers;
 //   fp16 (the CUDA default): every image within a mean of 2/255 of the CPU
-//   f32 image of the same run (the bound), for img2img and 4-channel
-//   inpainting of every family.
+//   f32 image of the same run (the bound), for img2img, 4-channel and
+//   9-channel inpainting of every family.
 // Skips when no CUDA device is usable.
 #include <cstdio>
 
@@ -45,6 +45,25 @@ std::vector<Case> cases_of(const std::string& fam) {
       c.golden_latents = f.tensors.at(run["final_latents"].get<std::string>());
       out.push_back(std::move(c));
     }
+  }
+  const nlohmann::json nine = nlohmann::json::parse(read_file(inpaint9_dir() + "/cases.json"));
+  for (const auto& run : nine["families"][fam]["runs"]) {
+    Case c;
+    c.model = inpaint9_model(fam);
+    GenerationParams& p = c.params;
+    p.prompt = nine["prompt"].get<std::string>();
+    p.negative_prompt = nine["negative_prompt"].get<std::string>();
+    p.cfg_scale = nine["guidance_scale"].get<float>();
+    p.steps = nine["num_inference_steps"].get<int>();
+    p.sampler = run["scheduler"].get<std::string>();
+    p.seed = run["seed"].get<int64_t>();
+    p.edit.strength = run["strength"].get<double>();
+    p.edit.init_image = load_rgb(fixtures_dir() + "/" + nine["init_image"].get<std::string>());
+    p.edit.mask = load_mask(fixtures_dir() + "/" + nine["mask_image"].get<std::string>());
+    p.edit.mask_blur = 0;
+    p.edit.overlay = false;
+    c.name = fam + "/inpaint9/" + run["name"].get<std::string>();
+    out.push_back(std::move(c));
   }
   return out;
 }
