@@ -536,8 +536,8 @@ OutpaintCanvas outpaint_canvas(const Rgb& src, const OutpaintSpec& spec, uint64_
       }
   }
 
-  // Mask: 255 over the new area and over the seam band along each side that
-  // grew (the rounding to 8 counts); then feathered, clipped to that.
+  // Mask: 255 over the new area, a ramp over the seam band along each side
+  // that grew (the rounding to 8 counts); then feathered, clipped to that.
   const int seam_l = left > 0 ? spec.seam : 0, seam_r = right > 0 ? spec.seam : 0;
   const int seam_t = top > 0 ? spec.seam : 0, seam_b = bottom > 0 ? spec.seam : 0;
   auto in_band = [&](int x, int y) {
@@ -548,9 +548,23 @@ OutpaintCanvas outpaint_canvas(const Rgb& src, const OutpaintSpec& spec, uint64_
   mask.width = W;
   mask.height = H;
   mask.px.assign(static_cast<size_t>(W) * H, 0);
+  // Inside the band a linear ramp, 255 at the old edge down to ~0 at the
+  // band's inner side, so the overlay blends the seam without a step.
+  auto band_value = [&](int x, int y) {
+    const int ix = x - left, iy = y - top;
+    int d = spec.seam;  // distance from the nearest grown edge, inside the original
+    if (seam_l) d = std::min(d, ix);
+    if (seam_r) d = std::min(d, src.width - 1 - ix);
+    if (seam_t) d = std::min(d, iy);
+    if (seam_b) d = std::min(d, src.height - 1 - iy);
+    return static_cast<uint8_t>(spec.seam > 0 ? 255 * std::max(0, spec.seam - d) / spec.seam : 0);
+  };
   for (int y = 0; y < H; ++y)
-    for (int x = 0; x < W; ++x)
-      if (!in_orig(x, y) || in_band(x, y)) mask.px[static_cast<size_t>(y) * W + x] = 255;
+    for (int x = 0; x < W; ++x) {
+      uint8_t& m = mask.px[static_cast<size_t>(y) * W + x];
+      if (!in_orig(x, y)) m = 255;
+      else if (in_band(x, y)) m = band_value(x, y);
+    }
   if (spec.feather > 0) {
     Gray soft = blur(mask, spec.feather);
     for (int y = 0; y < H; ++y)

@@ -116,10 +116,11 @@ Rgb fill_masked(const Rgb& src, const Gray& mask);
 // bottom). The new area is filled with the image's edge pixels stretched
 // outwards (kEdge) or with seeded uniform noise (kNoise: bytes of successive
 // std::mt19937_64(seed) outputs, low byte first, R G B, row-major over the
-// new area). The mask is 255 over the new area and over a `seam` pixel band
-// inside the old image along each side that grew (rounding included), then
-// blurred by `feather` pixels (blur() above); the blur is clipped so that
-// nothing beyond the seam band is masked and the new area stays 255.
+// new area). The mask is 255 over the new area and, over a `seam` pixel band
+// inside the old image along each side that grew (rounding included), a
+// linear ramp from 255 at the old edge towards 0 at the band's inner side;
+// then blurred by `feather` pixels (blur() above) and clipped so that nothing
+// beyond the seam band is masked and the new area stays 255.
 // Each side 0-16384, at least one > 0; canvas at most 16384x16384; seam
 // 0-16384; feather 0-256.
 struct OutpaintSpec {

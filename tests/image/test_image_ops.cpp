@@ -799,10 +799,11 @@ TEST(OutpaintCanvas, MaskCoversNewAreaAndSeamOnly) {
       }
     }
   EXPECT_EQ(at(c.mask, 50, 20), 0);
-  // Across the left seam the mask falls from ~255 to about half.
-  EXPECT_GT(at(c.mask, 10, 20), 240);
-  EXPECT_GT(at(c.mask, 10 + 15, 20), 60);
-  EXPECT_LT(at(c.mask, 10 + 15, 20), 200);
+  // Across the left seam the mask ramps from near 255 at the old edge down
+  // towards 0 at the band's inner side (no step for the overlay to show).
+  EXPECT_GT(at(c.mask, 10, 20), 200);
+  EXPECT_GT(at(c.mask, 10 + 15, 20), 0);
+  EXPECT_LT(at(c.mask, 10 + 15, 20), 80);
   for (int ix = 1; ix < 16; ++ix) EXPECT_LE(at(c.mask, 10 + ix, 20), at(c.mask, 10 + ix - 1, 20)) << ix;
   EXPECT_EQ(at(c.mask, 10 + 16, 20), 0);
 
@@ -815,10 +816,11 @@ TEST(OutpaintCanvas, MaskCoversNewAreaAndSeamOnly) {
       const bool inside = x >= 10 && x < 110 && y < 60;
       ASSERT_EQ(at(c.mask, x, y), inside ? 0 : 255) << x << "," << y;
     }
-  // A seam wider than the image masks all of it.
+  // A seam wider than the image repaints all of it (every pixel >= 128, the
+  // binarisation threshold).
   spec.seam = 500;
   c = outpaint_canvas(im, spec, 1);
-  EXPECT_EQ(c.mask.px, std::vector<uint8_t>(c.mask.px.size(), 255));
+  for (uint8_t v : c.mask.px) ASSERT_GE(v, 128);
 }
 
 TEST(OutpaintCanvas, NoiseIsSeededAndDocumented) {
