@@ -1,6 +1,7 @@
 // CLIP text encoder forward pass (transformers CLIPTextTransformer).
 #include "models/clip_text.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -143,7 +144,7 @@ void ClipTextModel::replace_weight(const std::string& name, const Tensor& value)
 
 // ---- forward ---------------------------------------------------------------
 
-ClipTextModel::Output ClipTextModel::forward(const Tensor& input_ids) const {
+ClipTextModel::Output ClipTextModel::forward(const Tensor& input_ids, const TokenOverride* override_rows) const {
   DIFFUSE_CHECK_ARG(input_ids.ndim() == 2 && (input_ids.dtype() == DType::kI64 || input_ids.dtype() == DType::kI32),
                     "[ClipTextModel] input_ids must be [B, L] i64/i32, got " + input_ids.str());
   const int64_t batch = input_ids.dim(0), len = input_ids.dim(1);
@@ -152,11 +153,39 @@ ClipTextModel::Output ClipTextModel::forward(const Tensor& input_ids) const {
                         std::to_string(config_.max_position_embeddings));
   const int heads = config_.num_attention_heads;
   const float attn_scale = 1.0f / std::sqrt(static_cast<float>(config_.hidden_size / heads));
-  const Tensor ids = input_ids.to(device_);
+  Tensor ids = input_ids.to(device_);
+  std::vector<int64_t> lookup_ids;  // with an override: the ids looked up (0 where a row replaces the lookup)
+  if (override_rows) {
+    const TokenOverride& o = *override_rows;
+    const int64_t d = config_.hidden_size;
+    DIFFUSE_CHECK_ARG(o.rows.defined() && o.rows.ndim() == 2 && o.rows.dim(0) == static_cast<int64_t>(o.positions.size()) &&
+                          o.rows.dim(1) == d,
+                      "[ClipTextModel] override rows must be [" + std::to_string(o.positions.size()) + ", " +
+                          std::to_string(d) + "], got " + (o.rows.defined() ? o.rows.str() : std::string("none")));
+    lookup_ids = input_ids.to_i64_vector();
+    for (int64_t p : o.positions) {
+      DIFFUSE_CHECK_ARG(p >= 0 && p < batch * len, "[ClipTextModel] override position " + std::to_string(p) +
+                                                       " is outside input_ids " + input_ids.str());
+      lookup_ids[p] = 0;
+    }
+    ids = Tensor::from_ids(lookup_ids, {batch, len}).to(device_);
+  }
 
   Output out;
   // CLIPTextEmbeddings: token + absolute position (position_ids = arange(L)).
   Tensor x = embedding(ids, w_.token_embedding).to(act_dtype_);                  // [B, L, D]
+  if (override_rows) {
+    // A handful of rows of a [B, 77, D] tensor: replaced on the host in f32
+    // (exact for every activation dtype). The rows are rounded to the weight
+    // dtype first, as rows stored in the token table would be.
+    const int64_t d = config_.hidden_size;
+    std::vector<float> xs = x.to(Device::kCPU).to(DType::kF32).contiguous().to_f32_vector();
+    const std::vector<float> rows =
+        override_rows->rows.to(Device::kCPU).to(dtype_).to(DType::kF32).contiguous().to_f32_vector();
+    for (size_t i = 0; i < override_rows->positions.size(); ++i)
+      std::copy(rows.begin() + i * d, rows.begin() + (i + 1) * d, xs.begin() + override_rows->positions[i] * d);
+    x = Tensor::from_vector(xs, x.shape()).to(act_dtype_).to(device_);  // [B, L, D]
+  }
   x = add(x, w_.position_embedding.slice(0, 0, len));             // [B, L, D] + [L, D]
   out.hidden_states.push_back(x);
 

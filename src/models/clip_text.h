@@ -62,8 +62,18 @@ class ClipTextModel {
     Tensor pooled;                      // [B, D] last_hidden_state at argmax(input_ids)
     Tensor text_embeds;                 // [B, P] pooled @ text_projection^T (only with_projection)
   };
-  // input_ids [B, L] i64 (or i32), L <= max_position_embeddings.
-  Output forward(const Tensor& input_ids) const;
+  // Textual inversion (adapters/embedding.h): rows that take the place of the
+  // token embedding at some positions of input_ids, as the rows transformers
+  // appends to the token table for added tokens (load_textual_inversion).
+  struct TokenOverride {
+    std::vector<int64_t> positions;  // flattened b * L + t, each at most once
+    Tensor rows;                     // [positions.size(), hidden_size], any float dtype and device
+  };
+  // input_ids [B, L] i64 (or i32), L <= max_position_embeddings. With an
+  // override, the ids at its positions are not looked up and may lie past the
+  // vocabulary: pooling still takes argmax(input_ids), so ids past the
+  // vocabulary pool where transformers' added tokens would.
+  Output forward(const Tensor& input_ids, const TokenOverride* override_rows = nullptr) const;
   // The model's final LayerNorm on any hidden state [B, L, D] (A1111 clip skip
   // re-applies it to an earlier layer's output).
   Tensor final_layer_norm(const Tensor& hidden) const;

@@ -3,8 +3,17 @@
 // prompts longer than 75 tokens, encoded in 77-token chunks and concatenated
 // (modules/sd_hijack_clip.py). A prompt with no emphasis and <= 75 tokens takes
 // exactly diffusers' path.
+//
+// Textual inversion: an embedding file's stem in a prompt (A1111's rule; the
+// tokens are found by text/prompt_weights.h) is replaced by its N vectors as
+// token embeddings, as diffusers' load_textual_inversion does with N added
+// tokens. Those positions carry ids past the vocabulary, as added tokens do,
+// so SDXL's pooled output is taken where diffusers takes it: argmax(input_ids)
+// lands on the last vector of the embedding (A1111 pools at the first
+// <|endoftext|> instead; the goldens are diffusers').
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "core/ops.h"
 #include "pipeline/pipeline_impl.h"
@@ -38,11 +47,48 @@ struct EncodedPrompt {
 // A prompt tokenized for every encoder (once: the chunk count and the
 // encoding read the same chunks).
 using Tokenized = std::vector<PromptChunks>;
+// Per encoder, the embeddings' trigger words in its tokenizer's ids (null: none).
+using Triggers = std::vector<std::unique_ptr<EmbeddingTriggers>>;
 
-Tokenized tokenize(const std::vector<TextEncoderSlot>& encoders, const std::string& prompt) {
-  Tokenized t;
-  for (const TextEncoderSlot& slot : encoders) t.push_back(encode_weighted(*slot.tokenizer, prompt));
+Triggers make_triggers(const std::vector<TextEncoderSlot>& encoders, EmbeddingSet* embeddings) {
+  Triggers t(encoders.size());
+  if (!embeddings || embeddings->empty()) return t;
+  for (size_t e = 0; e < encoders.size(); ++e) {
+    std::vector<std::vector<int>> ids;
+    for (const EmbeddingEntry& entry : embeddings->entries()) ids.push_back(encoders[e].tokenizer->tokenize(entry.name));
+    t[e] = std::make_unique<EmbeddingTriggers>(std::move(ids), [embeddings](size_t i) { return embeddings->use(i); });
+  }
   return t;
+}
+
+Tokenized tokenize(const std::vector<TextEncoderSlot>& encoders, const std::string& prompt,
+                   const Triggers& triggers = {}) {
+  Tokenized t;
+  for (size_t e = 0; e < encoders.size(); ++e)
+    t.push_back(encode_weighted(*encoders[e].tokenizer, prompt, kDefaultCommaPaddingBacktrack,
+                                e < triggers.size() ? triggers[e].get() : nullptr));
+  return t;
+}
+
+// One chunk's ids for the encoder, and the embedding vectors that replace
+// token rows. Embedding i's k-th vector gets id vocab + i * 75 + k: past the
+// vocabulary, increasing with i and k, as diffusers' added tokens (pooling).
+ClipTextModel::TokenOverride embedding_rows(const TextEncoderSlot& slot, size_t encoder,
+                                            const std::vector<EmbeddingFix>& fixes, const EmbeddingSet* embeddings,
+                                            std::vector<int64_t>& ids) {
+  ClipTextModel::TokenOverride o;
+  std::vector<Tensor> rows;
+  const int64_t vocab = slot.model->config().vocab_size;
+  for (const EmbeddingFix& f : fixes) {
+    const Tensor& v = embeddings->vectors(static_cast<size_t>(f.embedding), encoder);  // [N, D]
+    for (int k = 0; k < f.vectors; ++k) {
+      o.positions.push_back(f.position + k);
+      ids[static_cast<size_t>(f.position + k)] = vocab + static_cast<int64_t>(f.embedding) * kChunkTokens + k;
+    }
+    rows.push_back(v);
+  }
+  o.rows = rows.size() == 1 ? rows[0] : concat(rows, 0);  // [n, D]
+  return o;
 }
 
 int chunk_count(const Tokenized& t) {
@@ -52,7 +98,7 @@ int chunk_count(const Tokenized& t) {
 }
 
 EncodedPrompt encode_one(const std::vector<TextEncoderSlot>& encoders, Tokenized tokens, int clip_skip,
-                         int min_chunks) {
+                         int min_chunks, const EmbeddingSet* embeddings = nullptr) {
   std::vector<Tensor> per_encoder;
   Tensor pooled;
   for (size_t e = 0; e < encoders.size(); ++e) {
@@ -66,12 +112,15 @@ EncodedPrompt encode_one(const std::vector<TextEncoderSlot>& encoders, Tokenized
         chunks.weights.push_back(empty.weights[0]);
       }
     }
+    chunks.fixes.resize(chunks.ids.size());
     std::vector<Tensor> hidden_chunks;
     for (size_t c = 0; c < chunks.ids.size(); ++c) {
-      const std::vector<int64_t>& ids = chunks.ids[c];
+      std::vector<int64_t> ids = chunks.ids[c];
+      ClipTextModel::TokenOverride rows;
+      if (!chunks.fixes[c].empty()) rows = embedding_rows(slot, e, chunks.fixes[c], embeddings, ids);
       Tensor ids_t = Tensor::from_ids(ids, {1, static_cast<int64_t>(ids.size())});
       if (slot.model->device() != Device::kCPU) ids_t = ids_t.to(slot.model->device());
-      ClipTextModel::Output out = slot.model->forward(ids_t);
+      ClipTextModel::Output out = slot.model->forward(ids_t, chunks.fixes[c].empty() ? nullptr : &rows);
       Tensor h = encoder_hidden(slot, out, clip_skip);
       const std::vector<float>& w = chunks.weights[c];
       bool weighted = false;
@@ -103,7 +152,7 @@ EncodedPrompt encode_one(const std::vector<TextEncoderSlot>& encoders, Tokenized
 }  // namespace
 
 Pipeline::Impl::Conditioning Pipeline::Impl::encode_prompts(const std::vector<std::string>& prompts,
-                                                            int clip_skip) const {
+                                                            int clip_skip, EmbeddingSet* embeddings) const {
   // Each distinct prompt is tokenized once and encoded once; a batch of n
   // copies of one prompt runs the text encoders once.
   std::vector<std::string> distinct;
@@ -113,14 +162,15 @@ Pipeline::Impl::Conditioning Pipeline::Impl::encode_prompts(const std::vector<st
     row_of[i] = static_cast<size_t>(it - distinct.begin());
     if (it == distinct.end()) distinct.push_back(prompts[i]);
   }
+  const Triggers triggers = make_triggers(encoders, embeddings);
   std::vector<Tokenized> tokens;
   int chunks = 1;
   for (const std::string& p : distinct) {
-    tokens.push_back(tokenize(encoders, p));
+    tokens.push_back(tokenize(encoders, p, triggers));
     chunks = std::max(chunks, chunk_count(tokens.back()));
   }
   std::vector<EncodedPrompt> encoded;
-  for (Tokenized& t : tokens) encoded.push_back(encode_one(encoders, std::move(t), clip_skip, chunks));
+  for (Tokenized& t : tokens) encoded.push_back(encode_one(encoders, std::move(t), clip_skip, chunks, embeddings));
   std::vector<Tensor> contexts, pooled;
   for (size_t r : row_of) {
     contexts.push_back(encoded[r].context);
@@ -131,6 +181,22 @@ Pipeline::Impl::Conditioning Pipeline::Impl::encode_prompts(const std::vector<st
   if (!pooled.empty()) c.pooled = pooled.size() == 1 ? pooled[0] : concat(pooled, 0);
   c.encoder_runs = static_cast<int>(distinct.size());
   return c;
+}
+
+EmbeddingSet Pipeline::Impl::embeddings_for(const GenerationParams& params) const {
+  if (params.embedding_dirs.empty() && params.embeddings.empty()) return {};
+  // Which vectors each encoder takes: SD 1.x / 2.x one set; SDXL clip_l for its
+  // CLIP-L and clip_g for its OpenCLIP bigG (the refiner has only the latter).
+  std::vector<EmbeddingTarget> targets;
+  for (const TextEncoderSlot& slot : encoders) {
+    EmbeddingTarget t;
+    t.width = slot.model->config().hidden_size;
+    if (encoders.size() == 2) t.key = targets.empty() ? "clip_l" : "clip_g";
+    else if (slot.provides_pooled) t.key = "clip_g";
+    t.encoder = t.key == "clip_g" ? "text_encoder_2" : "text_encoder";
+    targets.push_back(t);
+  }
+  return EmbeddingSet(list_embeddings(params.embedding_dirs, params.embeddings), std::move(targets), embedding_cache);
 }
 
 Pipeline::Impl::Conditioning Pipeline::Impl::zero_conditioning(const Conditioning& like) const {

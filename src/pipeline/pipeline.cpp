@@ -11,9 +11,11 @@
 #include <fstream>
 #include <optional>
 #include <random>
+#include <shared_mutex>
 
 #include "core/ops.h"
 #include "io/infotext.h"
+#include "models/family_spec.h"
 #include "pipeline/edit_plan.h"
 #include "pipeline/pipeline_impl.h"
 #include "sampling/rng.h"
@@ -247,6 +249,9 @@ void GenerationParams::validate() const {
   for (const auto& p : prompts) prompt_bytes += p.size();
   for (const auto& p : negative_prompts) prompt_bytes += p.size();
   DIFFUSE_CHECK_ARG(prompt_bytes <= 64 * 1024, "prompts must total at most 65536 bytes");
+  for (const LoraRef& l : loras)
+    DIFFUSE_CHECK_ARG(!l.path.empty() && std::isfinite(l.unet_weight) && std::isfinite(l.te_weight),
+                      "LoRA '" + l.path + "': needs a file and weights that are finite numbers");
 }
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -265,12 +270,64 @@ std::unique_ptr<Pipeline> Pipeline::random(const std::string& arch, const LoadOp
 
 const ModelInfo& Pipeline::info() const { return impl_->info; }
 
+namespace {
+
+// The UNet and text encoders as a LoRA patches them (adapters/lora.h), each
+// encoder under its diffusers folder name from the family's row.
+LoraModel lora_model(Pipeline::Impl& m) {
+  LoraModel lm;
+  lm.family = m.info.family;
+  lm.unet = m.unet.get();
+  const std::vector<TextEncoderSpec>& specs = family_spec(m.info.family).text_encoders;
+  for (size_t i = 0; i < m.encoders.size(); ++i) {
+    const std::string folder = i < specs.size() ? specs[i].folder : "text_encoder_" + std::to_string(i + 1);
+    lm.text_encoders.emplace_back(folder, m.encoders[i].model.get());
+  }
+  return lm;
+}
+
+// Impl::adapters_mutex for one generate() call, with the call's LoRA set merged:
+// shared when the set is (or has just been made) the merged one, so calls with
+// the same set run together. Changing the set takes the lock exclusively, then
+// comes back for it shared and checks again: a call with another set may have
+// merged in between. After a few such turns the call runs under the exclusive
+// lock, so two clients alternating sets cannot starve each other.
+struct LoraHold {
+  std::shared_lock<std::shared_mutex> shared;
+  std::unique_lock<std::shared_mutex> exclusive;
+};
+LoraHold hold_lora_set(Pipeline::Impl& m, const std::vector<LoraRef>& refs) {
+  std::vector<LoraUse> uses;
+  for (const LoraRef& r : refs) uses.push_back({r.path, r.unet_weight, r.te_weight});
+  const LoraSetKey key = lora_set_key(uses);  // file times and sizes: a rewritten file is merged again
+  auto merge = [&] {
+    if (!(m.loras.merged() == key)) m.loras.apply(lora_model(m), uses, key);
+  };
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    {
+      std::shared_lock<std::shared_mutex> shared(m.adapters_mutex);
+      if (m.loras.merged() == key) return {std::move(shared), {}};
+    }
+    std::unique_lock<std::shared_mutex> exclusive(m.adapters_mutex);
+    merge();
+  }
+  std::unique_lock<std::shared_mutex> exclusive(m.adapters_mutex);
+  merge();
+  return {{}, std::move(exclusive)};
+}
+
+}  // namespace
+
 GenerationResult Pipeline::generate(const GenerationParams& params_in, const ProgressCallback& progress) {
   params_in.validate();
   Impl& m = *impl_;
   const ModelInfo& info = m.info;
   const auto t_start = Clock::now();
+  // LoRA: the call's set merged into the weights and held until it returns.
+  const LoraHold lora_hold = hold_lora_set(m, params_in.loras);
+  const std::string lora_hashes = m.loras.infotext_hashes();
   GenerationResult result;
+  result.warnings = m.loras.warnings();
 
   GenerationParams p = params_in;
   if (p.steps == 0) p.steps = info.default_steps;
@@ -307,6 +364,9 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   const bool editing = plan.has_value();
   const bool inpainting = editing && (!plan->mask.empty() || (plan->passthrough && !p.edit.mask.empty()));
 
+  // Textual inversion: the embeddings the prompts may name (conditioning.cpp).
+  EmbeddingSet embeddings = m.embeddings_for(p);
+
   // The user's image for batch entry b, with its A1111 metadata.
   auto make_image = [&](const image::Rgb& rgb, int b) {
     Image im;
@@ -336,6 +396,8 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
       f.extra.emplace_back("Batch size", std::to_string(n));
       f.extra.emplace_back("Batch pos", std::to_string(b));
     }
+    if (!lora_hashes.empty()) f.extra.emplace_back("Lora hashes", lora_hashes);
+    if (!embeddings.used().empty()) f.extra.emplace_back("TI hashes", embeddings.hashes_infotext());
     f.version = std::string("diffuse ") + DIFFUSE_VERSION_STRING;
     im.parameters = format_infotext(f);
     return im;
@@ -357,12 +419,12 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
 
   // 1. Text conditioning: [uncond x n, cond x n] with CFG (diffusers' order).
   auto t0 = Clock::now();
-  Impl::Conditioning cond = m.encode_prompts(prompts, p.clip_skip);
+  Impl::Conditioning cond = m.encode_prompts(prompts, p.clip_skip, &embeddings);
   Impl::Conditioning batch = cond;
   if (cfg) {
     Impl::Conditioning uncond = negative_is_none && m.force_zeros_for_empty_prompt
                                     ? m.zero_conditioning(cond)
-                                    : m.encode_prompts(negatives, p.clip_skip);
+                                    : m.encode_prompts(negatives, p.clip_skip, &embeddings);
     m.match_lengths(uncond, cond, p.clip_skip);
     batch.context = concat({uncond.context, cond.context}, 0);
     if (cond.pooled.defined()) batch.pooled = concat({uncond.pooled, cond.pooled}, 0);

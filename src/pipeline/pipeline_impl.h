@@ -1,11 +1,14 @@
 // Internals of Pipeline shared by its source files (not a public header).
 #pragma once
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/embedding.h"
+#include "adapters/lora.h"
 #include "models/clip_text.h"
 #include "models/unet.h"
 #include "models/vae.h"
@@ -38,6 +41,13 @@ struct Pipeline::Impl {
   nlohmann::json scheduler_config;  // as shipped (scheduler/scheduler_config.json)
   bool force_zeros_for_empty_prompt = false;
 
+  // The merged LoRA set (adapters/lora.h). generate() holds adapters_mutex
+  // shared for its whole run with the set it asked for, and exclusively only
+  // to change the set (pipeline.cpp hold_lora_set), so concurrent calls with
+  // the same set share the merged weights.
+  mutable std::shared_mutex adapters_mutex;
+  LoraMerger loras;
+
   // Text conditioning for a batch: context [B, L, D] (in dtype, on device) and
   // pooled [B, P] (SDXL) or undefined.
   struct Conditioning {
@@ -45,7 +55,13 @@ struct Pipeline::Impl {
     Tensor pooled;
     int encoder_runs = 0;  // distinct prompts encoded (each distinct prompt runs the encoders once)
   };
-  Conditioning encode_prompts(const std::vector<std::string>& prompts, int clip_skip) const;
+  // With `embeddings`, a prompt that names one uses its vectors (textual
+  // inversion, A1111's rule); the set records which were used.
+  Conditioning encode_prompts(const std::vector<std::string>& prompts, int clip_skip,
+                              EmbeddingSet* embeddings = nullptr) const;
+  // The embeddings a generation may use (adapters/embedding.h), checked against these encoders.
+  EmbeddingSet embeddings_for(const GenerationParams& params) const;
+  std::shared_ptr<EmbeddingCache> embedding_cache = std::make_shared<EmbeddingCache>();  // files read, by mtime
   Conditioning zero_conditioning(const Conditioning& like) const;
   // Pads the shorter conditioning with empty-prompt chunks so both have the same length (A1111).
   void match_lengths(Conditioning& a, Conditioning& b, int clip_skip) const;

@@ -4,6 +4,7 @@
 // The parser works on code points because Python's regexes do (\s and \b are Unicode).
 #include "text/prompt_weights.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "core/error.h"
@@ -189,14 +190,37 @@ bool has_weighting_syntax(const std::string& prompt) {
   }
 }
 
+EmbeddingTriggers::EmbeddingTriggers(std::vector<std::vector<int>> ids, std::function<int(size_t)> vectors)
+    : ids_(std::move(ids)), vectors_(std::move(vectors)) {
+  for (size_t i = 0; i < ids_.size(); ++i)
+    if (!ids_[i].empty()) by_first_id_[ids_[i][0]].push_back(i);
+  for (auto& [first, candidates] : by_first_id_) {
+    std::stable_sort(candidates.begin(), candidates.end(),
+                     [&](size_t a, size_t b) { return ids_[a].size() > ids_[b].size(); });
+  }
+}
+
+EmbeddingTriggers::Match EmbeddingTriggers::find(const std::vector<int>& tokens, size_t offset) const {
+  if (offset >= tokens.size()) return {};
+  const auto it = by_first_id_.find(tokens[offset]);
+  if (it == by_first_id_.end()) return {};
+  for (size_t i : it->second) {
+    const std::vector<int>& name = ids_[i];
+    if (offset + name.size() <= tokens.size() && std::equal(name.begin(), name.end(), tokens.begin() + offset))
+      return {static_cast<int>(i), name.size()};
+  }
+  return {};
+}
+
 PromptChunks encode_weighted(const ClipTokenizer& tokenizer, const std::string& prompt,
-                             int comma_padding_backtrack) {
+                             int comma_padding_backtrack, const EmbeddingTriggers* triggers) {
   const std::vector<Fragment> parsed = parse_attention(prompt);
   const int comma = tokenizer.token_id(",</w>");
 
   PromptChunks result;
   std::vector<int> chunk_tokens;
   std::vector<float> chunk_weights;
+  std::vector<EmbeddingFix> chunk_fixes;  // positions relative to chunk_tokens (bos not counted)
   int last_comma = -1;
 
   // Closes the current chunk: [bos] + tokens + [eos] + [pad]..., weights 1 outside the tokens.
@@ -214,11 +238,14 @@ PromptChunks encode_weighted(const ClipTokenizer& tokenizer, const std::string& 
     weights.push_back(1.0f);
     ids.resize(kChunkTokens + 2, tokenizer.pad_id());
     weights.resize(kChunkTokens + 2, 1.0f);
+    for (EmbeddingFix& f : chunk_fixes) f.position += 1;  // after bos
     result.ids.push_back(std::move(ids));
     result.weights.push_back(std::move(weights));
+    result.fixes.push_back(std::move(chunk_fixes));
     last_comma = -1;
     chunk_tokens.clear();
     chunk_weights.clear();
+    chunk_fixes.clear();
   };
 
   for (const Fragment& frag : parsed) {
@@ -228,25 +255,56 @@ PromptChunks encode_weighted(const ClipTokenizer& tokenizer, const std::string& 
     }
     const std::vector<int> tokens = tokenizer.tokenize(text::encode_utf8(frag.text));
     const float weight = static_cast<float>(frag.weight);
-    for (int token : tokens) {
+    size_t position = 0;
+    while (position < tokens.size()) {
+      const int token = tokens[position];
       const int size = static_cast<int>(chunk_tokens.size());
       if (token == comma) {
         last_comma = size;
       } else if (comma_padding_backtrack != 0 && size == kChunkTokens && last_comma != -1 &&
                  size - last_comma <= comma_padding_backtrack) {
-        // Move the words after the last comma into the next chunk.
+        // Move the words after the last comma into the next chunk. An
+        // embedding among them moves with its positions (A1111 leaves its fix
+        // behind, pointing at padding: a bug not worth copying).
         const size_t break_at = static_cast<size_t>(last_comma) + 1;
         std::vector<int> moved_tokens(chunk_tokens.begin() + break_at, chunk_tokens.end());
         std::vector<float> moved_weights(chunk_weights.begin() + break_at, chunk_weights.end());
+        std::vector<EmbeddingFix> moved_fixes;
+        for (auto it = chunk_fixes.begin(); it != chunk_fixes.end();) {
+          if (it->position >= static_cast<int>(break_at)) {
+            moved_fixes.push_back({it->position - static_cast<int>(break_at), it->embedding, it->vectors});
+            it = chunk_fixes.erase(it);
+          } else {
+            ++it;
+          }
+        }
         chunk_tokens.resize(break_at);
         chunk_weights.resize(break_at);
         next_chunk(false);
         chunk_tokens = std::move(moved_tokens);
         chunk_weights = std::move(moved_weights);
+        chunk_fixes = std::move(moved_fixes);
       }
       if (static_cast<int>(chunk_tokens.size()) == kChunkTokens) next_chunk(false);
-      chunk_tokens.push_back(token);
-      chunk_weights.push_back(weight);
+
+      const EmbeddingTriggers::Match match = triggers ? triggers->find(tokens, position) : EmbeddingTriggers::Match{};
+      if (match.embedding < 0) {
+        chunk_tokens.push_back(token);
+        chunk_weights.push_back(weight);
+        ++position;
+        continue;
+      }
+      const int vectors = triggers->vectors(static_cast<size_t>(match.embedding));
+      if (vectors < 1 || vectors > kChunkTokens)
+        throw_error(ErrorCode::kInvalidArgument, "[prompt] a textual-inversion embedding of " +
+                                                     std::to_string(vectors) + " vectors does not fit a chunk of " +
+                                                     std::to_string(kChunkTokens) + " tokens");
+      // It does not fit what is left of this chunk: it starts the next one.
+      if (static_cast<int>(chunk_tokens.size()) + vectors > kChunkTokens) next_chunk(false);
+      chunk_fixes.push_back({static_cast<int>(chunk_tokens.size()), match.embedding, vectors});
+      chunk_tokens.insert(chunk_tokens.end(), static_cast<size_t>(vectors), 0);
+      chunk_weights.insert(chunk_weights.end(), static_cast<size_t>(vectors), weight);
+      position += match.length;
     }
   }
   if (!chunk_tokens.empty() || result.ids.empty()) next_chunk(true);
@@ -260,6 +318,7 @@ void pad_to_chunk_count(PromptChunks& chunks, const ClipTokenizer& tokenizer, si
   const std::vector<int64_t> empty = tokenizer.encode("", kChunkTokens + 2);
   chunks.ids.resize(count, empty);
   chunks.weights.resize(count, std::vector<float>(kChunkTokens + 2, 1.0f));
+  chunks.fixes.resize(count);
 }
 
 }  // namespace diffuse

@@ -359,7 +359,9 @@ TEST_F(EditApiTest, UploadByteLimitAndBodyLimits) {
 
   // Routes without uploads keep the 1 MiB body limit, even on a kept-alive connection.
   auto r = c_->Post("/sdapi/v1/txt2img", std::string((1 << 20) + 100, ' '), "application/json");
-  if (r) EXPECT_EQ(r->status, 413);
+  if (r) {
+    EXPECT_EQ(r->status, 413);
+  }
   expect_alive();
   // /api/jobs: over 1 MiB only with images; text alone is refused.
   r = c_->Post("/api/jobs", std::string((1 << 20) + 100, ' '), "application/json");

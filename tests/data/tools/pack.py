@@ -45,16 +45,26 @@ CLIP_DIR = "models/tokenizers/clip"
 # Files of the set that no test reads (relative to the set's root).
 DROPPED_GLOBS = ("v2/*", "tools/*", "baselines/bench_*", "generation_log.txt", "primary.log")
 
-# From the v2 set (editing goldens, ../shared/fixtures/v2), the files
-# tests/pipeline/test_edit_goldens.cpp reads: its README, the init images and
-# masks, each family's cases.json, the final latents of every img2img /
-# inpaint run (V2_KEEP_FIELDS of each run) and one 8-bit image per section
+# From the v2 set (editing and adapter goldens, ../shared/fixtures/v2), the
+# files tests/pipeline/test_edit_goldens.cpp and tests/adapters/* read: its
+# README, the init images and masks, the LoRA files and textual-inversion
+# embeddings, each family's cases.json, the final latents of every run of
+# V2_SECTIONS (V2_KEEP_FIELDS of each run), the encoder outputs of the adapter
+# runs (V2_KEEP_ENCODE of each run's "encode") and one 8-bit image per section
 # (V2_PNGS; the f32 images of the full set are not kept).
-V2_SECTIONS = ("img2img", "inpaint")
+V2_SECTIONS = ("img2img", "inpaint", "lora", "textual_inversion")
 V2_KEEP_FIELDS = ("final_latents",)
+V2_KEEP_ENCODE = ("prompt_embeds", "pooled_prompt_embeds")
 V2_KEPT_GLOBS = ("v2/README.md", "v2/inputs/*.png", "v2/*/cases.json", "v2/sd1/tensors.safetensors",
-                 "v2/sd2/tensors.safetensors", "v2/sdxl/tensors.safetensors")
-V2_PNGS = ("img2img__euler_s0.75.png", "inpaint__euler_s0.8.png")
+                 "v2/sd2/tensors.safetensors", "v2/sdxl/tensors.safetensors", "v2/*/lora/*.safetensors",
+                 "v2/*/ti/*")
+V2_PNGS = ("img2img__euler_s0.75.png", "inpaint__euler_s0.8.png", "lora__kohya_w1.0.png", "ti__*.png")
+
+# rng.safetensors: torch.randn goldens for 3 seeds x 3 shapes x {cpu, cuda}.
+# Every seed is kept on the smallest shape (1x4x64x64), seed 0 only on the two
+# big ones (2x4x96x96, 1x4x128x128): the same generator code draws them all,
+# and the draws of one seed are prefixes of each other (tests/data/README.md).
+RNG_DROPPED = re.compile(r"randn/(cpu|cuda)/seed(42|1234567)/(2x4x96x96|1x4x128x128)")
 
 # cases.json fields whose tensors tests read, per section (tests/models/test_clip_text.cpp,
 # test_unet.cpp, test_vae.cpp, tests/pipeline/*, tests/cli/test_cli.cpp,
@@ -103,13 +113,17 @@ def kept_tensors(family, cases, names):
 
 
 def v2_kept_tensors(cases, names):
-    """The V2_KEEP_FIELDS tensors of every run of V2_SECTIONS."""
+    """The V2_KEEP_FIELDS tensors and V2_KEEP_ENCODE encoder outputs of every run of V2_SECTIONS."""
     out = set()
     for section in V2_SECTIONS:
         for run in cases[section]["runs"]:
             for field in V2_KEEP_FIELDS:
                 if run.get(field) in names:
                     out.add(run[field])
+            encode = run.get("encode") or {}
+            for field in V2_KEEP_ENCODE:
+                if encode.get(field) in names:
+                    out.add(encode[field])
     return out
 
 
@@ -276,7 +290,7 @@ def main():
                        if os.path.isfile(p))
     v2_kept = [f for f in all_files if any(fnmatch.fnmatch(f, g) for g in V2_KEPT_GLOBS)
                and f.split("/")[1] in ("README.md", "inputs", "sd1", "sd2", "sdxl")]
-    v2_kept += [f"v2/{fam}/png/{n}" for fam in FAMILIES for n in V2_PNGS]
+    v2_kept += [f for f in all_files for fam in FAMILIES for n in V2_PNGS if fnmatch.fnmatch(f, f"v2/{fam}/png/{n}")]
     dropped = [f for f in all_files if any(fnmatch.fnmatch(f, g) for g in DROPPED_GLOBS) and f not in v2_kept]
     files = [f for f in all_files if f not in dropped]
     cases, cases_v2 = {}, {}
@@ -329,6 +343,18 @@ def main():
                 entry["from"] = "files.tar.xz"
             elif rel.endswith("/single_file.safetensors"):
                 continue  # after the folders (their recipes read the filled text encoders)
+            elif rel == "rng.safetensors":
+                st = ff.SafeTensors(blob)
+                keep = {k for k in st.names() if not RNG_DROPPED.fullmatch(k)}
+                tensors = {k: (st.header[k]["dtype"], st.header[k]["shape"], st.tensor(k)) for k in keep}
+                pruned = ff.write_safetensors(tensors, st.header.get("__metadata__"))
+                entry = {"sha256": ff.sha256(pruned), "from": "rng.pxz",
+                         "tensors_sha256": {k: ff.sha256(tensors[k][2]) for k in sorted(keep)},
+                         "dropped_tensors": sorted(set(st.names()) - keep), "original_sha256": entry["sha256"]}
+                write(entry["from"], ff.pack_pxz(pruned))
+            elif rel.startswith("v2/") and "/tensors.safetensors" not in rel:  # LoRA files, embeddings
+                entry["from"] = rel[:-len(".safetensors")] + ".pxz"
+                write(entry["from"], ff.pack_pxz(blob))
             elif rel.endswith("/tensors.safetensors"):
                 v2 = rel.startswith("v2/")
                 fam = rel.split("/")[1] if v2 else rel.split("/")[0]
@@ -350,7 +376,7 @@ def main():
                 write(entry["from"], ff.pack_pxz(zeroed))
             else:
                 parts = rel.split("/")
-                stored = "rng.pxz" if rel == "rng.safetensors" else f"{parts[0]}/{parts[2]}.pxz"
+                stored = f"{parts[0]}/{parts[2]}.pxz"
                 entry["from"] = stored
                 write(stored, ff.pack_pxz(blob))
             entries[rel] = entry
