@@ -56,6 +56,12 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
 RunResult run_command(const std::string& command_line) {
   const std::string cmd = command_line + " 2>&1";
   RunResult r;

@@ -31,6 +31,8 @@ struct RunResult {
   std::string out;
 };
 RunResult run_command(const std::string& command_line);
+// `s` as one single-quoted POSIX shell word.
+std::string shell_quote(const std::string& s);
 
 // A baselines key list ("name\t[320, 4, 3, 3]\tF16" lines) as (name, shape) pairs.
 std::vector<std::pair<std::string, std::vector<int64_t>>> read_key_list(const std::string& file);

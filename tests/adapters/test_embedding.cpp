@@ -24,6 +24,7 @@
 #include "io/sha256.h"
 #include "text/clip_tokenizer.h"
 #include "text/prompt_weights.h"
+#include "pipeline/edit_runs.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -32,11 +33,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace testing;
 
-// The v2 goldens: $DIFFUSE_FIXTURES_V2 (a full set), else the repository's.
-std::string goldens_dir() {
-  if (const char* env = std::getenv("DIFFUSE_FIXTURES_V2")) return env;
-  return fixtures_dir() + "/v2";
-}
 
 // ---- writing embedding files as torch.save does --------------------------------
 

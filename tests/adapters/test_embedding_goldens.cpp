@@ -24,6 +24,7 @@
 #include "io/sha256.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/pipeline_impl.h"
+#include "pipeline/edit_runs.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -32,11 +33,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace testing;
 
-// The v2 goldens: $DIFFUSE_FIXTURES_V2 (a full set), else the repository's.
-std::string goldens_dir() {
-  if (const char* env = std::getenv("DIFFUSE_FIXTURES_V2")) return env;
-  return fixtures_dir() + "/v2";
-}
 std::string model_dir(const std::string& fam) { return fixtures_dir() + "/" + fam + "/model"; }
 
 Pipeline& pipeline(const std::string& fam) {
@@ -70,15 +66,6 @@ void expect_close(const Tensor& got, const Tensor& want, double rel, const std::
   std::printf("    %s: %s\n", what.c_str(), d.str().c_str());
 }
 
-// NCHW [1, 3, H, W] -> NHWC values, the goldens' layout.
-std::vector<float> to_nhwc(const Tensor& t) {
-  const std::vector<float> v = t.contiguous().to_f32_vector();
-  const int64_t H = t.dim(2), W = t.dim(3);
-  std::vector<float> out(v.size());
-  for (int64_t c = 0; c < 3; ++c)
-    for (int64_t i = 0; i < H * W; ++i) out[i * 3 + c] = v[c * H * W + i];
-  return out;
-}
 
 // ---- diffusers' goldens ------------------------------------------------------------
 

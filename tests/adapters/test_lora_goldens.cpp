@@ -21,24 +21,10 @@ namespace {
 
 using namespace testing;
 
-Pipeline& model(const std::string& fam) {
-  static std::map<std::string, std::unique_ptr<Pipeline>> cache;
-  auto& p = cache[fam];
-  if (!p) p = Pipeline::load(fixtures_dir() + "/" + fam + "/model");
-  return *p;
-}
+Pipeline& model(const std::string& fam) { return cached_pipeline(fixtures_dir() + "/" + fam + "/model"); }
 
 GenerationParams params_of(const nlohmann::json& run, const std::string& dir) {
-  GenerationParams p;
-  p.prompt = run["prompt"].get<std::string>();
-  if (!run["negative_prompt"].is_null()) p.negative_prompt = run["negative_prompt"].get<std::string>();
-  p.cfg_scale = run["guidance_scale"].get<float>();
-  p.steps = run["num_inference_steps"].get<int>();
-  p.width = run["width"].get<int>();
-  p.height = run["height"].get<int>();
-  p.sampler = run["scheduler"].get<std::string>();
-  p.seed = run["generator"]["seed"].get<int64_t>();
-  p.rng = RngKind::kCpu;
+  GenerationParams p = run_params(run);
   if (run.contains("lora_file")) {
     const float w = run["adapter_weight"].get<float>();
     p.loras.push_back({dir + "/" + run["lora_file"].get<std::string>(), w, w});

@@ -21,6 +21,14 @@
 
 namespace diffuse::testing {
 
+// One loaded pipeline per model path for the whole test process (CPU, f32).
+inline Pipeline& cached_pipeline(const std::string& path) {
+  static std::map<std::string, std::unique_ptr<Pipeline>> cache;
+  auto& p = cache[path];
+  if (!p) p = Pipeline::load(path);
+  return *p;
+}
+
 // The v2 goldens: $DIFFUSE_FIXTURES_V2 (a full set), else the part the repository carries.
 inline std::string goldens_dir() {
   if (const char* env = std::getenv("DIFFUSE_FIXTURES_V2")) return env;
@@ -66,8 +74,10 @@ inline std::string section_input(const nlohmann::json& cases, const nlohmann::js
   return s.contains(key) ? s[key].get<std::string>() : "";
 }
 
-inline GenerationParams params_for(const nlohmann::json& cases, const nlohmann::json& section, const nlohmann::json& run,
-                            const std::string& dir) {
+// The text-to-image part of a v2 golden run: prompts, CFG, steps, size,
+// sampler ("dpmpp_2m_karras" = dpmpp_2m with the Karras schedule), seed of one
+// CPU generator.
+inline GenerationParams run_params(const nlohmann::json& run) {
   GenerationParams p;
   p.prompt = run["prompt"].get<std::string>();
   if (!run["negative_prompt"].is_null()) p.negative_prompt = run["negative_prompt"].get<std::string>();
@@ -84,6 +94,13 @@ inline GenerationParams params_for(const nlohmann::json& cases, const nlohmann::
   p.sampler = sched;
   p.seed = run["generator"]["seed"].get<int64_t>();
   p.rng = RngKind::kCpu;
+  return p;
+}
+
+// An img2img / inpaint golden run as GenerationParams (raw output, no overlay).
+inline GenerationParams params_for(const nlohmann::json& cases, const nlohmann::json& section, const nlohmann::json& run,
+                                   const std::string& dir) {
+  GenerationParams p = run_params(run);
   p.edit.strength = run["strength"].get<double>();
   p.edit.init_image = load_rgb(dir + "/" + section_input(cases, section, "init_image"));
   if (run.contains("mask_image")) p.edit.mask = load_mask(dir + "/" + section_input(cases, section, "mask_image"));

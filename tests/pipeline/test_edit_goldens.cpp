@@ -28,12 +28,7 @@ namespace {
 
 using namespace testing;
 
-Pipeline& model(const std::string& path) {
-  static std::map<std::string, std::unique_ptr<Pipeline>> cache;
-  auto& p = cache[path];
-  if (!p) p = Pipeline::load(path);
-  return *p;
-}
+Pipeline& model(const std::string& path) { return cached_pipeline(path); }
 
 // Returns whether the run's image was compared (the repository keeps one
 // image per section, a full set every one).

@@ -13,12 +13,7 @@ namespace {
 
 using namespace testing;
 
-Pipeline& model(const std::string& path) {
-  static std::map<std::string, std::unique_ptr<Pipeline>> cache;
-  auto& p = cache[path];
-  if (!p) p = Pipeline::load(path);
-  return *p;
-}
+Pipeline& model(const std::string& path) { return cached_pipeline(path); }
 
 class Inpaint9 : public ::testing::TestWithParam<std::string> {};
 
