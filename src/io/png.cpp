@@ -212,7 +212,10 @@ PngText read_png_text(const std::string& path) {
   }
 }
 
-PngImage read_png(const uint8_t* data, size_t size) {
+// One bounded, CRC-checked decode of the whole image into `fmt` (flags: spng
+// decode flags); `out` is resized to the decoded size. Throws Error(kIo).
+static spng_ihdr decode_png(const uint8_t* data, size_t size, int fmt, int flags, std::vector<uint8_t>& out,
+                     spng_trns* trns = nullptr, bool* has_trns = nullptr) {
   SpngCtx ctx(spng_ctx_new(0));
   DIFFUSE_CHECK(ctx, ErrorCode::kOutOfMemory, "[png] cannot create a decoder");
   spng_set_image_limits(ctx.get(), kMaxDimension, kMaxDimension);
@@ -222,40 +225,32 @@ PngImage read_png(const uint8_t* data, size_t size) {
   spng_ihdr ihdr{};
   if (!err) err = spng_get_ihdr(ctx.get(), &ihdr);
   size_t len = 0;
-  if (!err) err = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGB8, &len);
-  PngImage img;
+  if (!err) err = spng_decoded_image_size(ctx.get(), fmt, &len);
   if (!err) {
-    img.rgb.resize(len);
-    err = spng_decode_image(ctx.get(), img.rgb.data(), len, SPNG_FMT_RGB8, 0);
+    out.resize(len);
+    err = spng_decode_image(ctx.get(), out.data(), len, fmt, flags);
   }
   if (err) throw_error(ErrorCode::kIo, std::string("[png] decode failed: ") + spng_strerror(err));
+  if (has_trns) *has_trns = spng_get_trns(ctx.get(), trns) == 0;
+  return ihdr;
+}
+
+PngImage read_png(const uint8_t* data, size_t size) {
+  PngImage img;
+  const spng_ihdr ihdr = decode_png(data, size, SPNG_FMT_RGB8, 0, img.rgb);
   img.width = static_cast<int>(ihdr.width);
   img.height = static_cast<int>(ihdr.height);
   return img;
 }
 
 PngRgba read_png_rgba(const uint8_t* data, size_t size) {
-  SpngCtx ctx(spng_ctx_new(0));
-  DIFFUSE_CHECK(ctx, ErrorCode::kOutOfMemory, "[png] cannot create a decoder");
-  spng_set_image_limits(ctx.get(), kMaxDimension, kMaxDimension);
-  spng_set_chunk_limits(ctx.get(), kMaxTextBytes, kMaxTextBytes * 4);
-  spng_set_crc_action(ctx.get(), SPNG_CRC_ERROR, SPNG_CRC_DISCARD);
-  int err = spng_set_png_buffer(ctx.get(), data, size);
-  spng_ihdr ihdr{};
-  if (!err) err = spng_get_ihdr(ctx.get(), &ihdr);
-  size_t len = 0;
-  if (!err) err = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGBA8, &len);
   PngRgba img;
-  if (!err) {
-    img.rgba.resize(len);
-    // SPNG_DECODE_TRNS turns a tRNS chunk into alpha (a no-op without one).
-    err = spng_decode_image(ctx.get(), img.rgba.data(), len, SPNG_FMT_RGBA8, SPNG_DECODE_TRNS);
-  }
-  if (err) throw_error(ErrorCode::kIo, std::string("[png] decode failed: ") + spng_strerror(err));
+  spng_trns trns{};
+  bool has_trns = false;
+  // SPNG_DECODE_TRNS turns a tRNS chunk into alpha (a no-op without one).
+  const spng_ihdr ihdr = decode_png(data, size, SPNG_FMT_RGBA8, SPNG_DECODE_TRNS, img.rgba, &trns, &has_trns);
   img.width = static_cast<int>(ihdr.width);
   img.height = static_cast<int>(ihdr.height);
-  spng_trns trns{};
-  bool has_trns = spng_get_trns(ctx.get(), &trns) == 0;
   switch (ihdr.color_type) {
     case SPNG_COLOR_TYPE_GRAYSCALE: img.channels = 1; img.has_alpha = has_trns; break;
     case SPNG_COLOR_TYPE_GRAYSCALE_ALPHA: img.channels = 2; img.has_alpha = true; break;
