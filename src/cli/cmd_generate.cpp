@@ -7,9 +7,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/library.h"
 #include "cli/cli.h"
 #include "cli/progress_bar.h"
 #include "core/thread_pool.h"
+#include "hub/hub_cache.h"
 #include "image/image_ops.h"
 #include "io/file_io.h"
 #include "io/png.h"
@@ -18,6 +20,7 @@
 #include "pipeline/pipeline.h"
 #include "sampling/sampler_catalog.h"
 #include "sys/device_select.h"
+#include "text/lora_tags.h"
 
 namespace fs = std::filesystem;
 
@@ -39,7 +42,60 @@ struct GenerateOptions {
   std::optional<double> strength;
   int mask_blur = 4, padding = 32;
   bool invert_mask = false, no_overlay = false;
+  // LoRA and textual inversion (docs/adapters.md).
+  std::vector<std::string> loras, lora_dirs, embedding_dirs, embeddings;
 };
+
+// The folders A1111 keeps under its root, here under the working directory.
+constexpr const char* kDefaultLoraDir = "models/Lora";
+constexpr const char* kDefaultEmbeddingsDir = "embeddings";
+
+// --lora flags, then the prompt's <lora:...> tags, resolved to files: p.loras,
+// and the prompt without its tags in p.prompt. Returns the prompt as written
+// when tags were removed ("" otherwise). An unknown LoRA or a bad weight is
+// Error(kInvalidArgument) naming it (exit 2), before any model is loaded.
+std::string apply_loras(const GenerateOptions& o, GenerationParams& p) {
+  AdapterLibraryOptions ao;
+  ao.lora_dirs = o.lora_dirs.empty() ? std::vector<std::string>{kDefaultLoraDir} : o.lora_dirs;
+  ao.embedding_dirs = o.embedding_dirs.empty() ? std::vector<std::string>{kDefaultEmbeddingsDir} : o.embedding_dirs;
+  ao.allow_paths = true;
+  ao.hf_snapshot = [](const std::string& repo) -> std::optional<std::string> {
+    try {
+      return hub::resolve_cached(repo, hub::HubOptions::from_env());
+    } catch (const Error&) {
+      return std::nullopt;
+    }
+  };
+  AdapterLibrary library(ao);
+  std::vector<LoraTag> tags;
+  for (const std::string& spec : o.loras) tags.push_back(parse_lora_spec(spec));
+  const PromptNetworks n = extract_extra_networks(p.prompt);
+  tags.insert(tags.end(), n.loras.begin(), n.loras.end());
+  for (const LoraTag& t : tags) {
+    const std::string path = library.resolve_lora(t.name);
+    p.loras.push_back({path, t.unet_weight, t.te_weight});
+    std::fprintf(stderr, "lora: %s, text encoder %s, UNet %s (%s)\n", t.name.c_str(),
+                 format_lora_weight(t.te_weight).c_str(), format_lora_weight(t.unet_weight).c_str(), path.c_str());
+    for (const std::string& a : t.ignored) std::fprintf(stderr, "warning: %s: %s is not applied\n", t.text.c_str(), a.c_str());
+  }
+  for (const std::string& tag : n.skipped) {
+    std::fprintf(stderr, "warning: %s is not applied: only <lora:...> and <lyco:...> tags are supported\n", tag.c_str());
+  }
+  if (p.negative_prompt) {
+    for (const ExtraNetworkTag& t : find_extra_network_tags(*p.negative_prompt)) {
+      if (t.network == "lora" || t.network == "lyco") {
+        std::fprintf(stderr, "warning: the negative prompt's %s is not applied (LoRA tags work in the prompt only, as "
+                     "in A1111)\n", t.text.c_str());
+      }
+    }
+  }
+  p.embedding_dirs = ao.embedding_dirs;
+  p.embeddings = o.embeddings;
+  if (n.prompt == p.prompt) return "";
+  const std::string written = p.prompt;
+  p.prompt = n.prompt;
+  return written;
+}
 
 // A PNG file as an image / a mask (Error(kIo) naming the file when unreadable).
 image::Rgb load_image(const std::string& path, const char* flag) {
@@ -154,6 +210,7 @@ int run_generate(const GenerateOptions& o) {
     e.init_image = load_image(o.init_image, "--init-image");
     if (!o.mask.empty()) e.mask = load_mask(o.mask);
   }
+  const std::string written_prompt = apply_loras(o, p);
   p.validate();  // bad flags fail before a multi-GB model is loaded
 
   std::string model_path = resolve_model(o.model);
@@ -176,6 +233,10 @@ int run_generate(const GenerateOptions& o) {
   bar.finish();
   r.timings.load_s = load_s;
   for (const std::string& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  // The infotext keeps the prompt as written, tags included, as A1111's does.
+  if (!written_prompt.empty()) {
+    for (Image& im : r.images) im.parameters = infotext_with_prompt(im.parameters, p.prompt, written_prompt);
+  }
 
   std::string output = o.output.empty() ? "diffuse-" + std::to_string(r.seed) + ".png" : o.output;
   std::vector<std::string> paths = output_paths(output, static_cast<int>(r.images.size()));
@@ -198,6 +259,10 @@ int run_generate(const GenerateOptions& o) {
                     {"vae_encode_s", r.timings.vae_encode_s}, {"denoise_s", r.timings.denoise_s},
                     {"vae_decode_s", r.timings.vae_decode_s}, {"total_s", r.timings.total_s},
                     {"unet_evals", r.timings.unet_evals}};
+    j["loras"] = nlohmann::json::array();
+    for (const LoraRef& l : p.loras) {
+      j["loras"].push_back({{"path", l.path}, {"unet_weight", l.unet_weight}, {"te_weight", l.te_weight}});
+    }
     j["steps_run"] = r.steps_run;
     j["warnings"] = r.warnings;
     std::cout << j.dump(2) << std::endl;
@@ -224,7 +289,10 @@ Action add_generate(CLI::App& app) {
       "  diffuse generate --model sd15 --init-image photo.png --strength 0.6 --prompt \"an oil painting\"   (img2img)\n"
       "  diffuse generate --model sd15-inpainting.safetensors --init-image photo.png --mask mask.png \\\n"
       "      --prompt \"a red hat\"                    (inpainting: white = repaint; 4- or 9-channel models)\n"
-      "  diffuse generate --model sd15 --init-image photo.png --outpaint left=128,right=128 --prompt \"a beach\"\n";
+      "  diffuse generate --model sd15 --init-image photo.png --outpaint left=128,right=128 --prompt \"a beach\"\n"
+      "  diffuse generate --model sd15 --prompt \"a castle <lora:ink_style:0.8>, EasyNegative\"   (LoRA from\n"
+      "      models/Lora/ink_style.safetensors; an embedding from embeddings/ by its file name)\n"
+      "  diffuse generate --model sd15 --lora ink_style:0.8 --lora ~/detail.safetensors:0.5:1 --prompt \"a castle\"\n";
   c->footer(examples + sampler_help_text() +  // the sampler list comes from the catalogue
             "Several images are written as FILE-1.png ... FILE-N.png. Exit codes: 0 ok, 1 runtime error,\n"
             "2 usage error, 130 interrupted.");
@@ -232,7 +300,8 @@ Action add_generate(CLI::App& app) {
   c->add_option("-m,--model", o->model,
                 "Model: a diffusers folder, a .safetensors/.ckpt file, a repo id in the Hugging Face cache, "
                 "an alias (sd14, sd15, sd21, sdxl), or demo (default: demo, the built-in demo model)");
-  c->add_option("-p,--prompt", o->prompt, "The prompt; A1111 syntax: (word:1.3), [word], BREAK; >75 tokens ok");
+  c->add_option("-p,--prompt", o->prompt,
+                "The prompt; A1111 syntax: (word:1.3), [word], BREAK, <lora:name:weight>, embedding names; >75 tokens ok");
   c->add_option("-n,--negative-prompt", o->negative_prompt, "What the image should not show");
   c->add_option("--steps", o->steps, "Denoising steps (default: 50; the demo model: 20)")->check(CLI::Range(1, 1000));
   c->add_option("--cfg-scale", o->cfg_scale, "Classifier-free guidance scale (default: 7.5; SDXL 5.0; <=1: off)");
@@ -280,6 +349,24 @@ Action add_generate(CLI::App& app) {
                 "(latent nothing) (default: original)");
   c->add_option("--outpaint", o->outpaint,
                 "Grow the canvas and paint the new area: left=N,right=N,top=N,bottom=N (or all=N), pixels");
+  c->add_option("--lora", o->loras,
+                "A LoRA / LyCORIS file: NAME[:W[:UNET_W]], the same as <lora:NAME:W[:UNET_W]> in the prompt (which "
+                "works too). NAME: a file stem (or ss_output_name alias) under --lora-dir, searched recursively, a "
+                "path, or a Hugging Face repo id in the local cache. W weights the text encoders and the UNet; a "
+                "second number is the UNet's alone (A1111's order); te=X, unet=X name them (default 1). Repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  c->add_option("--lora-dir", o->lora_dirs,
+                std::string("Folder of LoRA files (.safetensors, .pt, .ckpt) that names are looked up in (default: ") +
+                    kDefaultLoraDir + " in the working directory, as A1111); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  c->add_option("--embeddings-dir", o->embedding_dirs,
+                std::string("Folder of textual-inversion embeddings (.pt, .safetensors, .bin): a file's name in a "
+                            "prompt uses it, as in A1111 (default: ") +
+                    kDefaultEmbeddingsDir + " in the working directory); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  c->add_option("--embedding", o->embeddings,
+                "A textual-inversion file to know besides the folder's (its file name in a prompt uses it); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
   c->add_option("-o,--output", o->output, "Output PNG (default: diffuse-SEED.png)");
   c->add_flag("--json", o->json, "Print seeds, paths and timings as JSON on stdout");
   return [o, c]() -> int {

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "cli/cli.h"
@@ -23,7 +24,8 @@ Action add_serve(CLI::App& app) {
   c->footer(
       "Open http://127.0.0.1:7860/ in a browser.\n"
       "APIs: /api/* (native, SSE progress), /sdapi/v1/* (AUTOMATIC1111), /v1/images/generations (OpenAI).\n"
-      "Example: diffuse serve --models ~/models --port 7860");
+      "LoRAs: <lora:name:weight> in a prompt, from --lora-dir; /sdapi/v1/loras and /api/loras list them.\n"
+      "Example: diffuse serve --models ~/models --lora-dir ~/models/Lora --port 7860");
   c->add_option("--models", o->model_dirs, "Folder of models (diffusers folders, .safetensors, .ckpt); repeatable");
   c->add_option("--model", o->model_files, "A single model (file or diffusers folder); repeatable");
   c->add_option("--host", o->host, "Address to bind (default 127.0.0.1; others need --api-key or --api-auth)");
@@ -39,11 +41,25 @@ Action add_serve(CLI::App& app) {
   c->add_flag("--no-hf-cache", *no_hf, "Do not list models from the Hugging Face cache");
   c->add_option("--threads", *threads, "CPU threads (default: all cores)");
   c->add_flag("--no-demo", *no_demo, "Do not list the built-in demo model (listed first otherwise)");
+  c->add_option("--lora-dir", o->lora_dirs,
+                "Folder of LoRA / LyCORIS files that <lora:name:w> in a prompt names (default: models/Lora in the "
+                "working directory, as A1111; searched recursively); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  c->add_option("--embeddings-dir", o->embedding_dirs,
+                "Folder of textual-inversion embeddings, used by their file names in prompts (default: embeddings "
+                "in the working directory); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
   return [o, device, precision, no_hf, threads, no_demo]() {
     if (*threads > 0) set_num_threads(*threads);
     sys::parse_device_spec(*device);  // a bad value is a usage error before anything else
     if (!precision->empty()) o->load.precision = precision_from_name(*precision);
     o->scan_hf_cache = !*no_hf;
+    if (o->lora_dirs.empty()) o->lora_dirs = {"models/Lora"};
+    if (o->embedding_dirs.empty()) o->embedding_dirs = {"embeddings"};
+    // Absolute: messages and /sdapi/v1/loras name the folders the server really reads.
+    for (auto* dirs : {&o->lora_dirs, &o->embedding_dirs}) {
+      for (std::string& d : *dirs) d = std::filesystem::absolute(d).lexically_normal().string();
+    }
     for (std::string& m : o->model_files) m = resolve_model(m);
     if (!*no_demo) {
       if (auto demo = demo_model_path()) o->model_files.insert(o->model_files.begin(), *demo);

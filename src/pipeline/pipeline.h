@@ -83,7 +83,8 @@ struct EditParams {
 
 // A LoRA / LyCORIS file applied to a generation (docs/adapters.md): merged
 // into the weights while the call runs, and kept merged for the next call
-// with the same set. A1111's <lora:name:w> sets both weights, <lora:name:u:t> each.
+// with the same set. A1111's <lora:name:w> sets both weights, <lora:name:te:unet>
+// each (text encoder first, as A1111's extra_networks_lora reads them).
 struct LoraRef {
   std::string path;  // a resolved file (.safetensors, or .pt/.ckpt through the restricted unpickler)
   float unet_weight = 1.0f;

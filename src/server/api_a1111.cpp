@@ -4,6 +4,10 @@
 //   GET  /sdapi/v1/sd-models   GET  /sdapi/v1/samplers
 //   GET  /sdapi/v1/schedulers  GET|POST /sdapi/v1/options
 //   GET  /sdapi/v1/progress    POST /sdapi/v1/interrupt  POST /sdapi/v1/refresh-checkpoints
+// (/sdapi/v1/loras, /embeddings and their refresh routes: api_adapters.cpp.)
+// <lora:name:w> tags in the prompt apply LoRAs from the server's LoRA folder,
+// as A1111's Lora extension does; an unknown name or a bad weight is answered
+// 400 (A1111 skips it with a log line).
 // Field names, defaults and response shapes follow A1111: "info" is a JSON
 // string, seeds are seed + i per image. img2img takes A1111's own field names
 // (init_images, mask, denoising_strength, mask_blur, inpainting_fill,
@@ -49,6 +53,8 @@ bool has_field(const nlohmann::json& body, const char* key) { return body.contai
 struct A1111Request {
   std::string model;
   GenerationParams p;
+  std::string written_prompt;         // with its <lora:...> tags, when p.prompt has them removed
+  std::vector<std::string> warnings;  // tags not applied
   int64_t seed = 0;  // of the first image (random when the request said -1)
   int batch_size = 1, n_iter = 1;
 };
@@ -92,6 +98,19 @@ A1111Request parse_a1111_request(Server::State& s, const nlohmann::json& body) {
   p.seed_per_image = true;
   p.decode_when_stopped = true;  // /interrupt returns the partial images, as A1111
   return a;
+}
+
+// The prompt's <lora:...> tags and the embedding folders (api_adapters.cpp);
+// false after answering 400 for an unknown LoRA or a bad tag.
+bool apply_adapters(Server::State& s, A1111Request& a, httplib::Response& res) {
+  try {
+    apply_prompt_adapters(s, a.p, &a.written_prompt, &a.warnings);
+    return true;
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kInvalidArgument) throw;
+    send_error(res, 400, e.what());
+    return false;
+  }
 }
 
 UploadLimits upload_limits(const Server::State& s) {
@@ -174,6 +193,8 @@ void run_a1111(Server::State& s, const httplib::Request& req, httplib::Response&
     r.params = p;
     r.params.seed = a.seed + static_cast<int64_t>(it) * a.batch_size;
     r.echo = body;
+    r.written_prompt = a.written_prompt;
+    r.warnings = a.warnings;
     if (edit) {  // history keeps a summary, not megabytes of base64
       r.echo["init_images"] = {image_summary(p.edit.init_image.width, p.edit.init_image.height)};
       if (!p.edit.mask.empty()) r.echo["mask"] = image_summary(p.edit.mask.width, p.edit.mask.height);
@@ -202,9 +223,15 @@ void run_a1111(Server::State& s, const httplib::Request& req, httplib::Response&
   }
   nlohmann::json extra = nlohmann::json::object();
   if (edit && !p.edit.mask.empty()) extra["Mask blur"] = p.edit.mask_blur;
+  if (!infotexts.empty()) {  // A1111 lists its extra networks' hashes here too
+    for (const auto& [k, v] : parse_infotext(infotexts[0]).extra) {
+      if (k == "Lora hashes" || k == "TI hashes") extra[k] = v;
+    }
+  }
   auto entry = s.models->find(a.model);
-  nlohmann::json info = {{"prompt", p.prompt},
-                         {"all_prompts", std::vector<std::string>(seeds.size(), p.prompt)},
+  const std::string prompt = a.written_prompt.empty() ? p.prompt : a.written_prompt;  // A1111 keeps the tags
+  nlohmann::json info = {{"prompt", prompt},
+                         {"all_prompts", std::vector<std::string>(seeds.size(), prompt)},
                          {"negative_prompt", *p.negative_prompt},
                          {"all_negative_prompts", std::vector<std::string>(seeds.size(), *p.negative_prompt)},
                          {"seed", a.seed},
@@ -393,6 +420,7 @@ void register_a1111_routes(Server::State& s) {
     if (!parse_body(req, res, &body)) return;
     A1111Request a = parse_a1111_request(s, body);
     a.p.validate();
+    if (!apply_adapters(s, a, res)) return;
     run_a1111(s, req, res, body, a, {});
   });
 
@@ -410,6 +438,7 @@ void register_a1111_routes(Server::State& s) {
     if (!has_field(body, "width")) a.p.width = 0;
     if (!has_field(body, "height")) a.p.height = 0;
     a.p.validate();
+    if (!apply_adapters(s, a, res)) return;
     run_a1111(s, req, res, body, a, json_field<bool>(body, "include_init_images", false) ? init_b64
                                                                                           : std::vector<std::string>{});
   });

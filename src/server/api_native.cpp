@@ -3,7 +3,8 @@
 //   POST /api/jobs                       submit {model, prompt, negative_prompt, images, seed, steps,
 //                                        cfg_scale, sampler, schedule, width, height; to edit an image:
 //                                        init_image, mask, strength, mask_blur, invert_mask, masked_content,
-//                                        inpaint_area, padding, overlay, resize_mode, outpaint} -> 202 {id, position}
+//                                        inpaint_area, padding, overlay, resize_mode, outpaint} -> 202 {id, position};
+//                                        <lora:name:w> tags in the prompt apply LoRAs (api_adapters.cpp)
 //   GET  /api/jobs                       queue (running, queued) and recent jobs
 //   GET  /api/jobs/{id}                  status, progress, images
 //   GET  /api/jobs/{id}/preview.png      latest live preview
@@ -130,6 +131,12 @@ void register_native_routes(Server::State& s) {
     p.seed_per_image = true;  // seed + i per image, as A1111 and the gallery show it
     if (p.seed < 0) {
       p.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+    }
+    try {
+      apply_prompt_adapters(s, p, &r.written_prompt, &r.warnings);  // <lora:name:w> tags, embeddings
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kInvalidArgument) throw;
+      return send_error(res, 400, e.what());  // an unknown LoRA or a bad tag
     }
     r.echo = body;
     try {

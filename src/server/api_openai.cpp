@@ -1,7 +1,8 @@
 // OpenAI Images API: POST /v1/images/generations ({prompt, model, n, size,
 // response_format: url|b64_json}), POST /v1/images/edits (multipart: image,
 // mask, prompt, n, size, response_format, model) and GET /v1/models. Errors use OpenAI's
-// shape: {"error": {"message", "type", "param", "code"}}.
+// shape: {"error": {"message", "type", "param", "code"}}. <lora:name:w> tags in
+// the prompt apply LoRAs (api_adapters.cpp; an unknown one: 400, param "prompt").
 #include <ctime>
 #include <fstream>
 #include <random>
@@ -38,10 +39,23 @@ bool parse_size(const std::string& size, int* width, int* height) {
   return true;
 }
 
+// The prompt's <lora:...> tags and the embedding folders (api_adapters.cpp);
+// false after answering 400 for an unknown LoRA or a bad tag.
+bool apply_adapters(Server::State& s, GenerationParams& p, JobRequest* r, httplib::Response& res) {
+  try {
+    apply_prompt_adapters(s, p, &r->written_prompt, &r->warnings);
+    return true;
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kInvalidArgument) throw;
+    openai_error(res, 400, e.what(), "prompt", "invalid_value");
+    return false;
+  }
+}
+
 // Submits the job, waits for it and answers {created, data: [{url | b64_json, revised_prompt}]}.
 void run_and_respond(Server::State& s, const httplib::Request& req, httplib::Response& res, JobRequest r,
                      const std::string& format) {
-  const std::string prompt = r.params.prompt;
+  const std::string prompt = r.written_prompt.empty() ? r.params.prompt : r.written_prompt;
   std::string id = s.jobs->submit(std::move(r));
   ClientWatch watch(req, s.port);  // a client that hangs up stops its job
   JobSnapshot done = s.jobs->wait_finished(id, [&watch] { return watch.client_gone(); });
@@ -130,6 +144,7 @@ void generate(Server::State& s, const httplib::Request& req, httplib::Response& 
     return openai_error(res, 400, msg, about_size ? "size" : "", "invalid_value");
   }
   JobRequest r;
+  if (!apply_adapters(s, p, &r, res)) return;
   r.model = model;
   r.params = p;
   r.echo = body;
@@ -259,9 +274,10 @@ void edit(Server::State& s, const httplib::Request& req, httplib::Response& res)
     return openai_error(res, 400, msg, about_size ? "size" : "", "invalid_value");
   }
   JobRequest r;
+  if (!apply_adapters(s, p, &r, res)) return;
   r.model = model;
   r.params = std::move(p);
-  r.echo = {{"prompt", r.params.prompt}, {"n", n}, {"size", size}, {"response_format", format},
+  r.echo = {{"prompt", r.written_prompt.empty() ? r.params.prompt : r.written_prompt}, {"n", n}, {"size", size}, {"response_format", format},
             {"model", form_text(req, "model")}, {"strength", e.strength},
             {"image", image_summary(r.params.edit.init_image.width, r.params.edit.init_image.height)}};
   if (!r.params.edit.mask.empty() && req.has_file("mask")) {

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "io/png.h"
+#include "text/lora_tags.h"
 
 namespace fs = std::filesystem;
 
@@ -91,7 +92,9 @@ std::string JobQueue::submit(JobRequest request) {
   DIFFUSE_CHECK(!stopping_, ErrorCode::kCancelled, "the server is shutting down");
   job->snap.id = new_job_id(++counter_);
   job->snap.model = request.model;
-  job->snap.prompt = request.params.prompts.empty() ? request.params.prompt : request.params.prompts[0];
+  job->snap.prompt = !request.written_prompt.empty() ? request.written_prompt
+                     : request.params.prompts.empty()  ? request.params.prompt
+                                                       : request.params.prompts[0];
   job->snap.created = now_unix();
   job->snap.echo = request.echo;
   if (request.params.edit.active()) job->snap.kind = "img2img";
@@ -257,20 +260,26 @@ void JobQueue::run_job(const std::shared_ptr<Job>& job) {
     entry.prompt = job->snap.prompt;
     entry.params = job->snap.echo;
     std::vector<JobImage> images;
+    const JobRequest& req = job->request;
     for (size_t i = 0; i < r.images.size(); ++i) {
       const Image& im = r.images[i];
+      // The prompt as written, tags included (A1111's infotext keeps them).
+      const std::string parameters = req.written_prompt.empty()
+                                         ? im.parameters
+                                         : infotext_with_prompt(im.parameters, req.params.prompt, req.written_prompt);
       std::string file = job->snap.id + "-" + std::to_string(i + 1) + ".png";
       write_png((fs::path(history_.images_dir()) / file).string(), im.width, im.height, im.rgb.data(),
-                {{"parameters", im.parameters}});
-      images.push_back({file, im.seed, im.width, im.height, im.parameters});
-      entry.images.push_back({file, im.seed, im.width, im.height, im.parameters});
+                {{"parameters", parameters}});
+      images.push_back({file, im.seed, im.width, im.height, parameters});
+      entry.images.push_back({file, im.seed, im.width, im.height, parameters});
     }
     history_.add(entry);
     std::lock_guard<std::mutex> lock(mu_);
     job->snap.images = std::move(images);
     job->snap.seed = r.seed;
     job->snap.stopped_at_step = r.stopped_at_step;
-    job->snap.warnings = r.warnings;
+    job->snap.warnings = req.warnings;
+    job->snap.warnings.insert(job->snap.warnings.end(), r.warnings.begin(), r.warnings.end());
     job->snap.state = JobState::kDone;
   } catch (const Error& e) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -30,6 +30,11 @@ struct JobRequest {
   std::string model;  // registry id
   GenerationParams params;
   nlohmann::json echo;  // the request as received (for history and A1111 "parameters")
+  // The prompt as the client wrote it, <lora:...> tags included, when
+  // params.prompt is that prompt without them: the queue, the history and the
+  // images' infotext show this one (A1111 keeps the tags in the infotext).
+  std::string written_prompt;
+  std::vector<std::string> warnings;  // notes of the request's own (tags not applied), before the pipeline's
 };
 
 struct JobImage {

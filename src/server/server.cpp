@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "hub/hub_cache.h"
 #include "server/auth.h"
 #include "server/edit_request.h"
 #include "server/server_state.h"
@@ -170,6 +171,20 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
   s.history = std::make_unique<History>(options.data_dir);
   s.jobs = std::make_unique<JobQueue>(*s.models, *s.history);
   s.telemetry = sys::Telemetry::open();
+  AdapterLibraryOptions ao;
+  ao.lora_dirs = options.lora_dirs;
+  ao.embedding_dirs = options.embedding_dirs;
+  ao.allow_paths = false;  // a client names LoRAs of the folders, never other files of this machine
+  if (options.scan_hf_cache) {
+    ao.hf_snapshot = [](const std::string& repo) -> std::optional<std::string> {
+      try {
+        return hub::resolve_cached(repo, hub::HubOptions::from_env());
+      } catch (const Error&) {
+        return std::nullopt;
+      }
+    };
+  }
+  s.adapters = std::make_unique<AdapterLibrary>(std::move(ao));
 
   httplib::Server& http = s.http;
   // Image uploads need large bodies on the routes that take them
@@ -231,6 +246,7 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
     res.set_content(sampler_catalog_json().dump(), "application/json");
   });
   register_native_routes(s);
+  register_adapter_routes(s);
   register_a1111_routes(s);
   register_openai_routes(s);
 }

@@ -25,6 +25,12 @@ struct ServerOptions {
   // max_body_bytes plus two images of this size (base64 in JSON, or multipart).
   size_t max_upload_bytes = size_t{32} << 20;
   int max_upload_side = 4096;
+  // LoRA and embedding folders (A1111's --lora-dir and --embeddings-dir;
+  // adapters/library.h): <lora:name:w> in a prompt names a file under
+  // lora_dirs, and an embedding file's stem in a prompt uses it. Empty: none.
+  // `diffuse serve` defaults to models/Lora and embeddings under the working directory.
+  std::vector<std::string> lora_dirs;
+  std::vector<std::string> embedding_dirs;
   LoadOptions load;
   void validate() const;           // throws kInvalidArgument (e.g. non-loopback host without api_key / api_auth)
 };

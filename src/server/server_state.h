@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/library.h"
 #include "sampling/sampler_catalog.h"
 #include "server/history.h"
 #include "server/job_queue.h"
@@ -27,6 +28,7 @@ struct Server::State {
   std::unique_ptr<History> history;
   std::unique_ptr<JobQueue> jobs;
   std::unique_ptr<sys::Telemetry> telemetry;
+  std::unique_ptr<AdapterLibrary> adapters;  // the LoRA and embedding folders
   std::mutex telemetry_mu;
   httplib::Server http;
   int port = 0;
@@ -105,7 +107,19 @@ SamplerChoice resolve_sampler_or_throw(const std::string& name);
 // Its catalogue name.
 std::string canonical_sampler(const std::string& name);
 
+// LoRA and embeddings for one request (api_adapters.cpp): the <lora:...> tags
+// of p.prompt resolved in the LoRA folders into p.loras and removed from the
+// prompt the model sees (A1111 reads the positive prompt's tags only), and
+// the embedding folders set. *written_prompt gets the prompt as written when
+// tags were removed ("" otherwise: JobRequest::written_prompt), *warnings a
+// note for each tag or argument that is not applied. Throws
+// Error(kInvalidArgument) naming an unknown LoRA or a bad tag: the routes
+// answer it 400.
+void apply_prompt_adapters(Server::State& s, GenerationParams& p, std::string* written_prompt,
+                           std::vector<std::string>* warnings);
+
 void register_native_routes(Server::State& s);
+void register_adapter_routes(Server::State& s);
 void register_a1111_routes(Server::State& s);
 void register_openai_routes(Server::State& s);
 

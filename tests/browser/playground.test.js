@@ -28,6 +28,8 @@ const kModelDir = path.join(kFixtures, 'sd1', 'model');
 let server = null;     // child process
 let baseUrl = '';
 let dataDir = '';
+let loraDir = '';      // the server's --lora-dir and --embeddings-dir
+let embDir = '';
 let browser = null;
 let serverLog = '';
 const pageErrors = [];
@@ -35,7 +37,8 @@ const pageErrors = [];
 // Starts `diffuse serve --port 0` and resolves with the URL it prints on stderr.
 function startServer() {
   return new Promise((resolve, reject) => {
-    const args = ['serve', '--port', '0', '--model', kModelDir, '--data-dir', dataDir, '--no-hf-cache'];
+    const args = ['serve', '--port', '0', '--model', kModelDir, '--data-dir', dataDir, '--no-hf-cache',
+                  '--lora-dir', loraDir, '--embeddings-dir', embDir];
     const child = spawn(kBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const timer = setTimeout(() => reject(new Error(`server did not print its URL in 60 s:\n${serverLog}`)), 60000);
     const onData = (buf) => {
@@ -137,6 +140,42 @@ function decodePng(buf) {
   return { width, height, channels, px };
 }
 
+// A .safetensors file of F32 tensors ({name: {shape, data: Float32Array}}) and string metadata.
+function writeSafetensors(file, tensors, metadata) {
+  const header = {};
+  const bufs = [];
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    const b = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + b.length] };
+    offset += b.length;
+    bufs.push(b);
+  }
+  if (metadata) header.__metadata__ = metadata;
+  let text = JSON.stringify(header);
+  while (Buffer.byteLength(text) % 8) text += ' ';
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(text)));
+  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(text), ...bufs]));
+}
+
+// The server's LoRA folder: the fixture kohya LoRA of the sd1 model (it runs), and
+// a small file with kohya metadata (alias, trained words) that is only listed; its
+// embeddings folder: one A1111 embedding of two 16-wide vectors (the fixture encoder's width).
+function writeAdapterFolders() {
+  loraDir = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-lora-'));
+  embDir = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-emb-'));
+  fs.copyFileSync(path.join(kFixtures, 'v2', 'sd1', 'lora', 'lora_kohya.safetensors'), path.join(loraDir, 'fox_ink.safetensors'));
+  fs.mkdirSync(path.join(loraDir, 'styles'));
+  writeSafetensors(path.join(loraDir, 'styles', 'detail_tweaker.safetensors'), {
+    'lora_unet_mid_block_attentions_0_proj_in.lora_down.weight': { shape: [1, 4], data: new Float32Array(4) },
+    'lora_unet_mid_block_attentions_0_proj_in.lora_up.weight': { shape: [4, 1], data: new Float32Array(4) },
+  }, { ss_output_name: 'detailer', ss_base_model_version: 'sd_v1',
+       ss_tag_frequency: JSON.stringify({ '5_detail': { watercolor: 9, sharp: 2 } }) });
+  writeSafetensors(path.join(embDir, 'tinyconcept.safetensors'),
+                   { emb_params: { shape: [2, 16], data: new Float32Array(32).map((_, i) => (i % 7) / 10) } });
+}
+
 // A colourful RGB test picture: gradients and a checkerboard.
 function testPicture(width, height) {
   const px = Buffer.alloc(width * height * 3);
@@ -163,6 +202,7 @@ before(async () => {
   assert.ok(fs.existsSync(kChromium), `no browser at ${kChromium} (apt-get install chromium)`);
   fs.mkdirSync(kArtifacts, { recursive: true });
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-browser-'));
+  writeAdapterFolders();
   await startServer();
   // Root has no user namespace sandbox in containers; the page is ours and local.
   browser = await chromium.launch({ executablePath: kChromium, headless: true,
@@ -178,7 +218,7 @@ after(async () => {
     await exited;
     clearTimeout(t);
   }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  for (const d of [dataDir, loraDir, embDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
 });
 
 async function newPage() {
@@ -561,4 +601,91 @@ test('openai SDK: images.edit with a mask whose transparent pixels are edited', 
     assert.match(e.message, /transparent/);
     return true;
   });
+});
+
+test('playground: LoRA & embeddings browser: search, click to add a tag, weight slider, generate with it', async () => {
+  const page = await newPage();
+  await fillForm(page, { prompt: 'a red fox', images: 1, steps: 2, size: 64 });
+  // The fixture LoRA is for the sd1 fixture model (the second listed, after the demo model).
+  await page.selectOption('#model', { index: 1 });
+  for (const [id, v] of [['#prompt', 'a red fox'], ['#steps', '2'], ['#width', '64'], ['#height', '64']]) await page.fill(id, v);
+  await page.selectOption('#sampler', 'euler');
+
+  // Opening the panel lists the server's folders.
+  await page.click('#adapters-panel summary');
+  await page.waitForSelector('#lora-list [data-testid=lora-item][data-name=fox_ink]');
+  const loras = await page.$$eval('#lora-list [data-testid=lora-item]', (els) => els.map((e) => e.dataset.name));
+  assert.deepEqual(loras, ['fox_ink', 'detail_tweaker'], 'natural path order: the files of the folder itself first');
+  assert.match(await page.textContent('#lora-list [data-name=detail_tweaker]'), /\(detailer\).*SD1.*styles\/detail_tweaker\.safetensors.*watercolor/s);
+  await page.waitForSelector('#embedding-list [data-testid=embedding-item][data-name=tinyconcept]');
+  assert.match(await page.textContent('#embedding-list [data-name=tinyconcept]'), /2 vectors · width 16/);
+
+  // The search box filters by name, alias and trained words.
+  await page.fill('#adapters-search', 'watercolor');
+  assert.deepEqual(await page.$$eval('#lora-list [data-testid=lora-item]', (els) => els.map((e) => e.dataset.name)),
+                   ['detail_tweaker']);
+  assert.equal(await page.locator('#embedding-list [data-testid=embedding-item]').count(), 0);
+  await page.fill('#adapters-search', '');
+
+  // Refresh rescans the folders: a file copied in since is listed.
+  fs.copyFileSync(path.join(loraDir, 'fox_ink.safetensors'), path.join(loraDir, 'zz_new.safetensors'));
+  await page.click('#adapters-refresh');
+  await page.waitForSelector('#lora-list [data-testid=lora-item][data-name=zz_new]');
+  assert.equal(await page.textContent('#lora-count'), '3');
+
+  // Clicking a LoRA adds its tag to the prompt, marks it, and selects it for the weight slider.
+  assert.equal(await page.isHidden('#lora-weight-box'), true);
+  await page.click('#lora-list [data-name=fox_ink]');
+  assert.equal(await page.inputValue('#prompt'), 'a red fox <lora:fox_ink:1>');
+  assert.equal(await page.getAttribute('#lora-list [data-name=fox_ink]', 'aria-pressed'), 'true');
+  assert.equal(await page.textContent('#adapters-chip'), '1 LoRA');
+  assert.equal(await page.isVisible('#lora-weight-box'), true);
+  assert.equal(await page.textContent('#lora-weight-name'), 'fox_ink');
+
+  // The slider rewrites the selected tag's weight.
+  await page.$eval('#lora-weight', (e) => { e.value = '0.5'; e.dispatchEvent(new Event('input', { bubbles: true })); });
+  assert.equal(await page.inputValue('#prompt'), 'a red fox <lora:fox_ink:0.5>');
+  assert.equal(await page.textContent('#lora-weight-value'), '0.5');
+
+  // A tag typed by hand is selected by putting the cursor in it.
+  await page.fill('#prompt', '<lora:detail_tweaker:0.7> a red fox <lora:fox_ink:0.5>');
+  await page.$eval('#prompt', (e) => { e.setSelectionRange(5, 5); e.dispatchEvent(new Event('click')); });
+  assert.equal(await page.textContent('#lora-weight-name'), 'detail_tweaker');
+  assert.equal(await page.inputValue('#lora-weight'), '0.7');
+  await page.$eval('#lora-weight', (e) => { e.value = '1.25'; e.dispatchEvent(new Event('input', { bubbles: true })); });
+  assert.equal(await page.inputValue('#prompt'), '<lora:detail_tweaker:1.25> a red fox <lora:fox_ink:0.5>');
+  // Clicking a LoRA that is in the prompt removes its tag (A1111's cards toggle).
+  await page.click('#lora-list [data-name=detail_tweaker]');
+  assert.equal(await page.inputValue('#prompt'), 'a red fox <lora:fox_ink:0.5>');
+  assert.equal(await page.getAttribute('#lora-list [data-name=detail_tweaker]', 'aria-pressed'), 'false');
+
+  // An embedding goes to the prompt box used last: here the negative prompt.
+  await page.focus('#negative');
+  await page.click('#embedding-list [data-name=tinyconcept]');
+  assert.equal(await page.inputValue('#negative'), 'blurry tinyconcept');
+  assert.equal(await page.inputValue('#prompt'), 'a red fox <lora:fox_ink:0.5>');
+
+  // Generate: the image's parameters keep the tag and name the LoRA's and the embedding's hashes.
+  await page.click('#generate');
+  await page.waitForFunction(() => document.querySelector('#gallery .gallery-item img') ||
+                             /failed|Failed|error/.test(document.getElementById('progress-text').textContent),
+                             null, { timeout: 120000 });
+  assert.equal(await page.locator('#gallery .gallery-item').count(), 1, await page.textContent('#progress-text'));
+  const params = await page.textContent('#gallery .gallery-item .params pre');
+  assert.match(params, /^a red fox <lora:fox_ink:0\.5>\nNegative prompt: blurry tinyconcept\n/);
+  assert.match(params, /Lora hashes: "fox_ink: [0-9a-f]{12}"/);
+  assert.match(params, /TI hashes: "tinyconcept: [0-9a-f]{12}"/);
+  await page.screenshot({ path: path.join(kArtifacts, 'playground-lora.png'), fullPage: true });
+
+  assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+
+  // An unknown LoRA is refused (400) with the server's message, shown under the form.
+  await page.fill('#prompt', 'a red fox <lora:no_such_lora:1>');
+  await page.click('#generate');
+  await page.waitForFunction(() => /no_such_lora/.test(document.getElementById('form-error').textContent));
+  assert.match(await page.textContent('#form-error'), /400: LoRA 'no_such_lora' not found in .*available: .*fox_ink/);
+  // Chromium logs the refused request itself; nothing else may be logged.
+  const others = pageErrors.filter((e) => !/status of 400/.test(e));
+  assert.deepEqual(others, [], 'no JavaScript errors on the page');
+  pageErrors.length = 0;
 });
