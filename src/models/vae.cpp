@@ -254,20 +254,28 @@ void Vae::set_allow_tf32(bool on) {
 
 // ---- forward ---------------------------------------------------------------
 
-// ResnetBlock2D (no temb, output_scale_factor 1): shortcut(x) + conv2(silu(gn2(conv1(silu(gn1(x)))))).
-Tensor Vae::resnet(const Tensor& x, const Resnet& r) const {
+Vae::NormFn Vae::exact_norm() const {
   const int g = config_.norm_num_groups;
-  Tensor h = group_norm(x, g, r.norm1_w, r.norm1_b, kNormEps, /*silu=*/true);  // [N, Cin, H, W]
+  return [g](const Tensor& x, const Tensor& gamma, const Tensor& beta, bool silu) {
+    return group_norm(x, g, gamma, beta, kNormEps, silu);
+  };
+}
+
+// ResnetBlock2D (no temb, output_scale_factor 1): shortcut(x) + conv2(silu(gn2(conv1(silu(gn1(x)))))).
+Tensor Vae::resnet(const Tensor& x, const Resnet& r, const NormFn& norm) const {
+  Tensor h = norm(x, r.norm1_w, r.norm1_b, /*silu=*/true);                      // [N, Cin, H, W]
   h = conv2d(h, r.conv1_w, r.conv1_b, 1, 1);                                    // [N, Cout, H, W]
-  h = group_norm(h, g, r.norm2_w, r.norm2_b, kNormEps, /*silu=*/true);          // [N, Cout, H, W]
+  h = norm(h, r.norm2_w, r.norm2_b, /*silu=*/true);                             // [N, Cout, H, W]
   const Tensor skip = r.shortcut_w.defined() ? conv2d(x, r.shortcut_w, r.shortcut_b) : x;  // [N, Cout, H, W]
   return conv2d(h, r.conv2_w, r.conv2_b, 1, 1, skip);                           // [N, Cout, H, W]
 }
 
 // UNetMidBlock2D: resnet, then (diffusers Attention, 1 head of width C,
-// residual connection) over the H*W positions, then resnet.
+// residual connection) over the H*W positions, then resnet. Always on the
+// whole image (the attention is global), so always with exact GroupNorms.
 Tensor Vae::mid_block(const Tensor& x, const MidBlock& m) const {
-  Tensor h = resnet(x, m.resnet0);  // [N, C, H, W]
+  const NormFn norm = exact_norm();
+  Tensor h = resnet(x, m.resnet0, norm);  // [N, C, H, W]
   if (config_.mid_block_add_attention) {
     const int64_t n = h.dim(0), c = h.dim(1), hh = h.dim(2), ww = h.dim(3);
     Tensor t = group_norm(h, config_.norm_num_groups, m.attn.norm_w, m.attn.norm_b, kNormEps);  // [N, C, H, W]
@@ -279,7 +287,29 @@ Tensor Vae::mid_block(const Tensor& x, const MidBlock& m) const {
     t = linear(t, m.attn.out_w, m.attn.out_b);                                                   // [N, HW, C]
     h = add(h, t.reshape({n, hh, ww, c}).permute({0, 3, 1, 2}));                                 // [N, C, H, W]
   }
-  return resnet(h, m.resnet1);  // [N, C, H, W]
+  return resnet(h, m.resnet1, norm);  // [N, C, H, W]
+}
+
+Tensor Vae::decoder_head(const Tensor& z) const {
+  const NormFn norm = exact_norm();
+  Tensor x = z;                                                                      // [N, L, h, w]
+  if (config_.use_post_quant_conv) x = conv2d(x, w_.post_quant_w, w_.post_quant_b);  // [N, L, h, w]
+  x = conv2d(x, w_.dec_conv_in_w, w_.dec_conv_in_b, 1, 1);                         // [N, Ctop, h, w]
+  x = mid_block(x, w_.dec_mid);                                                    // [N, Ctop, h, w]
+  for (const Resnet& r : w_.up[0].resnets) x = resnet(x, r, norm);                 // [N, Ctop, h, w]
+  return x;
+}
+
+// UpDecoderBlock2D i-1's Upsample2D (nearest 2x + conv), then block i's resnets.
+Tensor Vae::decoder_stage(int i, const Tensor& in, const NormFn& norm) const {
+  const Block& prev = w_.up[i - 1];
+  Tensor x = conv2d(upsample_nearest2x(in), prev.sample_w, prev.sample_b, 1, 1);   // [N, C, 2s, 2s]
+  for (const Resnet& r : w_.up[i].resnets) x = resnet(x, r, norm);                 // [N, C', 2s, 2s]
+  if (i + 1 == static_cast<int>(w_.up.size())) {
+    x = norm(x, w_.dec_norm_out_w, w_.dec_norm_out_b, /*silu=*/true);              // [N, C0, 8h, 8w]
+    x = conv2d(x, w_.dec_conv_out_w, w_.dec_conv_out_b, 1, 1).contiguous();        // [N, out, 8h, 8w]
+  }
+  return x;
 }
 
 Tensor Vae::decode(const Tensor& z) const {
@@ -287,17 +317,25 @@ Tensor Vae::decode(const Tensor& z) const {
                     "[Vae::decode] expects latents [B, " + std::to_string(config_.latent_channels) + ", h, w], got " +
                         z.str());
   AllowTf32 scope(tf32_);
-  Tensor x = to_preferred_layout(z.to(device_).to(act_dtype_));                        // [N, L, h, w]
-  if (config_.use_post_quant_conv) x = conv2d(x, w_.post_quant_w, w_.post_quant_b);  // [N, L, h, w]
-  x = conv2d(x, w_.dec_conv_in_w, w_.dec_conv_in_b, 1, 1);                         // [N, Ctop, h, w]
-  x = mid_block(x, w_.dec_mid);                                                    // [N, Ctop, h, w]
-  for (const Block& b : w_.up) {                                                   // UpDecoderBlock2D
-    for (const Resnet& r : b.resnets) x = resnet(x, r);                            // [N, Ci, h', w']
-    if (b.sample_w.defined())                                                      // Upsample2D
-      x = conv2d(upsample_nearest2x(x), b.sample_w, b.sample_b, 1, 1);             // [N, Ci, 2h', 2w']
+  Tensor x = decoder_head(to_preferred_layout(z.to(device_).to(act_dtype_)));     // [N, Ctop, h, w]
+  const int levels = static_cast<int>(w_.up.size());
+  if (levels == 1) {  // no upsampling: norm_out and conv_out at latent resolution
+    x = group_norm(x, config_.norm_num_groups, w_.dec_norm_out_w, w_.dec_norm_out_b, kNormEps, /*silu=*/true);
+    return conv2d(x, w_.dec_conv_out_w, w_.dec_conv_out_b, 1, 1).contiguous();
   }
-  x = group_norm(x, config_.norm_num_groups, w_.dec_norm_out_w, w_.dec_norm_out_b, kNormEps, /*silu=*/true);
-  return conv2d(x, w_.dec_conv_out_w, w_.dec_conv_out_b, 1, 1).contiguous();       // [N, out, 8h, 8w]
+  for (int i = 1; i < levels; ++i) x = decoder_stage(i, x, exact_norm());          // [N, .., 2^i h, 2^i w]
+  return x;                                                                        // [N, out, 8h, 8w]
+}
+
+// DownEncoderBlock2D i (after conv_in for i = 0), with its Downsample2D.
+Tensor Vae::encoder_stage(int i, const Tensor& in, const NormFn& norm) const {
+  Tensor x = in;
+  if (i == 0) x = conv2d(x, w_.enc_conv_in_w, w_.enc_conv_in_b, 1, 1);             // [N, C0, H, W]
+  const Block& b = w_.down[i];
+  for (const Resnet& r : b.resnets) x = resnet(x, r, norm);                        // [N, Ci, S, S]
+  if (b.sample_w.defined())
+    x = conv2d(pad_right_bottom(x), b.sample_w, b.sample_b, /*stride=*/2, /*padding=*/0);  // [N, Ci, S/2, S/2]
+  return x;
 }
 
 Vae::Encoded Vae::encode(const Tensor& image) const {
@@ -305,14 +343,13 @@ Vae::Encoded Vae::encode(const Tensor& image) const {
                     "[Vae::encode] expects images [B, " + std::to_string(config_.in_channels) + ", H, W], got " +
                         image.str());
   AllowTf32 scope(tf32_);
-  Tensor x = to_preferred_layout(image.to(device_).to(act_dtype_));                    // [N, 3, H, W]
-  x = conv2d(x, w_.enc_conv_in_w, w_.enc_conv_in_b, 1, 1);                         // [N, C0, H, W]
-  for (const Block& b : w_.down) {                                                 // DownEncoderBlock2D
-    for (const Resnet& r : b.resnets) x = resnet(x, r);                            // [N, Ci, H', W']
-    if (b.sample_w.defined())                                                      // Downsample2D
-      x = conv2d(pad_right_bottom(x), b.sample_w, b.sample_b, /*stride=*/2, /*padding=*/0);  // [N, Ci, H'/2, W'/2]
-  }
-  x = mid_block(x, w_.enc_mid);                                                    // [N, Ctop, h, w]
+  Tensor x = to_preferred_layout(image.to(device_).to(act_dtype_));                // [N, 3, H, W]
+  for (int i = 0; i < static_cast<int>(w_.down.size()); ++i) x = encoder_stage(i, x, exact_norm());
+  return encoder_tail(x);                                                          // x [N, Ctop, h, w]
+}
+
+Vae::Encoded Vae::encoder_tail(const Tensor& head) const {
+  Tensor x = mid_block(head, w_.enc_mid);                                          // [N, Ctop, h, w]
   x = group_norm(x, config_.norm_num_groups, w_.enc_norm_out_w, w_.enc_norm_out_b, kNormEps, /*silu=*/true);
   x = conv2d(x, w_.enc_conv_out_w, w_.enc_conv_out_b, 1, 1);                       // [N, 2L, h, w]
   if (config_.use_quant_conv) x = conv2d(x, w_.quant_w, w_.quant_b);               // [N, 2L, h, w]

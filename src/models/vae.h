@@ -45,6 +45,31 @@ struct VaeConfig {
   void validate() const;  // throws kInvalidArgument
 };
 
+// Tiled decode and encode (vae_tiling.cpp; the method, why, and its numbers
+// are in docs/vae-tiling.md). The result equals decode()/encode() up to f32
+// rounding: no colour shift, no seam.
+//  - The work at latent resolution (the decoder's conv_in, mid block and first
+//    up block; the encoder's mid block and conv_out) runs on the whole image,
+//    as in decode()/encode(), global attention included.
+//  - The rest runs in stages, one per resolution level. A stage's input is held
+//    for the whole image (the decoder's last stage starts from the activations
+//    at a quarter of the output's pixels; below full resolution the decoder
+//    also keeps every resnet's output); the stage itself runs tile by tile,
+//    each tile's core computed from `halo` latent pixels of context: at least
+//    the stage's receptive field, so zero padding at the tile edge never
+//    reaches the core.
+//  - Every GroupNorm in a stage normalises with the statistics of the WHOLE
+//    image: before it is applied, a sweep over the tiles runs the stage up to
+//    it and sums its input per channel (x and x^2, f64, over each tile's core).
+//    A stage with k GroupNorms costs k short sweeps and one full one: the SD
+//    decoder takes about 3x the untiled decode's time (docs/performance.md).
+// Activations at full resolution exist only for one tile at a time.
+struct VaeTileOptions {
+  int tile = 64;   // side of a tile's core in latent pixels (64: 512 image pixels for SD)
+  int halo = -1;   // latent pixels of context around a core; -1: each stage's receptive field
+  void validate() const;  // throws kInvalidArgument
+};
+
 class Vae {
  public:
   // Every tensor of expected_tensors() must be present with its shape (1x1
@@ -62,6 +87,27 @@ class Vae {
     Tensor mean, logvar, std;
   };
   Encoded encode(const Tensor& x) const;
+
+  // Tiled decode and encode: see VaeTileOptions above. As decode(z) / encode(x),
+  // B images one after the other. encode_tiled needs H and W to be multiples of
+  // the downsampling factor (8 for SD).
+  using TileOptions = VaeTileOptions;
+  Tensor decode_tiled(const Tensor& z, const TileOptions& options = {}) const;
+  Encoded encode_tiled(const Tensor& x, const TileOptions& options = {}) const;
+  // Receptive field (latent pixels) of decoder stage i (1 .. levels-1) / encoder
+  // stage i (0 .. levels-1) at its input: the default halo.
+  static int decoder_stage_halo(const VaeConfig& config, int stage);
+  static int encoder_stage_halo(const VaeConfig& config, int stage);
+  // Estimated peak bytes (activations and the assembled output) of decode_tiled
+  // / encode_tiled for one width x height image, to choose tiling before running.
+  static uint64_t tiled_decode_peak_bytes(const VaeConfig& config, DType activation_dtype, int width, int height,
+                                          const TileOptions& options);
+  static uint64_t tiled_encode_peak_bytes(const VaeConfig& config, DType activation_dtype, int width, int height,
+                                          const TileOptions& options);
+  // The largest tile side (a multiple of 8 latent pixels, from 16 up to the
+  // image's larger side) whose decode estimate fits `budget` bytes; 0 when none does.
+  static int tile_for_budget(const VaeConfig& config, DType activation_dtype, int width, int height,
+                             uint64_t budget);
 
   const VaeConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }  // weights
@@ -113,8 +159,25 @@ class Vae {
   };
 
  private:
-  Tensor resnet(const Tensor& x, const Resnet& r) const;
+  // A GroupNorm (+ optional SiLU) of the network: group_norm over x itself in
+  // decode()/encode(); with whole-image statistics in the tiled paths.
+  using NormFn = std::function<Tensor(const Tensor& x, const Tensor& gamma, const Tensor& beta, bool silu)>;
+  NormFn exact_norm() const;
+  Tensor resnet(const Tensor& x, const Resnet& r, const NormFn& norm) const;
   Tensor mid_block(const Tensor& x, const MidBlock& m) const;
+  // decode(): decoder_head, then decoder_stage 1 .. levels-1. The head runs at
+  // latent resolution (post_quant_conv, conv_in, mid block, up block 0's
+  // resnets); stage i upsamples up block i-1's output and runs up block i's
+  // resnets (the last stage also norm_out and conv_out).
+  Tensor decoder_head(const Tensor& z) const;                                 // [N, L, h, w] -> [N, Ctop, h, w]
+  Tensor decoder_stage(int i, const Tensor& x, const NormFn& norm) const;     // [N, C, s, s] -> [N, C', 2s, 2s]
+  // encode(): encoder_stage 0 .. levels-1, then encoder_tail. Stage i runs down
+  // block i (stage 0 conv_in first) and its downsampler; the tail the mid
+  // block, norm_out, conv_out, quant_conv and the posterior.
+  Tensor encoder_stage(int i, const Tensor& x, const NormFn& norm) const;     // [N, C, S, S] -> [N, C', S/2, S/2]
+  Encoded encoder_tail(const Tensor& h) const;                                // [N, Ctop, h, w]
+  Tensor decode_tiled_one(const Tensor& z, const TileOptions& options) const;   // z [1, L, h, w]
+  Tensor encode_head_tiled(const Tensor& x, const TileOptions& options) const;  // x [1, in, H, W]
 
   VaeConfig config_;
   DType dtype_;

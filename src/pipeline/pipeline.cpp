@@ -207,6 +207,86 @@ void check_fits_in_memory(uint64_t needed, uint64_t available, int width, int he
   throw_error(ErrorCode::kInvalidArgument, msg);
 }
 
+namespace {
+
+// How generate() runs the VAE (GenerationParams::vae_tiling). On the CPU the
+// choice is made before any denoising, from the host's available memory: kAuto
+// tiles when the untiled decode's estimate does not fit, with the largest tile
+// whose estimate fits in half of what is available (else in all of it). On
+// CUDA the Backend reports no free device memory, so kAuto runs untiled and,
+// after an out-of-memory, again in tiles (run_vae).
+struct VaePlan {
+  bool tiled = false;
+  bool tile_on_oom = false;
+  VaeTileOptions tiles;
+  int tile_pixels(const Vae& vae) const {  // a tile's side in image pixels
+    return tiles.tile << (vae.config().block_out_channels.size() - 1);
+  }
+};
+
+VaePlan plan_vae(const Vae& vae, VaeTiling mode, int width, int height, std::vector<std::string>& warnings) {
+  VaePlan plan;
+  plan.tiled = mode == VaeTiling::kOn;
+  if (vae.device() != Device::kCPU) {
+    plan.tile_on_oom = mode == VaeTiling::kAuto;
+    return plan;
+  }
+  const VaeConfig& cfg = vae.config();
+  const DType act = vae.activation_dtype();
+  const uint64_t available = host_available_bytes();
+  const uint64_t untiled = vae_decode_peak_bytes(cfg, act, width, height);
+  if (mode == VaeTiling::kOff || (mode == VaeTiling::kAuto && (available == 0 || untiled <= available))) {
+    check_fits_in_memory(untiled, available, width, height, "this machine");
+    return plan;
+  }
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  char msg[320];
+  if (mode == VaeTiling::kAuto) {  // the largest tile that fits in half of what is available, else in all of it
+    plan.tiled = true;
+    int tile = Vae::tile_for_budget(cfg, act, width, height, available / 2);
+    if (tile == 0) tile = Vae::tile_for_budget(cfg, act, width, height, available);
+    plan.tiles.tile = tile > 0 ? tile : 16;
+  }
+  const uint64_t tiled = Vae::tiled_decode_peak_bytes(cfg, act, width, height, plan.tiles);
+  if (available > 0 && tiled > available) {
+    std::snprintf(msg, sizeof msg,
+                  "%dx%d needs about %.1f GiB for the VAE decode even in tiles of %dx%d pixels, but this machine has "
+                  "%.1f GiB available",
+                  width, height, tiled / gib, plan.tile_pixels(vae), plan.tile_pixels(vae), available / gib);
+    throw_error(ErrorCode::kInvalidArgument, msg);
+  }
+  if (mode == VaeTiling::kAuto) {
+    std::snprintf(msg, sizeof msg,
+                  "Tiled VAE: the VAE decode of %dx%d needs about %.1f GiB, more than the %.1f GiB available: "
+                  "decoding in tiles of %dx%d pixels (about %.1f GiB)",
+                  width, height, untiled / gib, available / gib, plan.tile_pixels(vae), plan.tile_pixels(vae),
+                  tiled / gib);
+    warnings.emplace_back(msg);
+  }
+  return plan;
+}
+
+// fn(tiled) as the plan says; on CUDA with kAuto, an out-of-memory of the
+// untiled run is retried once in tiles, and the later runs of the call tile too.
+template <class Fn>
+auto run_vae(VaePlan& plan, const Vae& vae, const char* what, int width, int height,
+             std::vector<std::string>& warnings, Fn&& fn) -> decltype(fn(false)) {
+  if (plan.tiled || !plan.tile_on_oom) return fn(plan.tiled);
+  try {
+    return fn(false);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kOutOfMemory) throw;
+  }
+  backend_for(vae.device()).empty_cache();
+  plan.tiled = true;
+  warnings.push_back("Tiled VAE: the VAE " + std::string(what) + " of " + std::to_string(width) + "x" +
+                     std::to_string(height) + " ran out of device memory: running it in tiles of " +
+                     std::to_string(plan.tile_pixels(vae)) + "x" + std::to_string(plan.tile_pixels(vae)) + " pixels");
+  return fn(true);
+}
+
+}  // namespace
+
 Precision precision_from_name(const std::string& s) {
   if (s == "fp32" || s == "f32" || s == "float32") return Precision::kFp32;
   if (s == "fp16" || s == "f16" || s == "float16" || s == "half") return Precision::kFp16;
@@ -349,10 +429,8 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   }
   if (p.width == 0) p.width = info.default_width;
   if (p.height == 0) p.height = info.default_height;
-  if (m.vae->device() == Device::kCPU) {  // CUDA: the allocator reports a precise out-of-memory error
-    check_fits_in_memory(vae_decode_peak_bytes(m.vae->config(), m.vae->activation_dtype(), p.width, p.height),
-                         host_available_bytes(), p.width, p.height, "this machine");
-  }
+  // Untiled or tiled VAE, or a refusal when even tiles would not fit (CPU; CUDA reports its out-of-memory).
+  VaePlan vae_plan = plan_vae(*m.vae, p.vae_tiling, p.width, p.height, result.warnings);
 
   std::vector<std::string> prompts = p.prompts;
   if (prompts.empty()) prompts.assign(p.images, p.prompt);
@@ -474,7 +552,10 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   Vae::Encoded image_moments, masked_moments;
   Tensor mask_latent;  // [1, 1, h, w] f32, 1 = repaint
   auto encode = [&](const Tensor& pixels) {
-    Vae::Encoded e = vae.encode(pixels.to(vae.dtype()).to(vae.device()));
+    const Tensor x = pixels.to(vae.dtype()).to(vae.device());
+    Vae::Encoded e = run_vae(vae_plan, vae, "encode", p.width, p.height, result.warnings, [&](bool tiled) {
+      return tiled ? vae.encode_tiled(x, vae_plan.tiles) : vae.encode(x);
+    });
     e.mean = e.mean.to(DType::kF32).to(m.device);
     e.std = e.std.to(DType::kF32).to(m.device);
     return e;
@@ -641,9 +722,11 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   t0 = Clock::now();
   std::vector<Tensor> decoded;
   for (int b = 0; b < n; ++b) {  // one image at a time bounds the VAE's activation memory
-    Tensor z = scale(latents.slice(0, b, b + 1), 1.0f / sf);
-    Tensor img = vae.decode(z.to(vae.dtype()).to(vae.device())).to(Device::kCPU).to(DType::kF32);
-    decoded.push_back(img);
+    const Tensor z = scale(latents.slice(0, b, b + 1), 1.0f / sf).to(vae.dtype()).to(vae.device());
+    const Tensor img = run_vae(vae_plan, vae, "decode", p.width, p.height, result.warnings, [&](bool tiled) {
+      return tiled ? vae.decode_tiled(z, vae_plan.tiles) : vae.decode(z);
+    });
+    decoded.push_back(img.to(Device::kCPU).to(DType::kF32));
   }
   Tensor images = n == 1 ? decoded[0] : concat(decoded, 0);
   {

@@ -92,7 +92,18 @@ struct LoraRef {
   bool operator==(const LoraRef&) const = default;
 };
 
+// Whether the VAE decodes (and an edit encodes) in tiles (models/vae.h
+// VaeTileOptions, docs/vae-tiling.md): the same image up to f32 rounding, with
+// activation memory set by the tile instead of the image, at several times the
+// VAE's time.
+enum class VaeTiling {
+  kAuto,  // tiles only when the untiled decode would not fit in memory (a result warning says so)
+  kOn,    // always tiles (A1111's tiled_vae / --vae-tiling)
+  kOff,   // never; a size whose decode does not fit is refused
+};
+
 struct GenerationParams {
+  using VaeTiling = diffuse::VaeTiling;
   std::string prompt;
   std::optional<std::string> negative_prompt;  // nullopt = diffusers' None (SDXL: zero embeddings)
   // Optional per-image prompts (A1111 all_prompts); when set, images = prompts.size()
@@ -118,6 +129,9 @@ struct GenerationParams {
   // (GenerationResult::stopped_at_step says where). A callback that wants no
   // images even then throws kCancelled itself.
   bool decode_when_stopped = false;
+  // Tiled VAE decode / edit encode: automatic (when the untiled decode would
+  // not fit: host memory on the CPU, an out-of-memory on CUDA), always or never.
+  VaeTiling vae_tiling = VaeTiling::kAuto;
   // SDXL micro-conditioning (h, w order as diffusers); 0 = (height, width) / (0, 0).
   std::array<int, 2> original_size{0, 0};
   std::array<int, 2> crops_coords_top_left{0, 0};
