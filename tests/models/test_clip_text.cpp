@@ -10,6 +10,7 @@
 
 #include "io/checkpoint.h"
 #include "models/clip_text.h"
+#include "io/json_util.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -17,17 +18,6 @@ namespace {
 
 using testing::compare;
 using testing::fixtures_dir;
-
-// cases.json comes from Python's json, which writes -Infinity / NaN in some
-// stats; those values are not used here, so they become null.
-nlohmann::json read_json(const std::string& path) {
-  std::string text = testing::read_file(path);
-  for (const std::string bad : {": -Infinity", ": Infinity", ": NaN"}) {
-    for (size_t pos = text.find(bad); pos != std::string::npos; pos = text.find(bad, pos))
-      text.replace(pos, bad.size(), ": null");
-  }
-  return nlohmann::json::parse(text);
-}
 
 // Relative to the reference's max |value| (test_util compare); the README suggests ~1e-5 for fp32.
 constexpr double kTol = 1e-5;
@@ -45,7 +35,7 @@ TEST_P(ClipGolden, MatchesTransformers) {
   DIFFUSE_REQUIRE_FIXTURES();
   const std::string fam = GetParam();
   const std::string dir = fixtures_dir() + "/" + fam;
-  const nlohmann::json cases = read_json(dir + "/cases.json");
+  const nlohmann::json cases = read_python_json_file(dir + "/cases.json");
   const Checkpoint golden = load_safetensors(dir + "/tensors.safetensors");
   ASSERT_FALSE(cases["text_encoder"].empty());
   std::vector<Tensor> penultimate;  // hidden_states[-2] of each encoder (SDXL's prompt embeds)
@@ -57,7 +47,7 @@ TEST_P(ClipGolden, MatchesTransformers) {
       continue;
     }
     SCOPED_TRACE(fam + "/" + name);
-    const nlohmann::json cfg_json = read_json(dir + "/model/" + name + "/config.json");
+    const nlohmann::json cfg_json = read_python_json_file(dir + "/model/" + name + "/config.json");
     const bool with_projection =
         cfg_json["architectures"][0].get<std::string>() == "CLIPTextModelWithProjection";
     EXPECT_EQ(with_projection, entry.contains("text_embeds"));

@@ -9,6 +9,7 @@
 
 #include "io/checkpoint.h"
 #include "models/vae.h"
+#include "io/json_util.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -16,17 +17,6 @@ namespace {
 
 using testing::compare;
 using testing::fixtures_dir;
-
-// cases.json comes from Python's json, which writes -Infinity / NaN in some
-// stats; those values are not used here, so they become null.
-nlohmann::json read_json(const std::string& path) {
-  std::string text = testing::read_file(path);
-  for (const std::string bad : {": -Infinity", ": Infinity", ": NaN"}) {
-    for (size_t pos = text.find(bad); pos != std::string::npos; pos = text.find(bad, pos))
-      text.replace(pos, bad.size(), ": null");
-  }
-  return nlohmann::json::parse(text);
-}
 
 // Relative to the reference's max |value|; the README suggests ~1e-5 for single fp32 calls.
 constexpr double kTol = 1e-4;
@@ -44,9 +34,9 @@ TEST_P(VaeGolden, DecodeAndEncodeMatchDiffusers) {
   DIFFUSE_REQUIRE_FIXTURES();
   const std::string fam = GetParam();
   const std::string dir = fixtures_dir() + "/" + fam;
-  const nlohmann::json cases = read_json(dir + "/cases.json");
+  const nlohmann::json cases = read_python_json_file(dir + "/cases.json");
   const Checkpoint golden = load_safetensors(dir + "/tensors.safetensors");
-  const VaeConfig cfg = VaeConfig::from_json(read_json(dir + "/model/vae/config.json"));
+  const VaeConfig cfg = VaeConfig::from_json(read_python_json_file(dir + "/model/vae/config.json"));
   EXPECT_FLOAT_EQ(cfg.scaling_factor, cases["vae"]["scaling_factor"].get<float>());
   const Checkpoint weights = load_safetensors(dir + "/model/vae/diffusion_pytorch_model.safetensors");
   const Vae vae(cfg, weights.tensors);

@@ -20,6 +20,7 @@
 #include "io/checkpoint.h"
 #include "io/png.h"
 #include "models/vae.h"
+#include "io/json_util.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -27,21 +28,12 @@ namespace {
 
 using testing::fixtures_dir;
 
-nlohmann::json read_json(const std::string& path) {
-  std::string text = testing::read_file(path);
-  for (const std::string bad : {": -Infinity", ": Infinity", ": NaN"}) {
-    for (size_t pos = text.find(bad); pos != std::string::npos; pos = text.find(bad, pos))
-      text.replace(pos, bad.size(), ": null");
-  }
-  return nlohmann::json::parse(text);
-}
-
 // The tiny sd1 fixture VAE (block_out_channels 32, 32, 32, 64: the real
 // architecture, 4 levels, 8x downsampling).
 const Vae& tiny_vae() {
   static const Vae* vae = [] {
     const std::string dir = fixtures_dir() + "/sd1/model/vae";
-    const VaeConfig cfg = VaeConfig::from_json(read_json(dir + "/config.json"));
+    const VaeConfig cfg = VaeConfig::from_json(read_python_json_file(dir + "/config.json"));
     const Checkpoint weights = load_safetensors(dir + "/diffusion_pytorch_model.safetensors");
     return new Vae(cfg, weights.tensors);
   }();
@@ -172,7 +164,7 @@ double max_abs(const std::vector<float>& v) {
 // diffusers' tiles of 64 pixels (8 latent pixels).
 TEST(VaeTiling, FixtureCaseWithinBoundsOfUntiled) {
   DIFFUSE_REQUIRE_FIXTURES();
-  const nlohmann::json cases = read_json(fixtures_dir() + "/v2/sd1/cases.json");
+  const nlohmann::json cases = read_python_json_file(fixtures_dir() + "/v2/sd1/cases.json");
   const nlohmann::json& tv = cases.at("tiled_vae");
   const int tile = tv.at("settings").at("tile_latent_min_size").get<int>();
   ASSERT_EQ(tile, 8);
