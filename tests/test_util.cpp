@@ -56,6 +56,16 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+std::vector<float> noise(size_t n, uint32_t seed, float amp) {
+  std::vector<float> v(n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (float& f : v) {
+    x = x * 1664525u + 1013904223u;
+    f = amp * (static_cast<float>(x >> 8) / 8388608.0f - 1.0f);
+  }
+  return v;
+}
+
 std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);

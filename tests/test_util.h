@@ -3,9 +3,13 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstdint>
+
 #include <map>
 #include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace diffuse::testing {
 
@@ -38,6 +42,21 @@ std::string shell_quote(const std::string& s);
 std::vector<std::pair<std::string, std::vector<int64_t>>> read_key_list(const std::string& file);
 // The entries whose name starts with `prefix`, by name with the prefix stripped.
 std::map<std::string, std::vector<int64_t>> read_key_map(const std::string& file, const std::string& prefix);
+// n deterministic values in [-amp, amp] (a 32-bit LCG from `seed`).
+std::vector<float> noise(size_t n, uint32_t seed, float amp);
+
+// Runs `f` and returns the Error it throws (fails the test when it throws none).
+template <class F>
+Error error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no diffuse::Error was thrown";
+  return Error(ErrorCode::kRuntime, "");
+}
+
 std::string temp_dir();  // a fresh empty directory under /tmp, per call
 
 struct Diff {

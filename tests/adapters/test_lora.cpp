@@ -33,6 +33,8 @@
 namespace diffuse {
 namespace {
 
+using testing::error_of;
+
 namespace fs = std::filesystem;
 using testing::fixtures_dir;
 
@@ -583,17 +585,6 @@ TEST(Lora, TorchPtFileThroughTheUnpickler) {
 }
 
 // ---- bad input -----------------------------------------------------------------------------
-
-template <class F>
-Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no error";
-  return Error(ErrorCode::kRuntime, "");
-}
 
 TEST(Lora, BadFilesChangeNoWeight) {
   DIFFUSE_REQUIRE_FIXTURES();

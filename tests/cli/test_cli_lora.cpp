@@ -17,24 +17,12 @@
 namespace diffuse {
 namespace {
 
+using testing::noise;
+
 namespace fs = std::filesystem;
 using testing::RunResult;
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::vector<float> noise(size_t n, uint32_t seed, float amp) {
-  std::vector<float> v(n);
-  uint32_t x = seed * 2654435761u + 1;
-  for (float& f : v) {
-    x = x * 1664525u + 1013904223u;
-    f = amp * (static_cast<float>(x >> 8) / 8388608.0f - 1.0f);
-  }
-  return v;
-}
+std::string quote(const std::string& s) { return testing::shell_quote(s); }
 
 // A kohya LoRA (rank 4) for the model's UNet attention projections and the
 // first text-encoder layer's attention.

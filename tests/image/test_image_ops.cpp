@@ -13,23 +13,14 @@
 #include "core/error.h"
 #include "image/image_ops.h"
 #include "io/png.h"
+#include "test_util.h"
 
 using namespace diffuse;
 using namespace diffuse::image;
 
 namespace {
 
-// Runs `f` and returns the Error it throws (fails the test when it does not).
-template <class F>
-Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no diffuse::Error was thrown";
-  return Error(ErrorCode::kRuntime, "");
-}
+using diffuse::testing::error_of;
 
 #define EXPECT_INVALID(stmt, fragment)                                      \
   do {                                                                      \

@@ -22,20 +22,11 @@
 namespace diffuse::testing {
 namespace {
 
+using testing::noise;
+
 namespace fs = std::filesystem;
 
 constexpr int kSide = 64;
-
-// Deterministic values in [-amp, amp].
-std::vector<float> noise(size_t n, uint32_t seed, float amp) {
-  std::vector<float> v(n);
-  uint32_t x = seed * 2654435761u + 1;
-  for (float& f : v) {
-    x = x * 1664525u + 1013904223u;
-    f = amp * (static_cast<float>(x >> 8) / 8388608.0f - 1.0f);
-  }
-  return v;
-}
 
 // A kohya LoRA (rank 4) for every attention projection of the model's UNet
 // and the first text-encoder layer's q/k/v, written with `metadata`.
