@@ -232,8 +232,9 @@ TEST(EmbeddingFile, CorruptFilesAreIoErrorsNamingTheFile) {
   };
   for (const auto& [name, bytes] : files) {
     SCOPED_TRACE(name);
-    write_bytes(dir + "/" + name, bytes);
-    expect_error([&] { read_embedding_file(dir + "/" + name); }, ErrorCode::kIo, {dir + "/" + name});
+    const std::string path = dir + "/" + name;  // clang 14 cannot capture a structured binding
+    write_bytes(path, bytes);
+    expect_error([&] { read_embedding_file(path); }, ErrorCode::kIo, {path});
   }
   // Tensors of the wrong kind.
   save_safetensors(dir + "/two.safetensors", {{"a", Tensor::zeros({1, 4}, DType::kF32)},
