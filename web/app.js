@@ -132,6 +132,28 @@
     return hit ? hit.name : (state.schedules[0] ? state.schedules[0].name : 'default');
   }
 
+  // The hires fix's upscalers, A1111's list (GET /sdapi/v1/upscalers): None, Lanczos, Nearest, ESRGAN models, latent modes.
+  async function loadUpscalers() {
+    let list;
+    try { list = await api('/sdapi/v1/upscalers'); } catch (_) { return; }
+    const sel = $('hires-upscaler');
+    const keep = sel.value;
+    sel.replaceChildren();
+    for (const u of list) sel.append(el('option', { value: u.name, text: u.name }));
+    sel.value = [...sel.options].some((o) => o.value === keep) ? keep : 'Latent';
+  }
+
+  // The VAE picker: A1111's list of the server's VAE folders (GET /sdapi/v1/sd-vae); "" is Automatic.
+  async function loadVaes() {
+    let list;
+    try { list = await api('/sdapi/v1/sd-vae'); } catch (_) { return; }
+    const sel = $('vae');
+    const keep = sel.value || localStorage.getItem('diffuse.vae') || '';
+    sel.replaceChildren(el('option', { value: '', text: 'Automatic' }), el('option', { value: 'None', text: 'None (the model\'s own)' }));
+    for (const v of list) sel.append(el('option', { value: v.model_name, text: v.model_name }));
+    sel.value = [...sel.options].some((o) => o.value === keep) ? keep : '';
+  }
+
   // ---------- models ----------
   async function loadModels() {
     try {
@@ -147,6 +169,10 @@
       $('generate').disabled = true;
     }
     for (const m of state.models) sel.append(el('option', { value: m.id, text: modelLabel(m) }));
+    // The SDXL refiner picker: any model of the list (docs/refiner.md), none by default.
+    const ref = $('refiner');
+    ref.replaceChildren(el('option', { value: '', text: 'None' }));
+    for (const m of state.models) ref.append(el('option', { value: m.id, text: m.name || m.id }));
     const saved = localStorage.getItem('diffuse.model');
     if (saved && state.models.some((m) => m.id === saved)) sel.value = saved;
     onModelChange(true);
@@ -268,7 +294,17 @@
       schedule: $('schedule').value,
       width: num('width'),
       height: num('height'),
+      vae_tiling: $('vae-tiling').value,
     };
+    if ($('vae').value) req.vae = $('vae').value;
+    if ($('refiner').value) req.refiner = { model: $('refiner').value, switch_at: Number($('refiner-switch').value) };
+    if ($('hires-enable').checked) {
+      req.hires = { scale: Number($('hires-scale').value), upscaler: $('hires-upscaler').value,
+        steps: Number($('hires-steps').value), denoise: Number($('hires-denoise').value) };
+      if (!(req.hires.scale > 1)) throw new Error('Hires: upscale by must be above 1.');
+      if (!Number.isInteger(req.hires.steps) || req.hires.steps < 0) throw new Error('Hires steps must be a whole number ≥ 0.');
+      if (!(req.hires.denoise > 0 && req.hires.denoise <= 1)) throw new Error('Hires denoising must be above 0 and at most 1.');
+    }
     if (!req.model) throw new Error('Pick a model first.');
     if (!Number.isInteger(req.images) || req.images < 1 || req.images > 8) throw new Error('Images must be 1 to 8.');
     if (!Number.isInteger(req.seed) || req.seed < -1) throw new Error('Seed must be -1 (random) or a whole number ≥ 0.');
@@ -346,6 +382,21 @@
     if (p.schedule) $('schedule').value = scheduleName(p.schedule);
     if (p.width) $('width').value = p.width;
     if (p.height) $('height').value = p.height;
+    if (['auto', 'on', 'off'].includes(p.vae_tiling)) $('vae-tiling').value = p.vae_tiling;
+    $('vae').value = typeof p.vae === 'string' && [...$('vae').options].some((o) => o.value === p.vae) ? p.vae : '';
+    const refiner = p.refiner && typeof p.refiner === 'object' ? p.refiner : null;
+    $('refiner').value = refiner && [...$('refiner').options].some((o) => o.value === refiner.model) ? refiner.model : '';
+    if (refiner && isFinite(refiner.switch_at)) $('refiner-switch').value = refiner.switch_at;
+    $('refiner-switch-value').textContent = $('refiner-switch').value;
+    const hires = p.hires && typeof p.hires === 'object' ? p.hires : null;
+    $('hires-enable').checked = !!hires;
+    if (hires) {
+      if ([...$('hires-upscaler').options].some((o) => o.value === hires.upscaler)) $('hires-upscaler').value = hires.upscaler;
+      if (isFinite(hires.scale)) $('hires-scale').value = hires.scale;
+      if (Number.isInteger(hires.steps)) $('hires-steps').value = hires.steps;
+      if (isFinite(hires.denoise)) $('hires-denoise').value = hires.denoise;
+      $('hires-panel').open = true;
+    }
     if (typeof p.strength === 'number') $('strength').value = p.strength;
     if (typeof p.mask_blur === 'number') $('mask-blur').value = p.mask_blur;
     if (image && image.seed !== undefined) $('seed').value = image.seed;
@@ -1185,6 +1236,7 @@
     });
     $('stop').addEventListener('click', () => { const id = runningJobId(); if (id) cancelJob(id); });
     $('model').addEventListener('change', () => onModelChange(false));
+    $('vae').addEventListener('change', () => localStorage.setItem('diffuse.vae', $('vae').value));
     $('seed-random').addEventListener('click', () => { $('seed').value = -1; saveForm(); });
     $('seed-reuse').addEventListener('click', () => {
       if (state.lastSeed === null) { flash('No seed yet: generate once first.'); return; }
@@ -1199,6 +1251,7 @@
       $('height').value = h;
       saveForm();
     });
+    $('refiner-switch').addEventListener('input', () => { $('refiner-switch-value').textContent = $('refiner-switch').value; });
     $('size-swap').addEventListener('click', () => {
       const w = $('width').value;
       $('width').value = $('height').value;
@@ -1214,7 +1267,8 @@
         syncPreset();
       });
     }
-    for (const id of ['prompt', 'negative', 'images', 'seed', 'steps', 'cfg', 'sampler', 'schedule', 'width', 'height']) {
+    for (const id of ['prompt', 'negative', 'images', 'seed', 'steps', 'cfg', 'sampler', 'schedule', 'width', 'height',
+      'hires-enable', 'hires-upscaler', 'hires-scale', 'hires-steps', 'hires-denoise']) {
       $(id).addEventListener('change', saveForm);
     }
     $('history-prev').addEventListener('click', () => loadHistory(Math.max(0, state.historyOffset - kHistoryPage)));
@@ -1225,6 +1279,8 @@
   async function main() {
     wire();
     await loadSamplers();  // before the models: their defaults and saved forms pick a sampler
+    await loadUpscalers();  // before the saved form picks one
+    await loadVaes();  // before a saved form picks one
     await loadModels();
     loadHistory(0);
     refreshQueue();

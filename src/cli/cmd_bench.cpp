@@ -17,6 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "cli/vae_option.h"
+#include "cli/hires_flags.h"
+#include "cli/refiner_flags.h"
 #include "core/ops.h"
 #include "core/thread_pool.h"
 #include "image/image_ops.h"
@@ -37,7 +40,26 @@ struct BenchOptions {
   bool json = false, skip_batch = false;
   std::string init_image, mask;  // an img2img / inpainting run after the text-to-image ones
   double strength = 0.75;
+  std::string vae_tiling = "auto";
+  std::string vae;   // --vae (cli/vae_option.h): every run decodes with it
+  HiresFlags hires;  // a hires-fix run after the text-to-image ones (docs/hires-fix.md)
+  RefinerFlags refiner;  // a base + refiner run after them (docs/refiner.md)
 };
+
+// What every timed run generates: the baselines' prompt at the bench's size,
+// steps and sampler, seed 42, with --vae-tiling and --vae.
+GenerationParams bench_params(const BenchOptions& o) {
+  GenerationParams p;
+  p.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
+  p.negative_prompt = "blurry, low quality";
+  p.width = p.height = o.size;
+  p.steps = o.steps;
+  p.seed = 42;
+  p.sampler = o.sampler;
+  p.vae_tiling = vae_tiling_from_name(o.vae_tiling);
+  p.vae = o.vae;  // --vae, resolved to a path (vae_option.h)
+  return p;
+}
 
 // One edit (img2img, or inpainting with a mask) at the benchmark's size and
 // steps: its VAE encode, the steps it runs (strength x steps) and their time.
@@ -46,13 +68,7 @@ struct EditStats {
   int steps_run = 0;
 };
 EditStats run_edit(Pipeline& pipe, const BenchOptions& o, Device device) {
-  GenerationParams p;
-  p.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
-  p.negative_prompt = "blurry, low quality";
-  p.width = p.height = o.size;
-  p.steps = o.steps;
-  p.seed = 42;
-  p.sampler = o.sampler;
+  GenerationParams p = bench_params(o);
   auto read = [](const std::string& path) {
     const std::shared_ptr<MappedFile> f = MappedFile::open(path);
     return std::vector<uint8_t>(f->data(), f->data() + f->size());
@@ -77,6 +93,32 @@ EditStats run_edit(Pipeline& pipe, const BenchOptions& o, Device device) {
   st.decode_ms = r.timings.vae_decode_s * 1e3;
   st.total_s = r.timings.total_s;
   st.steps_run = r.steps_run;
+  return st;
+}
+
+// One hires-fix call from --size: both passes, the upscale between them, one decode.
+struct HiresStats {
+  double text_ms = 0, encode_ms = 0, denoise_ms = 0, decode_ms = 0, total_s = 0;
+  int steps_run = 0, width = 0, height = 0;
+};
+HiresStats run_hires(Pipeline& pipe, const BenchOptions& o, Device device) {
+  GenerationParams p = bench_params(o);
+  apply_hires_flags(o.hires, p);
+  GenerationResult r = pipe.generate(p, [&](const StepProgress& s) {
+    std::fprintf(stderr, "\r  hires: step %d/%d   ", s.step, s.total_steps);
+    return interrupted();
+  });
+  std::fprintf(stderr, "\n");
+  backend_for(device).synchronize();
+  HiresStats st;
+  st.text_ms = r.timings.text_encode_s * 1e3;
+  st.encode_ms = r.timings.vae_encode_s * 1e3;
+  st.denoise_ms = r.timings.denoise_s * 1e3;
+  st.decode_ms = r.timings.vae_decode_s * 1e3;
+  st.total_s = r.timings.total_s;
+  st.steps_run = r.steps_run;
+  st.width = r.images.empty() ? 0 : r.images[0].width;
+  st.height = r.images.empty() ? 0 : r.images[0].height;
   return st;
 }
 
@@ -175,14 +217,8 @@ void read_device_peaks(Device device, RunStats& st) {
 // peaks (used for the untimed runs, so timed runs keep a warm cache).
 RunStats run_once(Pipeline& pipe, const BenchOptions& o, int images, Clock::time_point t_origin,
                   RssMonitor& rss, Device device, bool fresh_memory = false) {
-  GenerationParams p;
-  p.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
-  p.negative_prompt = "blurry, low quality";
-  p.width = p.height = o.size;
-  p.steps = o.steps;
+  GenerationParams p = bench_params(o);
   p.images = images;
-  p.seed = 42;
-  p.sampler = o.sampler;
   std::vector<double> step_times;
   if (fresh_memory) reset_device_peaks(device);
   Backend& backend = backend_for(device);
@@ -285,6 +321,22 @@ int run_bench(BenchOptions o) {
     run_edit(*pipe, o, load.device);  // warm-up (the encoder's plans)
     edit = run_edit(*pipe, o, load.device);
   }
+  std::optional<HiresStats> hires;
+  if (!o.hires.hires.empty()) {
+    if (!cpu) run_hires(*pipe, o, load.device);  // warm-up (the target size's plans)
+    hires = run_hires(*pipe, o, load.device);
+  }
+  std::optional<RefinerBenchStats> refined;
+  if (!o.refiner.refiner.empty()) {
+    GenerationParams rp;
+    rp.prompt = "a photograph of an astronaut riding a horse on mars, highly detailed";
+    rp.negative_prompt = "blurry, low quality";
+    rp.width = rp.height = o.size;
+    rp.steps = o.steps;
+    rp.seed = 42;
+    rp.sampler = o.sampler;
+    refined = run_refiner_bench(*pipe, o.refiner, load, rp);
+  }
 
   double unet_tflop = 0, vae_tflop = 0;
   for (const FlopRef& f : kFlops) {
@@ -336,6 +388,20 @@ int run_bench(BenchOptions o) {
                  {"denoise_vs_expected", edit->denoise_ms / edit_expected_ms}, {"vae_decode_ms", edit->decode_ms},
                  {"whole_image_s", edit->total_s}};
   }
+  if (refined) {
+    j["refiner"] = {{"refiner", refined->refiner}, {"switch_at", refined->switch_at}, {"steps", refined->steps},
+                    {"unet_evals", refined->unet_evals}, {"load_s", refined->load_s},
+                    {"text_encode_ms", refined->text_ms}, {"denoise_ms", refined->denoise_ms},
+                    {"vae_decode_ms", refined->decode_ms}, {"whole_image_s", refined->total_s},
+                    {"peak_device_gib", refined->peak_device_gib}};
+  }
+  if (hires) {
+    j["hires"] = {{"hires", o.hires.hires}, {"upscaler", o.hires.upscaler}, {"denoise", o.hires.denoise},
+                  {"hires_steps", o.hires.steps}, {"width", hires->width}, {"height", hires->height},
+                  {"steps_run", hires->steps_run}, {"text_encode_ms", hires->text_ms},
+                  {"vae_encode_ms", hires->encode_ms}, {"denoise_ms", hires->denoise_ms},
+                  {"vae_decode_ms", hires->decode_ms}, {"whole_image_s", hires->total_s}};
+  }
   if (o.json) {
     std::cout << j.dump(2) << std::endl;
     return kExitOk;
@@ -380,6 +446,21 @@ int run_bench(BenchOptions o) {
                 edit->encode_ms, "  denoise (ms)", edit->denoise_ms, "  steps x txt2img step (ms)", edit_expected_ms,
                 "  denoise / expected", edit->denoise_ms / edit_expected_ms, "  whole image (s)", edit->total_s);
   }
+  if (refined) {
+    std::printf("base + refiner %s (switch at %.2f): %d steps, %d UNet evaluations; refiner loaded in %.1f s\n",
+                refined->refiner.c_str(), refined->switch_at, refined->steps, refined->unet_evals, refined->load_s);
+    std::printf("%-28s %14.1f\n%-28s %14.1f\n%-28s %14.2f\n", "  denoise, both models (ms)", refined->denoise_ms,
+                "  VAE decode (ms)", refined->decode_ms, "  whole image (s)", refined->total_s);
+    if (refined->peak_device_gib > 0) std::printf("%-28s %14.2f\n", "  peak device memory (GiB)", refined->peak_device_gib);
+  }
+  if (hires) {
+    std::printf("hires fix %s (%s, denoise %.2f): %dx%d -> %dx%d, %d steps in all\n", o.hires.hires.c_str(),
+                o.hires.upscaler.c_str(), o.hires.denoise, o.size, o.size, hires->width, hires->height,
+                hires->steps_run);
+    std::printf("%-28s %14.1f\n%-28s %14.1f\n%-28s %14.1f\n%-28s %14.2f\n", "  VAE encode (ms)", hires->encode_ms,
+                "  denoise, both passes (ms)", hires->denoise_ms, "  VAE decode (ms)", hires->decode_ms,
+                "  whole image (s)", hires->total_s);
+  }
   std::printf("%-28s %14s\n", "peak RSS of each phase", "");
   std::printf("%-28s %14.2f\n%-28s %14.2f\n%-28s %14.2f\n", "  load (GiB)", rss.peak_gib(RssMonitor::kLoad),
               "  text + denoising (GiB)", rss.peak_gib(RssMonitor::kDenoise), "  VAE decode (GiB)",
@@ -397,6 +478,8 @@ Action add_bench(CLI::App& app) {
       "  diffuse bench --arch sd15 --device cpu --size 512 --steps 3\n"
       "  diffuse bench --arch sdxl --device cuda --json\n"
       "  diffuse bench --arch sd15 --device cuda --init-image photo.png --strength 0.6   (img2img too)\n"
+      "  diffuse bench --arch sd15 --size 512 --steps 4 --no-batch --hires 2x --hires-denoise 0.5   (a hires fix too)\n"
+      "  diffuse bench --arch sdxl --device cuda --refiner random --refiner-switch-at 0.8   (base + refiner too)\n"
       "On CUDA it reports peak device memory (allocator high-water mark, split into the denoising and\n"
       "VAE phases). Environment switches for comparisons: DIFFUSE_CUDA_GRAPH=0 (eager steps),\n"
       "DIFFUSE_CUDA_LAYOUT=nchw (no channels-last), DIFFUSE_CUDA_TF32=0 (exact f32 for SDXL's upcast\n"
@@ -416,8 +499,15 @@ Action add_bench(CLI::App& app) {
   c->add_option("--mask", o->mask, "With --init-image: time inpainting with this mask instead");
   c->add_option("--strength", o->strength, "Denoising strength of the --init-image run (default: 0.75)")
       ->check(CLI::Range(0.0, 1.0));
+  c->add_option("--vae-tiling", o->vae_tiling, "VAE decode in tiles: auto, on or off (default: auto)");
+  c->add_option("--vae", o->vae, kVaeHelp);
+  add_hires_flags(c, o->hires);
+  add_refiner_flags(c, o->refiner);  // --refiner MODEL or "random" (the published refiner, random weights)
   c->add_flag("--json", o->json, "Print the results as JSON");
-  return [o]() { return run_bench(*o); };
+  return [o]() {
+    o->vae = resolve_vae_option(o->vae, {kDefaultVaeDir});
+    return run_bench(*o);
+  };
 }
 
 }  // namespace diffuse::cli

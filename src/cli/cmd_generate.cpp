@@ -9,7 +9,10 @@
 
 #include "adapters/library.h"
 #include "cli/cli.h"
+#include "cli/vae_option.h"
+#include "cli/hires_flags.h"
 #include "cli/progress_bar.h"
+#include "cli/refiner_flags.h"
 #include "core/thread_pool.h"
 #include "hub/hub_cache.h"
 #include "image/image_ops.h"
@@ -44,6 +47,11 @@ struct GenerateOptions {
   bool invert_mask = false, no_overlay = false;
   // LoRA and textual inversion (docs/adapters.md).
   std::vector<std::string> loras, lora_dirs, embedding_dirs, embeddings;
+  std::string vae_tiling = "auto";
+  std::string vae;                    // --vae (cli/vae_option.h)
+  std::vector<std::string> vae_dirs;  // --vae-dir
+  HiresFlags hires;  // docs/hires-fix.md
+  RefinerFlags refiner;  // docs/refiner.md
 };
 
 // The folders A1111 keeps under its root, here under the working directory.
@@ -186,6 +194,8 @@ int run_generate(const GenerateOptions& o) {
   if (!o.original_size.empty()) p.original_size = parse_size(o.original_size, "--original-size");
   if (!o.target_size.empty()) p.target_size = parse_size(o.target_size, "--target-size");
   if (!o.crops.empty()) p.crops_coords_top_left = parse_pair(o.crops, "--crops-coords-top-left");
+  p.vae_tiling = vae_tiling_from_name(o.vae_tiling);
+  p.vae = resolve_vae_option(o.vae, o.vae_dirs.empty() ? std::vector<std::string>{kDefaultVaeDir} : o.vae_dirs);
   const bool editing = !o.init_image.empty();
   if (!editing && (!o.mask.empty() || !o.outpaint.empty() || o.strength)) {
     throw_error(ErrorCode::kInvalidArgument, "--mask, --outpaint and --strength need --init-image");
@@ -210,6 +220,8 @@ int run_generate(const GenerateOptions& o) {
     e.init_image = load_image(o.init_image, "--init-image");
     if (!o.mask.empty()) e.mask = load_mask(o.mask);
   }
+  apply_hires_flags(o.hires, p);
+  apply_refiner_flags(o.refiner, p);
   const std::string written_prompt = apply_loras(o, p);
   p.validate();  // bad flags fail before a multi-GB model is loaded
 
@@ -224,6 +236,7 @@ int run_generate(const GenerateOptions& o) {
   for (const std::string& w : info.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::fprintf(stderr, "model: %s (%s, %s, [%s]) loaded in %.2fs\n", info.name.c_str(), family_name(info.family),
                prediction_name(info.prediction), info.short_hash.c_str(), load_s);
+  load_refiner(o.refiner, load, p);  // --refiner: the second model, beside the first
 
   ProgressBar bar("sampling");
   GenerationResult r = pipe->generate(p, [&](const StepProgress& s) {
@@ -232,6 +245,7 @@ int run_generate(const GenerateOptions& o) {
   });
   bar.finish();
   r.timings.load_s = load_s;
+  if (!r.vae_name.empty()) std::fprintf(stderr, "vae: %s [%s] (%s)\n", r.vae_name.c_str(), r.vae_hash.c_str(), p.vae.c_str());
   for (const std::string& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   // The infotext keeps the prompt as written, tags included, as A1111's does.
   if (!written_prompt.empty()) {
@@ -264,6 +278,12 @@ int run_generate(const GenerateOptions& o) {
       j["loras"].push_back({{"path", l.path}, {"unet_weight", l.unet_weight}, {"te_weight", l.te_weight}});
     }
     j["steps_run"] = r.steps_run;
+    if (p.refiner.model) {
+      const ModelInfo& ri = p.refiner.model->info();
+      j["refiner"] = {{"name", ri.name}, {"hash", ri.short_hash}, {"switch_at", p.refiner.switch_at}};
+    }
+    j["vae_tiled"] = r.vae_tiled;
+    if (!r.vae_name.empty()) j["vae"] = {{"name", r.vae_name}, {"hash", r.vae_hash}, {"path", p.vae}};
     j["warnings"] = r.warnings;
     std::cout << j.dump(2) << std::endl;
   } else {
@@ -287,6 +307,10 @@ Action add_generate(CLI::App& app) {
       "  diffuse generate --model ~/models/v1-5-pruned-emaonly.safetensors --prompt \"a red fox in snow\"\n"
       "  diffuse generate --model sd15 --prompt \"a castle\" --images 4 --sampler dpmpp_2m --schedule karras\n"
       "  diffuse generate --model sd15 --init-image photo.png --strength 0.6 --prompt \"an oil painting\"   (img2img)\n"
+      "  diffuse generate --model sd15 --prompt \"a castle\" --hires 2x --hires-steps 15 --hires-denoise 0.5   (hires fix:\n"
+      "      512 -> 1024; --hires-upscaler Latent (bicubic), Lanczos, an ESRGAN model, ...)\n"
+      "  diffuse generate --model sd_xl_base_1.0.safetensors --refiner sd_xl_refiner_1.0.safetensors \\\n"
+      "      --refiner-switch-at 0.8 --prompt \"a lighthouse at dusk\"   (SDXL base + refiner, docs/refiner.md)\n"
       "  diffuse generate --model sd15-inpainting.safetensors --init-image photo.png --mask mask.png \\\n"
       "      --prompt \"a red hat\"                    (inpainting: white = repaint; 4- or 9-channel models)\n"
       "  diffuse generate --model sd15 --init-image photo.png --outpaint left=128,right=128 --prompt \"a beach\"\n"
@@ -367,6 +391,16 @@ Action add_generate(CLI::App& app) {
   c->add_option("--embedding", o->embeddings,
                 "A textual-inversion file to know besides the folder's (its file name in a prompt uses it); repeatable")
       ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  c->add_option("--vae-tiling", o->vae_tiling,
+                 "Decode (and encode) in tiles: auto (only when the untiled decode would not fit in memory), on "
+                 "(always: memory set by the tile, several times the VAE time) or off (default: auto; "
+                 "docs/vae-tiling.md)");
+  c->add_option("--vae", o->vae, kVaeHelp);
+  c->add_option("--vae-dir", o->vae_dirs,
+                "Folder where --vae looks a name up (default: models/VAE in the working directory); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  add_hires_flags(c, o->hires);
+  add_refiner_flags(c, o->refiner);
   c->add_option("-o,--output", o->output, "Output PNG (default: diffuse-SEED.png)");
   c->add_flag("--json", o->json, "Print seeds, paths and timings as JSON on stdout");
   return [o, c]() -> int {

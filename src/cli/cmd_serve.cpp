@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "cli/cli.h"
+#include "cli/vae_option.h"
 #include "core/thread_pool.h"
 #include "pipeline/demo_model.h"
 #include "server/server.h"
@@ -49,18 +50,46 @@ Action add_serve(CLI::App& app) {
                 "Folder of textual-inversion embeddings, used by their file names in prompts (default: embeddings "
                 "in the working directory); repeatable")
       ->allow_extra_args(false);  // one value per flag: a following argument is not taken
-  return [o, device, precision, no_hf, threads, no_demo]() {
+  c->add_option("--vae-dir", o->vae_dirs,
+                "Folder of VAE files (.safetensors, .ckpt, .pt) and diffusers VAE folders that A1111's sd_vae option "
+                "and /sdapi/v1/sd-vae name (default: models/VAE in the working directory, as A1111); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  c->add_option("--upscaler-dir", o->upscaler_dirs,
+                "Folder of ESRGAN / Real-ESRGAN upscaler models for the hires fix and /sdapi/v1/upscalers (default: "
+                "models/ESRGAN in the working directory, as A1111); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  c->add_option("--vae", o->default_vae,
+                std::string("The default VAE (sd_vae) of every request. ") + kVaeHelp);
+  c->add_option("--taesd-dir", o->preview.taesd_dirs,
+                "Folder of TAESD decoders for live previews: taesd_decoder.safetensors/.pth (SD1/SD2), "
+                "taesdxl_decoder.* (SDXL) or diffusers taesd/ taesdxl/ folders (default: models/VAE-approx in the "
+                "working directory, as A1111); repeatable")
+      ->allow_extra_args(false);
+  auto preview_method = std::make_shared<std::string>("auto");
+  c->add_option("--preview", *preview_method,
+                "Live preview method: auto (TAESD when a decoder is found, else cheap), taesd, cheap (default auto)")
+      ->check(CLI::IsMember({"auto", "taesd", "cheap"}));
+  c->add_option("--preview-every", o->preview.every_n_steps,
+                "A live preview every N steps at most (default 1; 0: none); previews also never take more than "
+                "10% of the denoising time (docs/previews.md)")
+      ->check(CLI::Range(0, 10000));
+  return [o, device, precision, no_hf, threads, no_demo, preview_method]() {
+    o->preview.method = preview_method_from_name(*preview_method);
+    if (o->preview.taesd_dirs.empty()) o->preview.taesd_dirs = {"models/VAE-approx"};
     if (*threads > 0) set_num_threads(*threads);
     sys::parse_device_spec(*device);  // a bad value is a usage error before anything else
     if (!precision->empty()) o->load.precision = precision_from_name(*precision);
     o->scan_hf_cache = !*no_hf;
     if (o->lora_dirs.empty()) o->lora_dirs = {"models/Lora"};
     if (o->embedding_dirs.empty()) o->embedding_dirs = {"embeddings"};
+    if (o->vae_dirs.empty()) o->vae_dirs = {kDefaultVaeDir};
+    if (o->upscaler_dirs.empty()) o->upscaler_dirs = {"models/ESRGAN"};
     // Absolute: messages and /sdapi/v1/loras name the folders the server really reads.
-    for (auto* dirs : {&o->lora_dirs, &o->embedding_dirs}) {
+    for (auto* dirs : {&o->lora_dirs, &o->embedding_dirs, &o->preview.taesd_dirs, &o->vae_dirs, &o->upscaler_dirs}) {
       for (std::string& d : *dirs) d = std::filesystem::absolute(d).lexically_normal().string();
     }
     for (std::string& m : o->model_files) m = resolve_model(m);
+    o->default_vae = resolve_vae_option(o->default_vae, o->vae_dirs);  // a path, or "" (the model's own)
     if (!*no_demo) {
       if (auto demo = demo_model_path()) o->model_files.insert(o->model_files.begin(), *demo);
     }

@@ -2,6 +2,7 @@
 // backend of the first tensor's device. Backends trust these checks.
 #include "core/ops.h"
 
+#include <cmath>
 #include <initializer_list>
 
 #include "backends/backend_registry.h"
@@ -235,6 +236,15 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, f
 Tensor gelu(const Tensor& x) { return unary(x, Activation::kGelu, "gelu"); }
 Tensor quick_gelu(const Tensor& x) { return unary(x, Activation::kQuickGelu, "quick_gelu"); }
 Tensor silu(const Tensor& x) { return unary(x, Activation::kSilu, "silu"); }
+
+Tensor leaky_relu(const Tensor& x, float negative_slope) {
+  need_float(x, "leaky_relu", "x");
+  DIFFUSE_CHECK_ARG(std::isfinite(negative_slope),
+                    "[leaky_relu] negative_slope must be finite, got " + std::to_string(negative_slope));
+  return backend_for(x.device()).leaky_relu(x, negative_slope);
+}
+Tensor relu(const Tensor& x) { return unary(x, Activation::kRelu, "relu"); }
+Tensor tanh(const Tensor& x) { return unary(x, Activation::kTanh, "tanh"); }
 
 Tensor geglu(const Tensor& x) {
   need_float(x, "geglu", "x");

@@ -23,7 +23,7 @@
 
 namespace diffuse {
 
-enum class Activation { kNone, kGelu /*erf*/, kQuickGelu /*x*sigmoid(1.702x)*/, kSilu };
+enum class Activation { kNone, kGelu /*erf*/, kQuickGelu /*x*sigmoid(1.702x)*/, kSilu, kRelu, kTanh };
 
 // x [..., in] @ w[out, in]^T + bias[out] -> [..., out]; then optional activation.
 // `residual` (optional, the output's shape) is added last: a fused skip connection.
@@ -59,6 +59,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, f
 Tensor gelu(const Tensor& x);        // exact erf GELU
 Tensor quick_gelu(const Tensor& x);  // x * sigmoid(1.702 x)
 Tensor silu(const Tensor& x);
+// torch.nn.LeakyReLU: x where x >= 0, else negative_slope * x (ESRGAN's RRDBNet uses 0.2).
+Tensor leaky_relu(const Tensor& x, float negative_slope);
+Tensor relu(const Tensor& x);        // max(x, 0)
+Tensor tanh(const Tensor& x);
 // GEGLU as diffusers' GEGLU after its projection: x [..., 2N] -> x[..., :N] * gelu(x[..., N:]).
 Tensor geglu(const Tensor& x);
 
@@ -165,6 +169,7 @@ class Backend {
   virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale,
                            bool causal) = 0;
   virtual Tensor activation(const Tensor& x, Activation act) = 0;
+  virtual Tensor leaky_relu(const Tensor& x, float negative_slope) = 0;
   virtual Tensor geglu(const Tensor& x) = 0;
   enum class BinaryOp { kAdd, kSub, kMul };
   virtual Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op) = 0;  // broadcasting

@@ -1,7 +1,8 @@
 // PyTorch checkpoints (.ckpt / .pt / .pth / .bin), the zip format torch.save
 // has written since 1.6 (torch/serialization.py:_save / _load):
-//   <archive>/data.pkl      pickle of the object (a state dict, or Lightning's
-//                           {"state_dict": ..., "callbacks": ..., ...})
+//   <archive>/data.pkl      pickle of the object (a state dict, Lightning's
+//                           {"state_dict": ..., "callbacks": ..., ...}, or
+//                           BasicSR's {"params_ema": ..., "params": ...})
 //   <archive>/data/<key>    raw little-endian bytes of each storage
 //   <archive>/byteorder     "little" (absent in older files)
 // Tensors are pickled as _rebuild_tensor_v2(storage, offset, size, stride, ...)
@@ -79,6 +80,10 @@ class TorchLoader {
 
     PyRef dict = root;
     if (PyRef sd = root->get("state_dict"); sd && sd->kind == Kind::kDict) dict = sd;  // Lightning
+    // BasicSR / Real-ESRGAN releases: {"params_ema": state dict} or {"params": ...};
+    // the EMA weights are the ones published for inference (both present: params_ema).
+    else if (PyRef ema = root->get("params_ema"); ema && ema->kind == Kind::kDict) dict = ema;
+    else if (PyRef params = root->get("params"); params && params->kind == Kind::kDict) dict = params;
     if (dict->kind != Kind::kDict)
       throw_error(ErrorCode::kIo, name_ + ": checkpoint holds a pickled " + kind_label(dict) + ", not a state dict");
     Checkpoint ck;

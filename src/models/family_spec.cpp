@@ -122,8 +122,9 @@ const std::vector<VariantSpec>& variant_specs() {
       {Variant::kPix2Pix, "pix2pix", "InstructPix2Pix (8-channel)", 8,
        "InstructPix2Pix model: needs an input image to edit (not supported yet)"},
       {Variant::kRefiner, "refiner", "refiner", 0,
-       "SDXL refiner: it refines a base model's latents (img2img with aesthetic-score conditioning), "
-       "which is not supported yet"},
+       "SDXL refiner: it refines an image (img2img: give an init image) or a base model's latents (use it as "
+       "the refiner of an SDXL base model: --refiner); it does not start from noise",
+       true},
   };
   return rows;
 }

@@ -34,6 +34,9 @@ struct VariantSpec {
   // Why text-to-image cannot run it (the Error(kUnsupported) a load gives), or
   // nullptr when it can.
   const char* txt2img_unsupported;
+  // It loads all the same and edits: generate() refuses text-to-image with
+  // the message above (the SDXL refiner: img2img, or a base model's second pass).
+  bool edits_only = false;
 };
 const std::vector<VariantSpec>& variant_specs();
 const VariantSpec& variant_spec(Variant v);

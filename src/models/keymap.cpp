@@ -256,6 +256,22 @@ std::vector<Routed> route_keys(const std::vector<std::string>& keys, const std::
 
 }  // namespace
 
+TensorMap vae_weights_from_ldm(const TensorMap& ldm, std::vector<std::string>* ignored) {
+  std::vector<std::string> keys;
+  for (const auto& [k, t] : ldm) keys.push_back(k);
+  const int levels = vae_levels(keys);
+  TensorMap out;
+  for (const auto& [key, tensor] : ldm) {
+    const std::vector<RenamedKey> r = apply_key_rules(kVaeRules, key, levels);
+    if (r.empty()) {
+      if (ignored) ignored->push_back(key);
+      continue;
+    }
+    out.emplace(r[0].name, transform_tensor(tensor, r[0].transform, r[0].part));
+  }
+  return out;
+}
+
 std::span<const KeyRule> clip_hf_rules() { return kClipHfRules; }
 std::span<const KeyRule> clip_openclip_rules() { return kOpenClipRules; }
 std::span<const KeyRule> vae_ldm_rules() { return kVaeRules; }

@@ -77,6 +77,12 @@ std::vector<RenamedKey> apply_key_rules(std::span<const KeyRule> rules, const st
 Shape transform_shape(const Shape& shape, KeyTransform transform, int part);
 Tensor transform_tensor(const Tensor& t, KeyTransform transform, int part);
 
+// A VAE on its own in the LDM layout (vae-ft-mse-840000-ema-pruned.safetensors:
+// "encoder.down.0.block.0.norm1.weight", ..., the first_stage_model.* keys of a
+// single file with that prefix already removed), renamed by vae_ldm_rules() to
+// diffusers names. Keys no row matches are listed in `ignored` (may be null).
+TensorMap vae_weights_from_ldm(const TensorMap& ldm, std::vector<std::string>* ignored = nullptr);
+
 // ---- single files ------------------------------------------------------------
 
 enum class Component : uint8_t { kUNet, kVae, kTextEncoder, kTextEncoder2 };

@@ -130,7 +130,7 @@ void set_model_defaults(ModelInfo& info, const FamilySpec& spec, const nlohmann:
 
 // Text-to-image runs only some variants (family_spec.h VariantSpec).
 void check_txt2img(const VariantSpec& variant, const std::string& where) {
-  if (variant.txt2img_unsupported) throw_error(ErrorCode::kUnsupported, where + ": " + variant.txt2img_unsupported);
+  if (variant.txt2img_unsupported && !variant.edits_only) throw_error(ErrorCode::kUnsupported, where + ": " + variant.txt2img_unsupported);
 }
 
 }  // namespace
@@ -177,6 +177,8 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
   const FamilySpec& spec = *checkpoint.family;
   check_txt2img(checkpoint.variant_spec(), path_str);
   info.family = spec.family;
+  info.refiner = spec.variant == Variant::kRefiner;
+  impl->requires_aesthetics_score = spec.time_ids == 5;  // a folder's model_index.json says it below
 
   ComponentConfigs configs;
   nlohmann::json model_index;
@@ -194,6 +196,8 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
     }
     impl->scheduler_config = read_json(config_dir / "scheduler" / "scheduler_config.json");
     impl->force_zeros_for_empty_prompt = model_index.value("force_zeros_for_empty_prompt", false);
+    impl->requires_aesthetics_score =
+        model_index.value("requires_aesthetics_score", impl->requires_aesthetics_score);
   } else {
     if (!checkpoint.unresolved.empty()) {
       std::string what;
@@ -295,6 +299,7 @@ ModelInfo describe_model(const std::string& path_str) {
   info.name = folder ? path.filename().string() : path.stem().string();
   info.single_file = !folder;
   info.family = spec.family;
+  info.refiner = spec.variant == Variant::kRefiner;
   // As load_pipeline_impl decides them: a folder's scheduler config, else the
   // family's with the prediction the file states (epsilon when it states none).
   nlohmann::json scheduler;
@@ -321,6 +326,8 @@ std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, co
   impl->precision = options.precision.value_or(options.device == Device::kCPU ? Precision::kFp32 : Precision::kFp16);
   impl->dtype = dtype_for(impl->precision);
   impl->force_zeros_for_empty_prompt = spec.force_zeros_for_empty_prompt;
+  info.refiner = spec.variant == Variant::kRefiner;
+  impl->requires_aesthetics_score = spec.time_ids == 5;
   // The family's published configs with the one random initialiser (models/weights.h),
   // generated directly in the compute dtype to halve peak memory.
   const DType wdt = impl->dtype;

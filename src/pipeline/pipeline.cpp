@@ -17,6 +17,7 @@
 #include "io/infotext.h"
 #include "models/family_spec.h"
 #include "pipeline/edit_plan.h"
+#include "pipeline/hires.h"
 #include "pipeline/pipeline_impl.h"
 #include "sampling/rng.h"
 #include "sampling/sampler_catalog.h"
@@ -171,6 +172,22 @@ const char* masked_content_name(MaskedContent m) {
     case MaskedContent::kOriginal: return "original";
     case MaskedContent::kLatentNoise: return "latent noise";
     case MaskedContent::kLatentNothing: return "latent nothing";
+  }
+  return "?";
+}
+
+VaeTiling vae_tiling_from_name(const std::string& s) {
+  if (s == "auto") return VaeTiling::kAuto;
+  if (s == "on" || s == "true" || s == "1") return VaeTiling::kOn;
+  if (s == "off" || s == "false" || s == "0") return VaeTiling::kOff;
+  throw_error(ErrorCode::kInvalidArgument, "unknown VAE tiling '" + s + "' (expected auto, on or off)");
+}
+
+const char* vae_tiling_name(VaeTiling t) {
+  switch (t) {
+    case VaeTiling::kAuto: return "auto";
+    case VaeTiling::kOn: return "on";
+    case VaeTiling::kOff: return "off";
   }
   return "?";
 }
@@ -332,6 +349,32 @@ void GenerationParams::validate() const {
   for (const LoraRef& l : loras)
     DIFFUSE_CHECK_ARG(!l.path.empty() && std::isfinite(l.unet_weight) && std::isfinite(l.te_weight),
                       "LoRA '" + l.path + "': needs a file and weights that are finite numbers");
+  // The multi-pass hooks (denoising_start / denoising_end as diffusers checks them).
+  DIFFUSE_CHECK_ARG(std::isfinite(denoising_start) && denoising_start >= 0.0 && denoising_start < 1.0,
+                    "denoising_start must be in [0, 1), got " + std::to_string(denoising_start));
+  DIFFUSE_CHECK_ARG(std::isfinite(denoising_end) && denoising_end > 0.0 && denoising_end <= 1.0,
+                    "denoising_end must be in (0, 1], got " + std::to_string(denoising_end));
+  DIFFUSE_CHECK_ARG(denoising_start < denoising_end, "denoising_start (" + std::to_string(denoising_start) +
+                                                         ") must be below denoising_end (" +
+                                                         std::to_string(denoising_end) + ")");
+  DIFFUSE_CHECK_ARG(denoising_start == 0.0 || init_latents.defined(),
+                    "denoising_start needs init_latents to continue from");
+  if (init_latents.defined()) {
+    DIFFUSE_CHECK_ARG(init_latents.ndim() == 4 && init_latents.dim(2) >= 8 && init_latents.dim(3) >= 8 &&
+                          init_latents.dim(2) * 8 <= kMaxSide && init_latents.dim(3) * 8 <= kMaxSide,
+                      "init latents must be [1 or images, channels, height/8, width/8] with sides of 64 to " +
+                          std::to_string(kMaxSide) + " pixels, got " + shape_str(init_latents.shape()));
+    DIFFUSE_CHECK_ARG(!edit.active(), "init latents and an init image cannot be used together");
+    DIFFUSE_CHECK_ARG(!initial_latents.defined(), "init latents and initial latents cannot be used together");
+  }
+  DIFFUSE_CHECK_ARG(std::isfinite(refiner.aesthetic_score) && std::isfinite(refiner.negative_aesthetic_score),
+                    "aesthetic scores must be finite numbers");
+  if (refiner.enabled()) {
+    DIFFUSE_CHECK_ARG(!hires.enabled, "the SDXL refiner and the hires fix cannot be combined yet: use one of them");
+    DIFFUSE_CHECK_ARG(std::isfinite(refiner.switch_at) && refiner.switch_at > 0.0 && refiner.switch_at < 1.0,
+                      "the refiner's switch point must be between 0 and 1 (exclusive), got " +
+                          std::to_string(refiner.switch_at));
+  }
 }
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -396,17 +439,32 @@ LoraHold hold_lora_set(Pipeline::Impl& m, const std::vector<LoraRef>& refs) {
   return {{}, std::move(exclusive)};
 }
 
+// How a GenerationParams::vae is placed: as the model's own VAE (the family's dtype rule, the device).
+VaePlacement vae_placement(const Pipeline::Impl& m) {
+  VaePlacement pl;
+  pl.model_config = m.vae->config();
+  pl.model_dtype = m.dtype;
+  const Family family = m.info.family;
+  pl.vae_dtype = [family](DType compute, const VaeConfig& c) { return family_spec(family).vae_dtype(compute, c); };
+  pl.device = m.device;
+  return pl;
+}
+
 }  // namespace
 
 GenerationResult Pipeline::generate(const GenerationParams& params_in, const ProgressCallback& progress) {
   params_in.validate();
+  if (params_in.hires.enabled) return generate_hires(*this, *impl_, params_in, progress);
+  if (params_in.refiner.enabled()) return generate_with_refiner(*this, *impl_, params_in, progress);
   Impl& m = *impl_;
   const ModelInfo& info = m.info;
   const auto t_start = Clock::now();
   // LoRA: the call's set merged into the weights and held until it returns.
   const LoraHold lora_hold = hold_lora_set(m, params_in.loras);
+  const double lora_s = seconds_since(t_start);  // merging (or restoring) when the set changed, else ~0
   const std::string lora_hashes = m.loras.infotext_hashes();
   GenerationResult result;
+  result.timings.lora_s = lora_s;
   result.warnings = m.loras.warnings();
 
   GenerationParams p = params_in;
@@ -427,10 +485,31 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     p.height = plan->height;
     p.validate();  // the size the image gave
   }
+  // Latents to start from (the multi-pass hooks): they give the size.
+  const bool from_latents = p.init_latents.defined();
+  const int lat_ch = m.vae->config().latent_channels;
+  if (from_latents) {
+    DIFFUSE_CHECK_ARG(p.init_latents.dim(1) == lat_ch, "init latents must have " + std::to_string(lat_ch) +
+                                                           " channels, got " + shape_str(p.init_latents.shape()));
+    p.height = static_cast<int>(p.init_latents.dim(2)) * 8;
+    p.width = static_cast<int>(p.init_latents.dim(3)) * 8;
+    p.validate();
+  }
+  // The refiner refines: an image (img2img) or a base model's latents.
+  if (m.info.refiner && !p.edit.active() && !from_latents) {
+    throw_error(ErrorCode::kInvalidArgument, m.info.name + ": " + variant_spec(Variant::kRefiner).txt2img_unsupported);
+  }
   if (p.width == 0) p.width = info.default_width;
   if (p.height == 0) p.height = info.default_height;
+  // The VAE of this call (GenerationParams::vae; vae_override.h), held until it returns.
+  const VaeInUse vae_use = m.vae_overrides->choose(*m.vae, p.vae, vae_placement(m));
+  result.vae_name = vae_use.name;
+  result.vae_hash = vae_use.hash;
   // Untiled or tiled VAE, or a refusal when even tiles would not fit (CPU; CUDA reports its out-of-memory).
-  VaePlan vae_plan = plan_vae(*m.vae, p.vae_tiling, p.width, p.height, result.warnings);
+  // Latents out with no image to encode: no VAE runs.
+  VaePlan vae_plan = p.output_latents && !p.edit.active()
+                         ? VaePlan{}
+                         : plan_vae(*vae_use.vae, p.vae_tiling, p.width, p.height, result.warnings);
 
   std::vector<std::string> prompts = p.prompts;
   if (prompts.empty()) prompts.assign(p.images, p.prompt);
@@ -464,6 +543,8 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     f.height = im.height;
     f.model_hash = info.short_hash;
     f.model = info.name;
+    f.vae_hash = vae_use.hash;
+    f.vae = vae_use.name;
     f.clip_skip = p.clip_skip;
     f.rng = p.rng == RngKind::kCuda ? "NV" : "CPU";
     if (editing) {
@@ -488,12 +569,16 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
 
   // The UNet's input: the latents (4 channels), or for inpainting models
   // (9 channels) the latents + the latent mask + the masked image's latents.
-  const int lat_ch = m.vae->config().latent_channels;
   const int unet_in = m.unet->config().in_channels;
   const bool nine = unet_in == 2 * lat_ch + 1;
   DIFFUSE_CHECK(unet_in == lat_ch || nine, ErrorCode::kUnsupported,
                 "a UNet with " + std::to_string(unet_in) + " input channels is not supported (" +
                     std::to_string(lat_ch) + ", or " + std::to_string(2 * lat_ch + 1) + " for inpainting models)");
+  DIFFUSE_CHECK_ARG(!from_latents || !nine, m.info.name + ": init latents need a model with a " +
+                                                std::to_string(lat_ch) + "-channel UNet, not an inpainting model");
+  DIFFUSE_CHECK_ARG(!from_latents || p.init_latents.dim(0) == 1 || p.init_latents.dim(0) == n,
+                    "init latents must be a batch of 1 or of the call's " + std::to_string(n) + " images, got " +
+                        shape_str(p.init_latents.shape()));
 
   // 1. Text conditioning: [uncond x n, cond x n] with CFG (diffusers' order).
   auto t0 = Clock::now();
@@ -510,16 +595,9 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   const int64_t unet_batch = batch.context.dim(0);
   Tensor time_ids;
   if (batch.pooled.defined()) {
-    // SDXL micro-conditioning: original size + crop top-left + target size, (h, w) each.
-    std::array<int, 2> orig = p.original_size[0] ? p.original_size : std::array<int, 2>{p.height, p.width};
-    std::array<int, 2> target = p.target_size[0] ? p.target_size : std::array<int, 2>{p.height, p.width};
-    std::vector<float> ids;
-    for (int64_t b = 0; b < unet_batch; ++b) {
-      for (int v : {orig[0], orig[1], p.crops_coords_top_left[0], p.crops_coords_top_left[1], target[0], target[1]}) {
-        ids.push_back(static_cast<float>(v));
-      }
-    }
-    time_ids = Tensor::from_vector(ids, {unet_batch, 6}).to(m.act_dtype).to(m.device);
+    // SDXL micro-conditioning (time_ids.cpp): sizes and crop, and the target size or
+    // a refiner's aesthetic score.
+    time_ids = m.time_ids(p, n, cfg).to(m.act_dtype).to(m.device);
   }
   result.timings.text_encode_s = seconds_since(t0);
 
@@ -530,7 +608,8 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   scheduler->set_timesteps(p.steps);
   int begin = 0;
   result.steps_run = p.steps;
-  if (editing) {
+  const bool img2img_latents = from_latents && p.denoising_start == 0.0;  // latents noised to strength's step
+  if (editing || img2img_latents) {
     const int init_timestep = std::min(static_cast<int>(p.steps * p.edit.strength), p.steps);
     const int t_first = std::max(p.steps - init_timestep, 0);
     DIFFUSE_CHECK_ARG(init_timestep >= 1, "denoising strength " + std::to_string(p.edit.strength) + " with " +
@@ -542,20 +621,57 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     result.steps_run = p.steps - t_first;
   }
   const int total = static_cast<int>(scheduler->timesteps().size());
+  // diffusers' denoising_start / denoising_end: a cut-off timestep
+  // round(T - fraction * T) splits the schedule; the first pass takes the
+  // timesteps >= it, the second those below (one more for a second-order
+  // sampler, so that a Heun step is never split).
+  const int train_steps = SchedulerConfig::from_json(m.scheduler_config).num_train_timesteps.value_or(1000);
+  auto cutoff_of = [&](double fraction) {
+    return static_cast<double>(std::nearbyint(train_steps - fraction * train_steps));
+  };
+  if (p.denoising_start > 0.0) {
+    const double cutoff = cutoff_of(p.denoising_start);
+    int count = 0;
+    for (float t : scheduler->timesteps()) count += static_cast<double>(t) < cutoff ? 1 : 0;
+    if (scheduler->order() == 2 && count % 2 == 0) ++count;
+    count = std::min(count, total);
+    DIFFUSE_CHECK_ARG(count >= 1, "denoising_start " + std::to_string(p.denoising_start) + " with " +
+                                      std::to_string(p.steps) + " steps leaves no step to run: lower it or "
+                                      "raise the steps");
+    begin = total - count;
+    scheduler->set_begin_index(begin);
+  }
+  int end = total;
+  if (p.denoising_end < 1.0) {
+    const double cutoff = cutoff_of(p.denoising_end);
+    int count = 0;
+    for (int i = begin; i < total; ++i) count += static_cast<double>(scheduler->timesteps()[i]) >= cutoff ? 1 : 0;
+    DIFFUSE_CHECK_ARG(count >= 1, "denoising_end " + std::to_string(p.denoising_end) + " with " +
+                                      std::to_string(p.steps) + " steps runs no step: raise it or the steps");
+    end = begin + count;
+  }
+  if (p.denoising_start > 0.0 || p.denoising_end < 1.0) {
+    result.steps_run = (end - begin + scheduler->order() - 1) / scheduler->order();
+  }
   const bool strength_max = editing && p.edit.strength == 1.0;  // diffusers' is_strength_max
 
   // 3. Image latents (VAE posterior moments: the draws come below).
   t0 = Clock::now();
-  const Vae& vae = *m.vae;
+  const Vae& vae = *vae_use.vae;
   const float sf = vae.config().scaling_factor;
   const Shape one_latent = {1, lat_ch, p.height / 8, p.width / 8};
   Vae::Encoded image_moments, masked_moments;
   Tensor mask_latent;  // [1, 1, h, w] f32, 1 = repaint
   auto encode = [&](const Tensor& pixels) {
-    const Tensor x = pixels.to(vae.dtype()).to(vae.device());
-    Vae::Encoded e = run_vae(vae_plan, vae, "encode", p.width, p.height, result.warnings, [&](bool tiled) {
-      return tiled ? vae.encode_tiled(x, vae_plan.tiles) : vae.encode(x);
-    });
+    // An f16/bf16 VAE whose encode overflows encodes again in f32 (vae_override.h).
+    Vae::Encoded e = encode_with_fallback(
+        *m.vae_overrides, vae_use, pixels,
+        [&](const Vae& v, const Tensor& x) {
+          return run_vae(vae_plan, v, "encode", p.width, p.height, result.warnings, [&](bool tiled) {
+            return tiled ? v.encode_tiled(x, vae_plan.tiles) : v.encode(x);
+          });
+        },
+        result.warnings);
     e.mean = e.mean.to(DType::kF32).to(m.device);
     e.std = e.std.to(DType::kF32).to(m.device);
     return e;
@@ -582,7 +698,10 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   // sample, the noise, then the masked image's posterior sample (inpainting).
   // One generator for the whole batch (diffusers); with seed_per_image image
   // b draws from its own generator seeded seed + b (A1111), each a batch of 1.
-  std::unique_ptr<Generator> gen = make_generator(p.rng, static_cast<uint64_t>(p.seed));
+  // A multi-pass call hands its generator on (GenerationParams::generator).
+  std::unique_ptr<Generator> own_gen;
+  if (!p.generator) own_gen = make_generator(p.rng, static_cast<uint64_t>(p.seed));
+  Generator& gen = p.generator ? *p.generator : *own_gen;
   const Shape latent_shape = {n, lat_ch, p.height / 8, p.width / 8};
   struct Draws {
     Tensor image_latents, noise, masked_latents;
@@ -596,7 +715,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     Shape shape = latent_shape;
     shape[0] = count;
     if (need_image_latents) d.image_latents = sample(image_moments, g);
-    d.noise = g.randn(shape).to(m.device);
+    if (!from_latents || img2img_latents) d.noise = g.randn(shape).to(m.device);  // a hand-off adds none
     if (inpainting || nine) {
       d.masked_latents = editing ? sample(masked_moments, g) : scale(masked_moments.mean, sf);
     }
@@ -618,7 +737,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   };
   Draws drawn;
   if (p.initial_latents.defined()) {
-    DIFFUSE_CHECK_ARG(!editing, "initial latents are for text-to-image only");
+    DIFFUSE_CHECK_ARG(!editing && !from_latents, "initial latents are for text-to-image only");
     DIFFUSE_CHECK_ARG(p.initial_latents.shape() == latent_shape,
                       "initial latents must have shape " + shape_str(latent_shape) + ", got " +
                           shape_str(p.initial_latents.shape()));
@@ -627,7 +746,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   } else if (p.seed_per_image && n > 1) {
     std::vector<Draws> per;
     for (int b = 0; b < n; ++b) {
-      per.push_back(b == 0 ? draw(*gen, 1) : draw(*make_generator(p.rng, static_cast<uint64_t>(p.seed + b)), 1));
+      per.push_back(b == 0 ? draw(gen, 1) : draw(*make_generator(p.rng, static_cast<uint64_t>(p.seed + b)), 1));
     }
     auto cat = [&](Tensor Draws::*field) {
       if (!(per[0].*field).defined()) return Tensor();
@@ -639,13 +758,20 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     drawn.noise = cat(&Draws::noise);
     drawn.masked_latents = cat(&Draws::masked_latents);
   } else {
-    drawn = draw(*gen, n);
+    drawn = draw(gen, n);
   }
   // Initial latents: pure noise x init_noise_sigma (txt2img, inpainting at
-  // strength 1), else the image latents noised to the first step's level.
-  Tensor latents = !editing || (inpainting && strength_max)
-                       ? scale(drawn.noise, scheduler->init_noise_sigma())
-                       : scheduler->add_noise(drawn.image_latents, drawn.noise, begin);
+  // strength 1), else the image latents noised to the first step's level;
+  // given latents as they are (a hand-off) or noised like an image's.
+  Tensor latents;
+  if (from_latents) {
+    Tensor start = p.init_latents.to(DType::kF32).to(Device::kCPU).contiguous().to(m.device);
+    if (start.dim(0) != n) start = concat(std::vector<Tensor>(static_cast<size_t>(n), start), 0);
+    latents = img2img_latents ? scheduler->add_noise(start, drawn.noise, begin) : start;
+  } else {
+    latents = !editing || (inpainting && strength_max) ? scale(drawn.noise, scheduler->init_noise_sigma())
+                                                       : scheduler->add_noise(drawn.image_latents, drawn.noise, begin);
+  }
 
   // Inpainting: the 9-channel UNet's extra input [B, 1 + 4, h, w] (doubled
   // for CFG like the latents), or the 4-channel blend's masks [n, 1, h, w].
@@ -671,10 +797,10 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   UNetStepper unet_step(m, batch.context, batch.pooled, time_ids, unet_batch, timesteps);
   // Every draw of an ancestral / stochastic sampler, from the same generator in
   // the same order as drawing inside the loop, uploaded once now.
-  StepNoise step_noise(*scheduler, *gen, latents.shape(), m.device);
+  StepNoise step_noise(*scheduler, gen, latents.shape(), m.device, StepNoise::kDefaultMaxBytes, end);
   const TransferStats transfers_before = transfer_stats();
   uint64_t callback_transfers = 0;
-  for (int i = begin; i < total; ++i) {
+  for (int i = begin; i < end; ++i) {
     Tensor x_in = scheduler->scale_model_input(latents, i);
     Tensor model_in = cfg ? concat({x_in, x_in}, 0) : x_in;
     if (nine) model_in = concat({model_in, extra_input}, 1);
@@ -695,7 +821,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     if (progress) {
       StepProgress sp;
       sp.step = i - begin + 1;
-      sp.total_steps = total - begin;
+      sp.total_steps = end - begin;
       sp.elapsed_s = seconds_since(t0);
       sp.latents = latents;
       const uint64_t before = transfer_stats().count();
@@ -704,7 +830,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
       if (stop && !p.decode_when_stopped) {
         throw_error(ErrorCode::kCancelled, "generation stopped after step " + std::to_string(sp.step));
       }
-      if (stop && i + 1 < total) {
+      if (stop && i + 1 < end) {
         // A1111 decodes its sampler's denoised estimate here; the current
         // sample is what every scheduler has (noisier the earlier the stop).
         result.stopped_at_step = sp.step;
@@ -717,16 +843,25 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   backend_for(m.device).synchronize();  // the loop only enqueued work: time it when done
   result.timings.denoise_s = seconds_since(t0);
   result.final_latents = latents.to(Device::kCPU);
+  if (p.output_latents && result.stopped_at_step == 0) {  // a first pass: the caller decodes (or refines) them
+    result.timings.total_s = seconds_since(t_start);
+    return result;
+  }
 
   // 6. VAE decode: image = clamp(decode(latents / scaling_factor) / 2 + 0.5, 0, 1).
   t0 = Clock::now();
   std::vector<Tensor> decoded;
   for (int b = 0; b < n; ++b) {  // one image at a time bounds the VAE's activation memory
-    const Tensor z = scale(latents.slice(0, b, b + 1), 1.0f / sf).to(vae.dtype()).to(vae.device());
-    const Tensor img = run_vae(vae_plan, vae, "decode", p.width, p.height, result.warnings, [&](bool tiled) {
-      return tiled ? vae.decode_tiled(z, vae_plan.tiles) : vae.decode(z);
-    });
-    decoded.push_back(img.to(Device::kCPU).to(DType::kF32));
+    // An f16/bf16 VAE whose decode overflows decodes again in f32 (vae_override.h).
+    const Tensor z = scale(latents.slice(0, b, b + 1), 1.0f / sf);
+    decoded.push_back(decode_with_fallback(
+        *m.vae_overrides, vae_use, z,
+        [&](const Vae& v, const Tensor& zv) {
+          return run_vae(vae_plan, v, "decode", p.width, p.height, result.warnings, [&](bool tiled) {
+            return tiled ? v.decode_tiled(zv, vae_plan.tiles) : v.decode(zv);
+          });
+        },
+        result.warnings));
   }
   Tensor images = n == 1 ? decoded[0] : concat(decoded, 0);
   {
@@ -735,6 +870,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     result.decoded = Tensor::from_vector(v, images.shape());
   }
   result.timings.vae_decode_s = seconds_since(t0);
+  result.vae_tiled = vae_plan.tiled;
 
   // 7. 8-bit RGB (numpy_to_pil: round half to even); an edit's output goes
   // back into its picture (only masked, overlay); A1111 metadata.

@@ -38,6 +38,7 @@ struct ModelInfo {
   Family family = Family::kSD1;
   Prediction prediction = Prediction::kEpsilon;
   bool single_file = false;
+  bool refiner = false;      // an SDXL refiner: img2img or the second pass of a base model (docs/refiner.md)
   std::string sha256;        // of the single file; for folders, of the UNet weights file
   std::string short_hash;    // sha256[:10], A1111 "Model hash"
   int default_width = 512, default_height = 512, default_steps = 50;
@@ -101,6 +102,52 @@ enum class VaeTiling {
   kOn,    // always tiles (A1111's tiled_vae / --vae-tiling)
   kOff,   // never; a size whose decode does not fit is refused
 };
+VaeTiling vae_tiling_from_name(const std::string& s);  // auto|on|off (true/false, 1/0; throws kInvalidArgument)
+const char* vae_tiling_name(VaeTiling t);
+
+class Pipeline;
+
+// The SDXL refiner of a generation (docs/refiner.md), diffusers' "ensemble of
+// experts" / A1111's refiner_checkpoint + refiner_switch_at: the base model
+// runs the first `switch_at` of the schedule (denoising_end), the refiner the
+// rest on the same latents (denoising_start), with one generator for the
+// whole call. The aesthetic scores condition any model that asks for them
+// (model_index.json requires_aesthetics_score: the refiner), here or when the
+// refiner runs alone as img2img.
+struct RefinerParams {
+  std::shared_ptr<Pipeline> model;  // the loaded refiner, or
+  std::string path;                 // one to load for this call (same device and precision as the base)
+  double switch_at = 0.8;           // fraction of the schedule the base runs (0 < switch_at < 1)
+  double aesthetic_score = 6.0;           // diffusers' aesthetic_score
+  double negative_aesthetic_score = 2.5;  // diffusers' negative_aesthetic_score
+  bool enabled() const { return model != nullptr || !path.empty(); }
+};
+
+// Upscaler models (ESRGAN) for the hires fix, as a front end binds its
+// UpscalerLibrary (adapters/upscalers.h; pipeline/hires.h hires_models_from):
+// the names it lists, and its upscale().
+struct HiresUpscalerModels {
+  std::function<std::vector<std::string>()> names;
+  std::function<image::Rgb(const std::string& name, const image::Rgb& in, int width, int height, Device device)>
+      upscale;
+};
+
+// AUTOMATIC1111's hires fix (its txt2img enable_hr; docs/hires-fix.md,
+// pipeline/hires.cpp): a first pass at the base size, an upscale of its
+// latents (the "Latent ..." modes, torch's interpolate) or of its image (a
+// pixel upscaler), then an img2img pass at the target size. Text-to-image only.
+struct HiresParams {
+  bool enabled = false;
+  double scale = 2.0;              // hr_scale: the target is int(size * scale) when no resize is set
+  int resize_x = 0, resize_y = 0;  // hr_resize_x/y: one 0 keeps the aspect ratio; both set: cover, then centre crop
+  std::string upscaler = "Latent";  // a latent mode, "Lanczos", "Nearest", "None", or an upscaler model's name
+  int second_pass_steps = 0;       // hr_second_pass_steps; 0: the first pass's steps
+  double denoising_strength = 0.7;  // the second pass's strength (diffusers' rule: int(steps * strength) run)
+  std::optional<std::string> prompt, negative_prompt;  // hr_prompt / hr_negative_prompt; unset or "": the first pass's
+  std::string sampler;             // hr_sampler_name; "": the first pass's
+  // Upscaler models (ESRGAN) by name; Lanczos / Nearest / None work without them.
+  HiresUpscalerModels models;
+};
 
 struct GenerationParams {
   using VaeTiling = diffuse::VaeTiling;
@@ -132,6 +179,10 @@ struct GenerationParams {
   // Tiled VAE decode / edit encode: automatic (when the untiled decode would
   // not fit: host memory on the CPU, an out-of-memory on CUDA), always or never.
   VaeTiling vae_tiling = VaeTiling::kAuto;
+  // A VAE to decode (and encode) with instead of the model's own (docs/vae.md):
+  // a diffusers VAE folder or a single .safetensors / .ckpt file (LDM or
+  // diffusers keys). "": the model's own. Read once and kept while calls ask for it.
+  std::string vae;
   // SDXL micro-conditioning (h, w order as diffusers); 0 = (height, width) / (0, 0).
   std::array<int, 2> original_size{0, 0};
   std::array<int, 2> crops_coords_top_left{0, 0};
@@ -145,6 +196,27 @@ struct GenerationParams {
   std::vector<std::string> embeddings;
   // Tests: fixed initial latents [images, 4, h/8, w/8] (multiplied by init_noise_sigma like diffusers).
   Tensor initial_latents;
+
+  // ---- Multi-pass hooks (the SDXL refiner, hires fix) ----
+  // Start from latents instead of noise or an init image: [1 or n, 4, h/8, w/8]
+  // f32 in the UNet's space (as GenerationResult::final_latents). With
+  // denoising_start == 0 they are an img2img start: noised by the sampler's
+  // add_noise to the first step that edit.strength picks (diffusers' Img2Img
+  // pipeline given latents as its image). With denoising_start > 0 they
+  // continue unchanged from that point of the schedule (diffusers'
+  // denoising_start: the refiner's hand-off). Width/height come from them.
+  Tensor init_latents;
+  double denoising_start = 0.0;  // diffusers' denoising_start (0: off)
+  double denoising_end = 1.0;    // diffusers' denoising_end (1: off): the steps above the cut-off only
+  bool output_latents = false;   // no VAE decode: images empty, result.final_latents hold the result
+                                 // (a run stopped with decode_when_stopped still decodes its partial images)
+  // Continue this generator's stream instead of seeding a new one (one stream per user call across passes).
+  std::shared_ptr<Generator> generator;
+  // The SDXL refiner (docs/refiner.md): an ensemble-of-experts hand-off to a
+  // second model part-way down the schedule (pipeline/refiner.cpp).
+  RefinerParams refiner;
+  // AUTOMATIC1111's hires fix (pipeline/hires.cpp).
+  HiresParams hires;
 
   void validate() const;  // throws kInvalidArgument with the limit that was broken
 };
@@ -170,10 +242,23 @@ struct Image {
 
 struct Timings {
   double load_s = 0, text_encode_s = 0, vae_encode_s = 0, denoise_s = 0, vae_decode_s = 0, total_s = 0;
+  double lora_s = 0;  // applying a changed LoRA set (merge, or restore the originals); ~0 when unchanged
   int unet_evals = 0;
   // Host<->device transfers in the denoising loop, not counting what a
   // progress callback copied (previews): 0 by design.
   uint64_t loop_transfers = 0;
+  // Adds another pass's times and counts (a multi-pass call: hires fix,
+  // refiner), all but total_s, which the caller measures over the whole call.
+  void add(const Timings& o) {
+    load_s += o.load_s;
+    text_encode_s += o.text_encode_s;
+    vae_encode_s += o.vae_encode_s;
+    denoise_s += o.denoise_s;
+    vae_decode_s += o.vae_decode_s;
+    lora_s += o.lora_s;
+    unet_evals += o.unet_evals;
+    loop_transfers += o.loop_transfers;
+  }
 };
 
 // The largest image is set by memory, not by a constant: the VAE decode of one
@@ -192,10 +277,14 @@ struct GenerationResult {
   int64_t seed = 0;
   int stopped_at_step = 0;  // 0: ran every step; k: stopped after step k (decode_when_stopped)
   int steps_run = 0;        // denoising steps taken (img2img: about strength x steps)
+  bool vae_tiled = false;   // the VAE decode ran in tiles (GenerationParams::vae_tiling)
   // What the user should know that did not stop the run ("init image 500x375
   // resized to 496x368", "the mask is all black: nothing to repaint").
   std::vector<std::string> warnings;
   Timings timings;
+  // The VAE that decoded (GenerationParams::vae): A1111's "VAE" (its file name)
+  // and "VAE hash" (sha256[:10]); both empty for the model's own VAE.
+  std::string vae_name, vae_hash;
 };
 
 // What Pipeline::load would report about a model (family, prediction where

@@ -13,6 +13,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/vae_override.h"
 #include "sampling/scheduler.h"
 #include "text/clip_tokenizer.h"
 
@@ -40,6 +41,9 @@ struct Pipeline::Impl {
   std::unique_ptr<Vae> vae;
   nlohmann::json scheduler_config;  // as shipped (scheduler/scheduler_config.json)
   bool force_zeros_for_empty_prompt = false;
+  // The SDXL refiner's time ids: an aesthetic score instead of the target size
+  // (model_index.json requires_aesthetics_score; single files: the family row's 5 time ids).
+  bool requires_aesthetics_score = false;
 
   // The merged LoRA set (adapters/lora.h). generate() holds adapters_mutex
   // shared for its whole run with the set it asked for, and exclusively only
@@ -47,6 +51,10 @@ struct Pipeline::Impl {
   // the same set share the merged weights.
   mutable std::shared_mutex adapters_mutex;
   LoraMerger loras;
+
+  // GenerationParams::vae: the VAE read for it (kept while calls ask for the
+  // same one) and the f32 copies of the overflow fallback (vae_override.h).
+  std::unique_ptr<VaeOverrides> vae_overrides = std::make_unique<VaeOverrides>();
 
   // Text conditioning for a batch: context [B, L, D] (in dtype, on device) and
   // pooled [B, P] (SDXL) or undefined.
@@ -65,7 +73,16 @@ struct Pipeline::Impl {
   Conditioning zero_conditioning(const Conditioning& like) const;
   // Pads the shorter conditioning with empty-prompt chunks so both have the same length (A1111).
   void match_lengths(Conditioning& a, Conditioning& b, int clip_skip) const;
+  // SDXL's add_time_ids for a batch of n images ([uncond x n, cond x n] with
+  // CFG), f32 on the host: [rows, 6] (sizes, crop, target size) or, with
+  // requires_aesthetics_score, [rows, 5] (sizes, crop, aesthetic score).
+  // `p` has its size resolved (time_ids.cpp).
+  Tensor time_ids(const GenerationParams& p, int n, bool cfg) const;
 };
+
+// The base -> refiner hand-off of a call with GenerationParams::refiner (refiner.cpp).
+GenerationResult generate_with_refiner(Pipeline& base, const Pipeline::Impl& base_impl,
+                                       const GenerationParams& params, const ProgressCallback& progress);
 
 // Loader entry points (model_loader.cpp).
 std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path, const LoadOptions& options);

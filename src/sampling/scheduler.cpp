@@ -188,11 +188,12 @@ Tensor Scheduler::step(const Tensor& model_output, int k, const Tensor& sample, 
 // ---------------------------------------------------------------- StepNoise
 
 StepNoise::StepNoise(const Scheduler& scheduler, Generator& generator, const Shape& sample_shape, Device device,
-                     size_t max_bytes)
+                     size_t max_bytes, int end_step)
     : generator_(generator), shape_(sample_shape), device_(device) {
   const size_t steps = scheduler.timesteps().size();
+  const size_t end = end_step < 0 ? steps : std::min(steps, static_cast<size_t>(end_step));
   draw_of_step_.assign(steps, -1);
-  for (size_t k = static_cast<size_t>(scheduler.begin_index()); k < steps; ++k) {
+  for (size_t k = static_cast<size_t>(scheduler.begin_index()); k < end; ++k) {
     if (scheduler.draws_noise(static_cast<int>(k))) draw_of_step_[k] = static_cast<int>(num_draws_++);
   }
   const size_t draw_bytes = static_cast<size_t>(std::max<int64_t>(shape_numel(shape_), 1)) * sizeof(float);

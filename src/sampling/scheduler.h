@@ -182,8 +182,10 @@ class Scheduler {
 class StepNoise {
  public:
   static constexpr size_t kDefaultMaxBytes = size_t{128} << 20;
+  // end_step: the steps from end_step on are not taken (diffusers'
+  // denoising_end) and draw nothing; -1: every step to the end.
   StepNoise(const Scheduler& scheduler, Generator& generator, const Shape& sample_shape, Device device,
-            size_t max_bytes = kDefaultMaxBytes);
+            size_t max_bytes = kDefaultMaxBytes, int end_step = -1);
 
   // Step `step_index`'s draw (a view on `device`), or an undefined tensor
   // when that step draws none. Call with increasing step indices.

@@ -4,6 +4,7 @@
 //   GET  /sdapi/v1/sd-models   GET  /sdapi/v1/samplers
 //   GET  /sdapi/v1/schedulers  GET|POST /sdapi/v1/options
 //   GET  /sdapi/v1/progress    POST /sdapi/v1/interrupt  POST /sdapi/v1/refresh-checkpoints
+// (/sdapi/v1/sd-vae, refresh-vae and the sd_vae option's values: api_vae.cpp.)
 // (/sdapi/v1/loras, /embeddings and their refresh routes: api_adapters.cpp.)
 // <lora:name:w> tags in the prompt apply LoRAs from the server's LoRA folder,
 // as A1111's Lora extension does; an unknown name or a bad weight is answered
@@ -24,6 +25,9 @@
 #include "server/base64.h"
 #include "server/client_watch.h"
 #include "server/edit_request.h"
+#include "server/hires_request.h"
+#include "server/preview_options.h"
+#include "server/refiner_request.h"
 #include "server/server_state.h"
 
 namespace diffuse::server {
@@ -94,9 +98,21 @@ A1111Request parse_a1111_request(Server::State& s, const nlohmann::json& body) {
     p.clip_skip = s.default_clip_skip;
   }
   p.clip_skip = json_field<int>(overrides, "CLIP_stop_at_last_layers", p.clip_skip);
+  // sd_vae: a name of the VAE folders, "Automatic" or "None"; "" the server's
+  // current one. apply_adapters resolves it (an unknown name: 400).
+  p.vae = json_field<std::string>(overrides, "sd_vae", "");
+  // tiled_vae (as the "Tiled VAE" extension calls it): true always tiles,
+  // false never; absent or "auto" tiles only when the decode would not fit.
+  if (has_field(body, "tiled_vae")) {
+    const nlohmann::json& t = body["tiled_vae"];
+    DIFFUSE_CHECK_ARG(t.is_boolean() || t.is_string(), "tiled_vae must be true, false or \"auto\"");
+    p.vae_tiling = t.is_boolean() ? (t.get<bool>() ? VaeTiling::kOn : VaeTiling::kOff)
+                                  : vae_tiling_from_name(t.get<std::string>());
+  }
   p.images = a.batch_size;
   p.seed_per_image = true;
   p.decode_when_stopped = true;  // /interrupt returns the partial images, as A1111
+  apply_a1111_refiner(s, body, overrides, p);  // refiner_checkpoint / refiner_switch_at (refiner_request.h)
   return a;
 }
 
@@ -228,6 +244,12 @@ void run_a1111(Server::State& s, const httplib::Request& req, httplib::Response&
       if (k == "Lora hashes" || k == "TI hashes") extra[k] = v;
     }
   }
+  std::string vae_name, vae_hash;  // A1111's sd_vae_name / sd_vae_hash: the infotext's "VAE" / "VAE hash"
+  if (!infotexts.empty()) {
+    const InfotextFields f = parse_infotext(infotexts[0]);
+    vae_name = f.vae;
+    vae_hash = f.vae_hash;
+  }
   auto entry = s.models->find(a.model);
   const std::string prompt = a.written_prompt.empty() ? p.prompt : a.written_prompt;  // A1111 keeps the tags
   nlohmann::json info = {{"prompt", prompt},
@@ -249,11 +271,13 @@ void run_a1111(Server::State& s, const httplib::Request& req, httplib::Response&
                          {"face_restoration_model", nullptr},
                          {"sd_model_name", a.model},
                          {"sd_model_hash", entry ? entry->hash : ""},
-                         {"sd_vae_name", nullptr},
-                         {"sd_vae_hash", nullptr},
+                         {"sd_vae_name", vae_name.empty() ? nlohmann::json(nullptr) : nlohmann::json(vae_name)},
+                         {"sd_vae_hash", vae_hash.empty() ? nlohmann::json(nullptr) : nlohmann::json(vae_hash)},
                          {"seed_resize_from_w", -1},
                          {"seed_resize_from_h", -1},
-                         {"denoising_strength", edit ? nlohmann::json(p.edit.strength) : nlohmann::json(nullptr)},
+                         {"denoising_strength", edit ? nlohmann::json(p.edit.strength)
+                                                : p.hires.enabled ? nlohmann::json(p.hires.denoising_strength)
+                                                                  : nlohmann::json(nullptr)},
                          {"extra_generation_params", extra},
                          {"index_of_first_image", 0},
                          {"infotexts", infotexts},
@@ -356,8 +380,10 @@ void register_a1111_routes(Server::State& s) {
     nlohmann::json out = {{"sd_model_checkpoint", title},
                           {"sd_checkpoint_hash", s.models->find(current) ? s.models->find(current)->sha256 : ""},
                           {"CLIP_stop_at_last_layers", clip_skip},
+                          {"sd_vae", current_sd_vae(s)},
                           {"samples_format", "png"},
                           {"sd_checkpoints_limit", s.options.max_loaded}};
+    out.update(a1111_preview_options(s.previews->options()));  // show_progress_type, ... (preview_options.h)
     res.set_content(out.dump(), "application/json");
   });
 
@@ -368,6 +394,18 @@ void register_a1111_routes(Server::State& s) {
     const int clip_skip = json_field<int>(body, "CLIP_stop_at_last_layers", 0);
     DIFFUSE_CHECK_ARG(!body.contains("CLIP_stop_at_last_layers") || (clip_skip >= 1 && clip_skip <= kMaxClipSkip),
                       "CLIP_stop_at_last_layers must be between 1 and " + std::to_string(kMaxClipSkip));
+    const std::optional<PreviewOptions> preview = a1111_preview_options_from(body, s.previews->options());
+    // sd_vae: a name of the VAE folders, "Automatic" or "None" (api_vae.cpp); an unknown one is answered 400.
+    const bool set_vae = body.contains("sd_vae");
+    const std::string vae = json_field<std::string>(body, "sd_vae", "Automatic");
+    if (set_vae) {
+      try {
+        s.vaes->resolve(vae);
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kInvalidArgument) throw;
+        return send_error(res, 400, e.what());
+      }
+    }
     if (body.contains("sd_model_checkpoint")) {
       std::string want = json_field<std::string>(body, "sd_model_checkpoint", "");
       auto m = s.models->find(want);
@@ -380,6 +418,8 @@ void register_a1111_routes(Server::State& s) {
       std::lock_guard<std::mutex> lock(s.current_mu);
       s.default_clip_skip = clip_skip;
     }
+    if (preview) s.previews->set_options(*preview);
+    if (set_vae) set_sd_vae(s, vae);
     res.set_content("null", "application/json");
   });
 
@@ -420,6 +460,7 @@ void register_a1111_routes(Server::State& s) {
     if (!parse_body(req, res, &body)) return;
     A1111Request a = parse_a1111_request(s, body);
     a.p.validate();
+    if (!apply_a1111_hires(s, body, a.p, res)) return;  // enable_hr, hr_* (hires_request.h)
     if (!apply_adapters(s, a, res)) return;
     run_a1111(s, req, res, body, a, {});
   });

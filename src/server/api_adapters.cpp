@@ -56,6 +56,7 @@ void apply_prompt_adapters(Server::State& s, GenerationParams& p, std::string* w
     }
   }
   p.embedding_dirs = s.adapters->embedding_dirs();
+  p.vae = resolve_request_vae(s, p.vae);  // the sd_vae the route put there, or the server's (api_vae.cpp)
 }
 
 void register_adapter_routes(Server::State& s) {

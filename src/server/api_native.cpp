@@ -1,7 +1,8 @@
 // Diffuse's own JSON API, used by the web page:
 //   GET  /api/models                     models with family, hash, licence, defaults
 //   POST /api/jobs                       submit {model, prompt, negative_prompt, images, seed, steps,
-//                                        cfg_scale, sampler, schedule, width, height; to edit an image:
+//                                        cfg_scale, sampler, schedule, width, height, vae_tiling (auto|on|off);
+//                                        to edit an image:
 //                                        init_image, mask, strength, mask_blur, invert_mask, masked_content,
 //                                        inpaint_area, padding, overlay, resize_mode, outpaint} -> 202 {id, position};
 //                                        <lora:name:w> tags in the prompt apply LoRAs (api_adapters.cpp)
@@ -19,6 +20,8 @@
 
 #include "server/base64.h"
 #include "server/edit_request.h"
+#include "server/hires_request.h"
+#include "server/refiner_request.h"
 #include "server/server_state.h"
 #include "sys/cpu_info.h"
 #include "sys/cuda_devices.h"
@@ -128,7 +131,12 @@ void register_native_routes(Server::State& s) {
     p.width = json_field<int>(body, "width", 0);
     p.height = json_field<int>(body, "height", 0);
     p.clip_skip = json_field<int>(body, "clip_skip", 1);
+    p.vae_tiling = vae_tiling_from_name(json_field<std::string>(body, "vae_tiling", "auto"));
+    // An sd_vae name ("Automatic", "None", a file of the VAE folders); resolved with the adapters below (400).
+    p.vae = json_field<std::string>(body, "vae", "");
     p.seed_per_image = true;  // seed + i per image, as A1111 and the gallery show it
+    apply_native_refiner(s, body, p);  // "refiner": the SDXL refiner hand-off (refiner_request.h)
+    if (!apply_native_hires(s, body, p, res)) return;  // "hires": the hires fix (hires_request.h)
     if (p.seed < 0) {
       p.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
     }
@@ -191,7 +199,9 @@ void register_native_routes(Server::State& s) {
     res.set_header("Cache-Control", "no-cache");
     auto seen = std::make_shared<uint64_t>(0);
     auto last_step = std::make_shared<int>(-1);
-    res.set_chunked_content_provider("text/event-stream", [&s, id, seen, last_step](size_t, httplib::DataSink& sink) {
+    auto last_preview = std::make_shared<int>(0);  // JobSnapshot::previews when the last preview was sent
+    res.set_chunked_content_provider("text/event-stream", [&s, id, seen, last_step, last_preview](size_t,
+                                                                                                 httplib::DataSink& sink) {
       auto j = s.jobs->wait_update(id, *seen, std::chrono::milliseconds(15000));
       if (!j) {
         sink.done();
@@ -211,9 +221,12 @@ void register_native_routes(Server::State& s) {
                                 {"eta_s", j->eta_s}})
                     .dump()
              << "\n\n";
-          if (!j->preview_png.empty()) {
+          // A new preview only: TAESD previews skip steps (docs/previews.md).
+          if (!j->preview_png.empty() && j->previews != *last_preview) {
+            *last_preview = j->previews;
             ev << "event: preview\ndata: "
-               << nlohmann::json({{"step", j->step}, {"image", "data:image/png;base64," + base64_encode(j->preview_png)}})
+               << nlohmann::json({{"step", j->preview_step},
+                                  {"image", "data:image/png;base64," + base64_encode(j->preview_png)}})
                       .dump()
                << "\n\n";
           }

@@ -38,8 +38,11 @@ const char* job_state_name(JobState s) {
   return "?";
 }
 
-JobQueue::JobQueue(ModelRegistry& models, History& history)
-    : models_(models), history_(history), thread_([this] { worker(); }) {}
+JobQueue::JobQueue(ModelRegistry& models, History& history, std::shared_ptr<LivePreviewer> previews)
+    : models_(models),
+      history_(history),
+      previews_(previews ? std::move(previews) : std::make_shared<LivePreviewer>()),
+      thread_([this] { worker(); }) {}
 
 JobQueue::~JobQueue() {
   shutdown();
@@ -233,17 +236,28 @@ void JobQueue::run_job(const std::shared_ptr<Job>& job) {
   try {
     std::shared_ptr<Pipeline> pipe = models_.acquire(job->request.model);
     const Family family = pipe->info().family;
+    // Live previews (TAESD or the cheap approximation), at the steps the
+    // previewer's period and time ceiling allow; the session starts at the
+    // first step, where the latents' device is known.
+    std::optional<LivePreviewer::Session> previews;
     GenerationResult r = pipe->generate(job->request.params, [&](const StepProgress& s) {
-      int w = 0, h = 0;
-      std::vector<uint8_t> rgb = Pipeline::preview_rgb(s.latents, 0, family, &w, &h);
-      std::vector<uint8_t> png = encode_png(w, h, rgb.data(), {});
+      if (!previews) previews = previews_->start(family, s.latents.device());
+      std::vector<uint8_t> png;
+      if (previews->due(s)) {
+        const LivePreview p = previews->make(s, 0);
+        png = encode_png(p.width, p.height, p.rgb.data(), {});
+      }
       std::lock_guard<std::mutex> lock(mu_);
       job->snap.step = s.step;
       job->snap.total_steps = s.total_steps;
       job->snap.elapsed_s = s.elapsed_s;
       job->snap.it_per_s = s.elapsed_s > 0 ? s.step / s.elapsed_s : 0;
       job->snap.eta_s = job->snap.it_per_s > 0 ? (s.total_steps - s.step) / job->snap.it_per_s : 0;
-      job->snap.preview_png.assign(png.begin(), png.end());
+      if (!png.empty()) {
+        job->snap.preview_png.assign(png.begin(), png.end());
+        job->snap.preview_step = s.step;
+        ++job->snap.previews;
+      }
       touch(*job);
       // A cancel (DELETE, hang-up, shutdown) keeps nothing; an interrupt
       // stops here and, for jobs that ask (A1111), keeps the partial images.

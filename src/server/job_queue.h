@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pipeline/live_preview.h"
 #include "pipeline/pipeline.h"
 #include "server/history.h"
 #include "server/model_registry.h"
@@ -57,6 +58,8 @@ struct JobSnapshot {
   int error_code = 0;  // ErrorCode of a failure, as int
   std::vector<JobImage> images;
   std::string preview_png;  // latest preview (PNG bytes), may be empty
+  int preview_step = 0;     // the step preview_png shows (previews skip steps: docs/previews.md)
+  int previews = 0;         // previews made so far (a new one: a new preview_png)
   uint64_t version = 0;
   double created = 0;
   nlohmann::json echo;
@@ -68,7 +71,9 @@ struct JobSnapshot {
 
 class JobQueue {
  public:
-  JobQueue(ModelRegistry& models, History& history);
+  // `previews` makes the running job's live previews (pipeline/live_preview.h);
+  // nullptr: the cheap approximation at every step.
+  JobQueue(ModelRegistry& models, History& history, std::shared_ptr<LivePreviewer> previews = nullptr);
   ~JobQueue();  // cancels everything and joins the worker
 
   std::string submit(JobRequest request);  // returns the job id
@@ -106,6 +111,7 @@ class JobQueue {
 
   ModelRegistry& models_;
   History& history_;
+  std::shared_ptr<LivePreviewer> previews_;  // before thread_: the worker uses it
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;

@@ -205,7 +205,7 @@ std::optional<ModelEntry> ModelRegistry::find(const std::string& key) const {
   return std::nullopt;
 }
 
-std::shared_ptr<Pipeline> ModelRegistry::acquire(const std::string& id) {
+std::shared_ptr<Pipeline> ModelRegistry::acquire(const std::string& id, int extra_slots) {
   std::unique_lock<std::mutex> lock(mu_);
   for (auto it = loaded_.begin(); it != loaded_.end(); ++it) {
     if (it->first == id) {
@@ -217,7 +217,8 @@ std::shared_ptr<Pipeline> ModelRegistry::acquire(const std::string& id) {
   if (e == entries_.end()) throw_error(ErrorCode::kNotFound, "model '" + id + "' not found");
   std::string path = e->path;
   // Free memory before loading the next model.
-  while (!loaded_.empty() && static_cast<int>(loaded_.size()) >= std::max(1, options_.max_loaded)) loaded_.pop_back();
+  while (!loaded_.empty() && static_cast<int>(loaded_.size()) >= std::max(1, options_.max_loaded) + extra_slots)
+    loaded_.pop_back();
   lock.unlock();
   std::shared_ptr<Pipeline> pipe(Pipeline::load(path, options_.load));
   lock.lock();

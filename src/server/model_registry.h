@@ -52,7 +52,9 @@ class ModelRegistry {
   std::vector<ModelEntry> list() const;
   std::optional<ModelEntry> find(const std::string& id_or_title) const;  // id, "id [hash]" title, or path
   // Loads (or returns the cached) pipeline; throws kNotFound for an unknown id.
-  std::shared_ptr<Pipeline> acquire(const std::string& id);
+  // extra_slots: loading it may keep that many more than max_loaded (an SDXL
+  // refiner stays beside its base instead of evicting it).
+  std::shared_ptr<Pipeline> acquire(const std::string& id, int extra_slots = 0);
   std::string default_model() const;  // the first listed, or "" when there are none
   // Test hook: register an already-built entry.
   void add(const ModelEntry& entry);

@@ -31,7 +31,8 @@ bool is_loopback(const std::string& host) {
 bool uploads_allowed(const httplib::Request& req) {
   if (req.method != "POST") return false;
   return req.path == "/api/jobs" || req.path == "/sdapi/v1/img2img" || req.path == "/sdapi/v1/png-info" ||
-         req.path == "/v1/images/edits";
+         req.path == "/v1/images/edits" || req.path == "/sdapi/v1/extra-single-image" ||
+         req.path == "/sdapi/v1/extra-batch-images";
 }
 
 const char* mime_for(const std::string& name) {
@@ -169,7 +170,8 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
   ro.load = options.load;
   s.models = std::make_unique<ModelRegistry>(ro);
   s.history = std::make_unique<History>(options.data_dir);
-  s.jobs = std::make_unique<JobQueue>(*s.models, *s.history);
+  s.previews = std::make_shared<LivePreviewer>(options.preview);
+  s.jobs = std::make_unique<JobQueue>(*s.models, *s.history, s.previews);
   s.telemetry = sys::Telemetry::open();
   AdapterLibraryOptions ao;
   ao.lora_dirs = options.lora_dirs;
@@ -185,6 +187,10 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
     };
   }
   s.adapters = std::make_unique<AdapterLibrary>(std::move(ao));
+  s.vaes = std::make_unique<VaeLibrary>(options.vae_dirs);
+  s.upscalers = std::make_shared<UpscalerLibrary>(options.upscaler_dirs);
+  s.upscalers->set_allow_paths(false);  // a client names listed models only
+  set_sd_vae(s, options.default_vae, /*allow_path=*/true);  // an unknown default VAE stops the start
 
   httplib::Server& http = s.http;
   // Image uploads need large bodies on the routes that take them
@@ -247,6 +253,9 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
   });
   register_native_routes(s);
   register_adapter_routes(s);
+  register_extras_routes(s);
+  register_vae_routes(s);
+  register_hires_routes(s);
   register_a1111_routes(s);
   register_openai_routes(s);
 }

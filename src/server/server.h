@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "pipeline/live_preview.h"
 #include "pipeline/pipeline.h"
 
 namespace diffuse::server {
@@ -31,6 +32,20 @@ struct ServerOptions {
   // `diffuse serve` defaults to models/Lora and embeddings under the working directory.
   std::vector<std::string> lora_dirs;
   std::vector<std::string> embedding_dirs;
+  // VAE folders (A1111's models/VAE and --vae-dir; server/vae_library.h,
+  // docs/vae.md) and the default VAE (A1111's sd_vae): a name in them, a file
+  // or folder path, "Automatic" or "" (the model's own). `diffuse serve`
+  // defaults vae_dirs to models/VAE under the working directory.
+  std::vector<std::string> vae_dirs;
+  // Upscaler model folders (A1111's models/ESRGAN; adapters/upscalers.h): the hires fix's
+  // hr_upscaler and /sdapi/v1/upscalers. Empty: models/ESRGAN under the working directory.
+  std::vector<std::string> upscaler_dirs;
+  std::string default_vae;
+  // Live previews (pipeline/live_preview.h, docs/previews.md): TAESD decoders
+  // in preview.taesd_dirs (`diffuse serve` defaults to models/VAE-approx, as
+  // A1111), the period and the time ceiling; A1111's show_progress_type and
+  // show_progress_every_n_steps (/sdapi/v1/options) change them at run time.
+  PreviewOptions preview;
   LoadOptions load;
   void validate() const;           // throws kInvalidArgument (e.g. non-loopback host without api_key / api_auth)
 };

@@ -13,11 +13,13 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/library.h"
+#include "adapters/upscalers.h"
 #include "sampling/sampler_catalog.h"
 #include "server/history.h"
 #include "server/job_queue.h"
 #include "server/model_registry.h"
 #include "server/server.h"
+#include "server/vae_library.h"
 #include "sys/telemetry.h"
 
 namespace diffuse::server {
@@ -29,6 +31,10 @@ struct Server::State {
   std::unique_ptr<JobQueue> jobs;
   std::unique_ptr<sys::Telemetry> telemetry;
   std::unique_ptr<AdapterLibrary> adapters;  // the LoRA and embedding folders
+  std::mutex extras_mu;                       // one /sdapi/v1/extra-* upscale at a time (A1111's queue_lock)
+  std::unique_ptr<VaeLibrary> vaes;          // the VAE folders (api_vae.cpp)
+  std::shared_ptr<LivePreviewer> previews;   // the job queue's live previews (options.preview at start)
+  std::shared_ptr<UpscalerLibrary> upscalers;  // the upscaler folders: hires fix, /sdapi/v1/upscalers (hires_request.h)
   std::mutex telemetry_mu;
   httplib::Server http;
   int port = 0;
@@ -37,6 +43,7 @@ struct Server::State {
   std::mutex current_mu;
   std::string current_model;  // A1111 sd_model_checkpoint / OpenAI default
   int default_clip_skip = 1;  // A1111 CLIP_stop_at_last_layers (POST /sdapi/v1/options)
+  std::string sd_vae_path;    // A1111 sd_vae resolved: the default VAE's path, "" = the model's own
 
   std::string model_or_current(const std::string& requested);
   std::string base_url(const httplib::Request& req) const;
@@ -118,8 +125,24 @@ std::string canonical_sampler(const std::string& name);
 void apply_prompt_adapters(Server::State& s, GenerationParams& p, std::string* written_prompt,
                            std::vector<std::string>* warnings);
 
+// The VAE of one request (api_vae.cpp): `requested` is an sd_vae value
+// ("Automatic", "None", a name in the VAE folders) or "" for the server's
+// current sd_vae; returns the path for GenerationParams::vae ("" = the model's
+// own). Throws Error(kInvalidArgument) naming an unknown VAE (answered 400).
+// apply_prompt_adapters resolves p.vae with it, so routes put the requested
+// name there.
+std::string resolve_request_vae(Server::State& s, const std::string& requested);
+// A1111's sd_vae option: the current value ("Automatic" or a name), and
+// setting it (throws as resolve_request_vae). Only the server's own start
+// (--vae) may name a path outside the VAE folders (allow_path).
+std::string current_sd_vae(Server::State& s);
+void set_sd_vae(Server::State& s, const std::string& name, bool allow_path = false);
+
 void register_native_routes(Server::State& s);
+void register_vae_routes(Server::State& s);
+void register_hires_routes(Server::State& s);  // hires_request.cpp
 void register_adapter_routes(Server::State& s);
+void register_extras_routes(Server::State& s);  // api_extras.cpp: /sdapi/v1/extra-single-image, extra-batch-images
 void register_a1111_routes(Server::State& s);
 void register_openai_routes(Server::State& s);
 

@@ -689,3 +689,43 @@ test('playground: LoRA & embeddings browser: search, click to add a tag, weight 
   assert.deepEqual(others, [], 'no JavaScript errors on the page');
   pageErrors.length = 0;
 });
+
+test('playground: hires fix panel: upscalers from /sdapi/v1/upscalers, a 2x second pass, A1111 parameters', async () => {
+  const page = await newPage();
+  await fillForm(page, { prompt: 'a lighthouse at dusk', images: 1, steps: 2, size: 64 });
+  await page.selectOption('#model', { index: 1 });  // the sd1 fixture model
+  for (const [id, v] of [['#prompt', 'a lighthouse at dusk'], ['#steps', '2'], ['#width', '64'], ['#height', '64']]) await page.fill(id, v);
+  await page.selectOption('#sampler', 'euler');
+
+  // The upscaler picker holds A1111's list: the pixel upscalers, then the latent modes.
+  await page.click('#hires-panel summary');
+  const listed = (await getJson('/sdapi/v1/upscalers')).map((u) => u.name);
+  const options = await page.$$eval('#hires-upscaler option', (els) => els.map((e) => e.value));
+  assert.deepEqual(options, listed);
+  assert.deepEqual(options.slice(0, 3), ['None', 'Lanczos', 'Nearest']);
+  assert.ok(options.includes('Latent (bicubic antialiased)'), options.join(', '));
+  assert.equal(await page.inputValue('#hires-upscaler'), 'Latent');
+
+  await page.check('#hires-enable');
+  await page.selectOption('#hires-upscaler', 'Latent (bicubic)');
+  await page.fill('#hires-scale', '2');
+  await page.fill('#hires-steps', '2');
+  await page.fill('#hires-denoise', '0.5');
+  await recordProgress(page);
+  await page.click('#generate');
+  await page.waitForFunction(() => document.querySelector('#gallery .gallery-item img') ||
+                             /failed|Failed|error/.test(document.getElementById('progress-text').textContent),
+                             null, { timeout: 120000 });
+  await page.waitForFunction(() => [...document.querySelectorAll('#gallery .gallery-item img')]
+    .every((i) => i.complete && i.naturalWidth === 128 && i.naturalHeight === 128), null, { timeout: 30000 });
+  const params = await page.textContent('#gallery .gallery-item .params pre');
+  assert.match(params, /Steps: 2, Sampler: Euler, .*Size: 64x64/);
+  assert.match(params, /Denoising strength: 0\.5/);
+  assert.match(params, /Hires upscale: 2, Hires steps: 2, Hires upscaler: Latent \(bicubic\)/);
+  // Progress runs over both passes: 2 steps, then int(2 x 0.5) = 1.
+  const steps = (await page.evaluate(() => window.__seen.texts)).filter((t) => /^Step [1-9]\d*\//.test(t));
+  assert.ok(steps.length > 0 && steps.every((t) => /^Step \d+\/3 /.test(t)), steps.join(' | '));
+  await page.screenshot({ path: path.join(kArtifacts, 'playground-hires.png'), fullPage: true });
+  assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+  await page.uncheck('#hires-enable');
+});

@@ -26,6 +26,8 @@ inline double ref_act(double x, Activation act) {
     case Activation::kGelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
     case Activation::kQuickGelu: return x / (1.0 + std::exp(-1.702 * x));
     case Activation::kSilu: return x / (1.0 + std::exp(-x));
+    case Activation::kRelu: return x > 0 ? x : 0.0;
+    case Activation::kTanh: return std::tanh(x);
   }
   return x;
 }

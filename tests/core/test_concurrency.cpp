@@ -134,6 +134,15 @@ TEST_P(Concurrent, Activations) {
             }));
 }
 
+// ESRGAN's dense-block step: conv, leaky ReLU, concat.
+TEST_P(Concurrent, LeakyRelu) {
+  const DType dt = GetParam();
+  EXPECT_EQ(0, mismatches([&](int s) {
+              Tensor x = make(s, {1, 16, 24, 24}, dt);
+              return concat({x, leaky_relu(make(s + 1, {1, 8, 24, 24}, dt), 0.2f)}, 1);
+            }));
+}
+
 // A UNet-like chain of every family at once: callers interleave different ops.
 TEST_P(Concurrent, MixedChain) {
   const DType dt = GetParam();

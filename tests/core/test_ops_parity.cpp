@@ -217,7 +217,22 @@ std::vector<Case> make_cases() {
            [](auto& r) { return ref_unary(r[0], Activation::kQuickGelu); });
   add_case("silu_permuted", {in_view({5, 4, 33}, [](const Tensor& t) { return t.permute({2, 0, 1}); }, -8, 8)},
            [](auto& t) { return silu(t[0]); }, [](auto& r) { return ref_unary(r[0], Activation::kSilu); });
+  // ESRGAN's slope, on a channels-last-sized 4-D input, and a slope above 1 (a select, not a max).
+  auto ref_leaky = [](const Ref& x, double slope) {
+    Ref r = x;
+    for (double& v : r.v) v = v >= 0 ? v : v * slope;
+    return r;
+  };
+  add_case("leaky_relu_esrgan", {in({2, 8, 5, 7}, -4, 4)}, [](auto& t) { return leaky_relu(t[0], 0.2f); },
+           [ref_leaky](auto& r) { return ref_leaky(r[0], 0.2); });
+  add_case("leaky_relu_permuted_slope3",
+           {in_view({5, 4, 33}, [](const Tensor& t) { return t.permute({2, 0, 1}); }, -4, 4)},
+           [](auto& t) { return leaky_relu(t[0], 3.0f); }, [ref_leaky](auto& r) { return ref_leaky(r[0], 3.0); });
   add_case("geglu", {in({2, 5, 48}, -3, 3)}, [](auto& t) { return geglu(t[0]); }, [](auto& r) { return ref_geglu(r[0]); });
+  add_case("relu", {in({3, 257}, -4, 4)}, [](auto& t) { return relu(t[0]); },
+           [](auto& r) { return ref_unary(r[0], Activation::kRelu); });
+  add_case("tanh_permuted", {in_view({5, 4, 33}, [](const Tensor& t) { return t.permute({2, 0, 1}); }, -5, 5)},
+           [](auto& t) { return diffuse::tanh(t[0]); }, [](auto& r) { return ref_unary(r[0], Activation::kTanh); });
 
   // --- binary / axpby / scale ----------------------------------------------
   auto bin = [&](std::string name, Input a, Input b, Backend::BinaryOp op) {
@@ -378,7 +393,7 @@ INSTANTIATE_TEST_SUITE_P(Cuda, OpParity, ::testing::ValuesIn(params(Device::kCUD
 // Every op declared in ops.h has at least one case above.
 TEST(OpParityCoverage, EveryOpHasACase) {
   std::vector<std::string> ops = {"linear", "matmul", "conv", "group_norm", "layer_norm", "softmax", "attention",
-                                  "gelu", "quick_gelu", "silu", "geglu", "add", "sub", "mul", "axpby", "scale",
+                                  "gelu", "quick_gelu", "silu", "leaky_relu", "relu", "tanh", "geglu", "add", "sub", "mul", "axpby", "scale",
                                   "concat", "copy", "upsample", "embedding", "timestep_embedding"};
   for (const std::string& op : ops) {
     bool found = false;

@@ -253,6 +253,29 @@ TEST(TorchCheckpoint, LightningStateDict) {
   EXPECT_EQ(a.to_f32_vector(), kSix);
 }
 
+// BasicSR / Real-ESRGAN releases: {"params": sd, "params_ema": sd}; the EMA
+// weights (the published ones) are read, whichever comes first.
+TEST(TorchCheckpoint, BasicSrParamsEmaWrapper) {
+  Pickle p;
+  p.op('}').op('(');
+  p.str("params").empty_ordered_dict().str("w").tensor("FloatStorage", "0", 6, 0, {6}, {1}).op('s');
+  p.str("params_ema").empty_ordered_dict().str("w").tensor("FloatStorage", "1", 6, 0, {2, 3}, {3, 1}).op('s');
+  p.op('u');
+  std::vector<float> other(6, 9.0f);
+  Checkpoint ck = parse(archive_with(p.done(), {{"archive/data/0", floats(other)}, {"archive/data/1", floats(kSix)}}));
+  ASSERT_EQ(ck.tensors.size(), 1u);
+  EXPECT_EQ(ck.tensors.at("w").shape(), (Shape{2, 3}));
+  EXPECT_EQ(ck.tensors.at("w").to_f32_vector(), kSix);
+
+  Pickle q;  // "params" alone
+  q.op('}').op('(');
+  q.str("params").empty_ordered_dict().str("w").tensor("FloatStorage", "0", 6, 0, {6}, {1}).op('s');
+  q.op('u');
+  Checkpoint ck2 = parse(archive_with(q.done(), {{"archive/data/0", floats(kSix)}}));
+  ASSERT_EQ(ck2.tensors.size(), 1u);
+  EXPECT_EQ(ck2.tensors.at("w").to_f32_vector(), kSix);
+}
+
 TEST(TorchCheckpoint, PlainDictStridesHalfAndSharedStorage) {
   Pickle p;
   p.empty_ordered_dict().op('(');

@@ -95,7 +95,7 @@ TEST_P(CudaPipelineRuns, Fp32MatchesDiffusers) {
   const std::string family = GetParam();
   const Fixture& f = fixture(family);
   Pipeline& pipe = cuda_pipeline(family, Precision::kFp32);
-  int checked = 0;
+  int checked = 0, images = 0;
   for (const auto& run : f.cases["pipeline_runs"]) {
     const std::string name = run["name"].get<std::string>();
     SCOPED_TRACE(family + "/" + name);
@@ -104,15 +104,18 @@ TEST_P(CudaPipelineRuns, Fp32MatchesDiffusers) {
     auto lat = compare(r.final_latents.to_f32_vector(),
                        f.tensors.at(run["final_latents"].get<std::string>()).to_f32_vector());
     EXPECT_LT(lat.max_rel, 1e-3) << "final latents " << lat.str();
-    if (run.contains("image")) {
+    // The repository keeps the f32 images of three runs per family (tests/data/README.md), a full set every one.
+    if (run.contains("image") && f.tensors.count(run["image"].get<std::string>())) {
       Tensor expected = f.tensors.at(run["image"].get<std::string>()).permute({0, 3, 1, 2}).contiguous();
       auto img = compare(r.decoded.to_f32_vector(), expected.to_f32_vector());
       EXPECT_LT(img.max_abs, 1.0 / 255) << "image " << img.str();
+      ++images;
     }
     fp32_images()[family][name] = r.decoded;
     ++checked;
   }
   EXPECT_EQ(checked, 11);
+  EXPECT_GE(images, 3);
 }
 
 // How far PyTorch's own fp16/bf16 pipeline lands from its fp32 one on the fixture's Euler run (largest

@@ -49,7 +49,7 @@ TEST_P(PipelineRuns, MatchDiffusers) {
   const std::string family = GetParam();
   const Fixture& f = fixture(family);
   Pipeline& pipe = pipeline(family);
-  int checked = 0;
+  int checked = 0, images = 0;
   for (const auto& run : f.cases["pipeline_runs"]) {
     const std::string name = run["name"].get<std::string>();
     SCOPED_TRACE(family + "/" + name);
@@ -58,15 +58,18 @@ TEST_P(PipelineRuns, MatchDiffusers) {
     EXPECT_EQ(r.timings.unet_evals, run["n_unet_evals"].get<int>());
     auto lat = compare(r.final_latents.to_f32_vector(), f.tensors.at(run["final_latents"].get<std::string>()).to_f32_vector());
     EXPECT_LT(lat.max_rel, 1e-3) << "final latents " << lat.str();
-    if (run.contains("image")) {
+    // The repository keeps the f32 images of three runs per family (tests/data/README.md), a full set every one.
+    if (run.contains("image") && f.tensors.count(run["image"].get<std::string>())) {
       // Fixture image is NHWC [1, H, W, 3]; ours is NCHW [1, 3, H, W].
       Tensor expected = f.tensors.at(run["image"].get<std::string>()).permute({0, 3, 1, 2}).contiguous();
       auto img = compare(r.decoded.to_f32_vector(), expected.to_f32_vector());
       EXPECT_LT(img.max_abs, 1.0 / 255) << "image " << img.str();
+      ++images;
     }
     ++checked;
   }
   EXPECT_EQ(checked, 11);
+  EXPECT_GE(images, 3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, PipelineRuns, ::testing::Values("sd1", "sd2", "sdxl"));

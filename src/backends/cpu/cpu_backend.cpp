@@ -63,6 +63,10 @@ class CpuBackend final : public Backend {
     DIFFUSE_CPU_PROFILE("activation");
     return cpu::activation(x, act);
   }
+  Tensor leaky_relu(const Tensor& x, float negative_slope) override {
+    DIFFUSE_CPU_PROFILE("leaky_relu");
+    return cpu::leaky_relu(x, negative_slope);
+  }
   Tensor geglu(const Tensor& x) override {
     DIFFUSE_CPU_PROFILE("geglu");
     return cpu::geglu(x);

@@ -41,6 +41,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
 Tensor softmax(const Tensor& x, int dim);
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal);
 Tensor activation(const Tensor& x, Activation act);
+Tensor leaky_relu(const Tensor& x, float negative_slope);
 Tensor geglu(const Tensor& x);
 Tensor binary(const Tensor& a, const Tensor& b, Backend::BinaryOp op);
 Tensor axpby(const Tensor& a, float alpha, const Tensor& b, float beta);

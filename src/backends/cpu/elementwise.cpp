@@ -52,6 +52,12 @@ void apply_activation(float* x, int64_t n, Activation act) {
     case Activation::kGelu: gelu_n(x, n); return;
     case Activation::kQuickGelu: quick_gelu_n(x, n); return;
     case Activation::kSilu: silu_n(x, n); return;
+    case Activation::kRelu:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      return;
+    case Activation::kTanh:
+      for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
+      return;
   }
 }
 
@@ -60,6 +66,22 @@ Tensor activation(const Tensor& x, Activation act) {
   Tensor y = x.dtype() == DType::kF32 ? cpu::copy(x) : as_f32(x);
   float* p = y.data<float>();
   parallel_for(y.numel(), kGrain, [&](int64_t b, int64_t e) { apply_activation(p + b, e - b, act); });
+  return from_f32(y, x.dtype());
+}
+
+namespace {
+
+DIFFUSE_CPU_CLONES void leaky_relu_n(float* x, int64_t n, float slope) {
+  // A select, not max(x, slope * x): that would be wrong for slopes above 1.
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] >= 0.0f ? x[i] : x[i] * slope;
+}
+
+}  // namespace
+
+Tensor leaky_relu(const Tensor& x, float negative_slope) {
+  Tensor y = x.dtype() == DType::kF32 ? cpu::copy(x) : as_f32(x);
+  float* p = y.data<float>();
+  parallel_for(y.numel(), kGrain, [&](int64_t b, int64_t e) { leaky_relu_n(p + b, e - b, negative_slope); });
   return from_f32(y, x.dtype());
 }
 

@@ -45,6 +45,8 @@ dnnl::post_ops activation_post_op(Activation act) {
     // swish(x; a) = x * sigmoid(a x): silu is a = 1, CLIP's quick_gelu is a = 1.702.
     case Activation::kQuickGelu: po.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.702f, 0.0f); break;
     case Activation::kSilu: po.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.0f, 0.0f); break;
+    case Activation::kRelu: po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f); break;
+    case Activation::kTanh: po.append_eltwise(1.0f, dnnl::algorithm::eltwise_tanh, 0.0f, 0.0f); break;
   }
   return po;
 }

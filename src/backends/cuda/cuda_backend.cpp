@@ -233,6 +233,16 @@ class CudaBackend final : public Backend {
     return y;
   }
 
+  Tensor leaky_relu(const Tensor& x_in, float negative_slope) override {
+    // Elementwise over the dense storage, like activation(): channels-last stays so.
+    const bool cl = cuda_ops::nhwc(x_in);
+    Tensor x = cl ? x_in : cuda_ops::contiguous_as(x_in, x_in.dtype());
+    Tensor y = cl ? cuda_ops::empty_channels_last(x.shape(), x.dtype()) : Tensor::empty(x.shape(), x.dtype(), Device::kCUDA);
+    ck::leaky_relu(x.raw_data(), y.raw_data(), x.dtype(), x.numel(), negative_slope, stream());
+    check_launch("leaky_relu");
+    return y;
+  }
+
   Tensor geglu(const Tensor& x_in) override {
     Tensor x = cuda_ops::contiguous_as(x_in, x_in.dtype());
     Shape s = x.shape();

@@ -36,6 +36,7 @@ struct StridedDesc {
 void copy_strided(const void* src, void* dst, int esize, const StridedDesc& desc, int64_t n, cudaStream_t s);
 void cast(const void* src, DType from, void* dst, DType to, int64_t n, cudaStream_t s);
 void activation(const void* x, void* y, DType t, int64_t n, Activation act, cudaStream_t s);
+void leaky_relu(const void* x, void* y, DType t, int64_t n, float negative_slope, cudaStream_t s);
 // y[r, j] = x[r, j] * gelu(x[r, half + j]); x [rows, 2*half].
 void geglu(const void* x, void* y, DType t, int64_t rows, int64_t half, cudaStream_t s);
 // y = a op b with a and b addressed through their (broadcast) strides over the output shape.

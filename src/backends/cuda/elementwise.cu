@@ -57,9 +57,19 @@ __global__ void activation_kernel(const T* x, T* y, int64_t n, Activation act) {
       case Activation::kGelu: v = gelu_erf(v); break;
       case Activation::kQuickGelu: v = v * sigmoid(1.702f * v); break;
       case Activation::kSilu: v = v * sigmoid(v); break;
+      case Activation::kRelu: v = v > 0.0f ? v : 0.0f; break;
+      case Activation::kTanh: v = tanhf(v); break;
       default: break;
     }
     y[i] = from_f<T>(v);
+  }
+}
+
+template <class T>
+__global__ void leaky_relu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, float slope) {
+  DIFFUSE_GRID_LOOP(i, n) {
+    float v = to_f(x[i]);
+    y[i] = from_f<T>(v >= 0.0f ? v : v * slope);
   }
 }
 
@@ -250,6 +260,14 @@ void activation(const void* x, void* y, DType t, int64_t n, Activation act, cuda
   dispatch_float(t, [&](auto z) {
     using T = decltype(z);
     activation_kernel<T><<<cuda_blocks_for(n), kThreads, 0, s>>>((const T*)x, (T*)y, n, act);
+  });
+}
+
+void leaky_relu(const void* x, void* y, DType t, int64_t n, float negative_slope, cudaStream_t s) {
+  if (n == 0) return;
+  dispatch_float(t, [&](auto z) {
+    using T = decltype(z);
+    leaky_relu_kernel<T><<<cuda_blocks_for(n), kThreads, 0, s>>>((const T*)x, (T*)y, n, negative_slope);
   });
 }
 

@@ -57,8 +57,14 @@ V2_KEEP_FIELDS = ("final_latents",)
 V2_KEEP_ENCODE = ("prompt_embeds", "pooled_prompt_embeds")
 V2_KEPT_GLOBS = ("v2/README.md", "v2/inputs/*.png", "v2/*/cases.json", "v2/sd1/tensors.safetensors",
                  "v2/sd2/tensors.safetensors", "v2/sdxl/tensors.safetensors", "v2/*/lora/*.safetensors",
-                 "v2/*/ti/*")
-V2_PNGS = ("img2img__euler_s0.75.png", "inpaint__euler_s0.8.png", "lora__kohya_w1.0.png", "ti__*.png")
+                 "v2/*/ti/*", "v2/sdxl_refiner/model/*", "v2/sdxl_refiner/single_file_recipe.json")
+V2_PNGS = ("img2img__euler_s0.75.png", "inpaint__euler_s0.8.png", "lora__kohya_w1.0.png", "ti__*.png",
+           "refiner__*.png")
+# The SDXL refiner (tests/pipeline/test_refiner.cpp): its model folder (the
+# UNet; text encoder 2, tokenizer 2 and VAE are links to the v1 SDXL model),
+# its single-file recipe, and these tensors of the sdxl cases.json "refiner" runs.
+V2_REFINER_FIELDS = ("handoff_latents", "final_latents", "unet_prompt_embeds", "unet_add_text_embeds",
+                     "unet_add_time_ids", "image_latents")
 
 # rng.safetensors: torch.randn goldens for 3 seeds x 3 shapes x {cpu, cuda}.
 # Every seed is kept on the smallest shape (1x4x64x64), seed 0 only on the two
@@ -78,6 +84,9 @@ KEEP = {
     "pipeline_runs": {"initial_latents", "final_latents", "image"},
 }
 KEEP_SD1_ONLY = {"scheduler_steps": None}
+# pipeline_runs images (f32, 150 kB each here): those of these runs only; the
+# other runs' final latents are still compared (tests/pipeline/test_pipeline_fixtures.cpp).
+KEEP_IMAGES = {"ddim", "euler", "euler_a"}
 
 
 def read_python_json(text):
@@ -107,6 +116,8 @@ def kept_tensors(family, cases, names):
         else:
             for item in cases[section]:
                 for f in fields:
+                    if f == "image" and item.get("name") not in KEEP_IMAGES:
+                        continue
                     if f in item and item[f] in names:
                         out.add(item[f])
     return out
@@ -124,6 +135,18 @@ def v2_kept_tensors(cases, names):
             for field in V2_KEEP_ENCODE:
                 if encode.get(field) in names:
                     out.add(encode[field])
+
+    def walk(node):  # V2_REFINER_FIELDS anywhere in the refiner runs
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in V2_REFINER_FIELDS and isinstance(v, str) and v in names:
+                    out.add(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(cases.get("refiner", {}).get("runs", []))
     return out
 
 
@@ -289,7 +312,7 @@ def main():
     all_files = sorted(os.path.relpath(p, src) for p in glob.glob(os.path.join(src, "**", "*"), recursive=True)
                        if os.path.isfile(p))
     v2_kept = [f for f in all_files if any(fnmatch.fnmatch(f, g) for g in V2_KEPT_GLOBS)
-               and f.split("/")[1] in ("README.md", "inputs", "sd1", "sd2", "sdxl")]
+               and f.split("/")[1] in ("README.md", "inputs", "sd1", "sd2", "sdxl", "sdxl_refiner")]
     v2_kept += [f for f in all_files for fam in FAMILIES for n in V2_PNGS if fnmatch.fnmatch(f, f"v2/{fam}/png/{n}")]
     dropped = [f for f in all_files if any(fnmatch.fnmatch(f, g) for g in DROPPED_GLOBS) and f not in v2_kept]
     files = [f for f in all_files if f not in dropped]
