@@ -40,6 +40,7 @@ struct BenchOptions {
   bool json = false, skip_batch = false;
   std::string init_image, mask;  // an img2img / inpainting run after the text-to-image ones
   double strength = 0.75;
+  float cfg_scale = -1.0f;  // < 0: the family's default
   std::string vae_tiling = "auto";
   std::string vae;   // --vae (cli/vae_option.h): every run decodes with it
   HiresFlags hires;  // a hires-fix run after the text-to-image ones (docs/hires-fix.md)
@@ -58,6 +59,7 @@ GenerationParams bench_params(const BenchOptions& o) {
   p.sampler = o.sampler;
   p.vae_tiling = vae_tiling_from_name(o.vae_tiling);
   p.vae = o.vae;  // --vae, resolved to a path (vae_option.h)
+  p.cfg_scale = o.cfg_scale;
   return p;
 }
 
@@ -346,6 +348,8 @@ int run_bench(BenchOptions o) {
       vae_tflop = f.vae_tflop;
     }
   }
+  // Without CFG (a guidance scale of 1 or less) a step is one batch-1 UNet call.
+  if (o.cfg_scale >= 0 && o.cfg_scale <= 1) unet_tflop /= 2;
   auto tflops = [](double tflop, double ms) { return tflop > 0 && ms > 0 ? tflop / (ms / 1e3) : 0.0; };
   nlohmann::json j = {
       {"model", info.name},
@@ -354,6 +358,8 @@ int run_bench(BenchOptions o) {
       {"precision", precision_name(prec)},
       {"size", o.size},
       {"steps", o.steps},
+      {"sampler", o.sampler},
+      {"cfg_scale", o.cfg_scale < 0 ? nlohmann::json(nullptr) : nlohmann::json(o.cfg_scale)},
       {"load_s", load_s},
       {"time_to_first_step_s", cold.first_step_s},
       {"cold_whole_image_s", cold.total_s},
@@ -492,6 +498,9 @@ Action add_bench(CLI::App& app) {
   c->add_option("--images", o->images, "Images in the batched run (default: 4)");
   c->add_option("--precision", o->precision, "fp32, bf16 or fp16");
   c->add_option("--sampler", o->sampler, "Sampler (default: euler, as the baselines)");
+  c->add_option("--cfg-scale", o->cfg_scale,
+                "Guidance scale (default: the family's, 7.5 / SDXL 5); <= 1 runs one UNet batch per step "
+                "instead of two, as few-step LCM / Turbo runs do");
   c->add_option("--threads", o->threads, "CPU threads");
   c->add_flag("--no-batch", o->skip_batch, "Skip the batched run");
   c->add_option("--init-image", o->init_image,
