@@ -6,14 +6,12 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/file_io.h"
 #include "io/sha256.h"
-#include "io/stored_dtype.h"
 #include "io/unpickler.h"
 #include "io/zip_reader.h"
 
@@ -37,49 +35,22 @@ std::string lower(std::string s) {
 
 // ---- .pt / .bin: the pickled object, through the restricted unpickler ------
 //
-// io/torch_checkpoint.cpp reads flat state dicts; an A1111 embedding nests its
-// tensor one level down (string_to_param["*"]), so the object tree is walked
-// here. Only torch's tensor rebuild calls and OrderedDict are allowed;
-// anything else that is called is rejected by the unpickler with its name.
-// Embeddings are a few KB: every tensor is copied out as f32.
-
-struct StorageRef {
-  std::string key;
-  const StoredType* type = nullptr;
-  uint64_t numel = 0;
-};
-
-class TorchEmbeddingReader {
- public:
-  TorchEmbeddingReader(const uint8_t* data, size_t size, const std::string& path)
-      : path_(path), zip_(data, size, path) {}
-
-  // The candidate tensors: string_to_param's entries when the object has one
-  // (*a1111 = true), else the object's top-level tensors.
-  TensorMap read(bool* a1111) {
-    const ZipEntry* pkl = nullptr;
-    for (const ZipEntry& e : zip_.entries()) {  // torch writes "<archive>/data.pkl": the shallowest wins
-      const std::string& n = e.name;
-      const bool match = n == "data.pkl" || (n.size() > 9 && n.compare(n.size() - 9, 9, "/data.pkl") == 0);
-      if (match && (!pkl || n.size() < pkl->name.size())) pkl = &e;
-    }
-    if (!pkl) fail_io(path_, "the zip archive has no data.pkl (not a torch.save file)");
-    prefix_ = pkl->name.substr(0, pkl->name.size() - std::strlen("data.pkl"));
-    ZipBytes pickle = zip_.read(*pkl);
-    Unpickler up(pickle.data, pickle.size, path_);
-    allow_calls(up);
-    up.set_persistent_load([&](const PyRef& pid, size_t at) { return persistent_load(up, pid, at); });
-    const PyRef root = up.load();
-    if (root->kind != Kind::kDict) fail_io(path_, "the pickled object is not a dict");
-
-    TensorMap out;
+// An A1111 embedding nests its tensor one level down (string_to_param["*"]),
+// so the object tree is walked here, as io's visit_torch_object hands it over
+// (load_torch_checkpoint's allow-list and checks: nothing is executed).
+// The candidate tensors: string_to_param's entries when the object has one
+// (*a1111 = true), else the object's top-level tensors.
+TensorMap read_torch_embedding(const std::shared_ptr<MappedFile>& file, const std::string& path, bool* a1111) {
+  TensorMap out;
+  *a1111 = false;
+  visit_torch_object(file->data(), file->size(), file, path, [&](const PyRef& root) {
+    if (root->kind != Kind::kDict) fail_io(path, "the pickled object is not a dict");
     PyRef source = root;
-    *a1111 = false;
     if (PyRef p = root->get("string_to_param")) {
       if (p->kind == Kind::kObject)
-        fail_io(path_, "string_to_param is a pickled '" + p->s +
-                           "' (torch 1.11-era files): re-save it with a current A1111 or as .safetensors");
-      if (p->kind != Kind::kDict) fail_io(path_, "string_to_param is not a dict");
+        fail_io(path, "string_to_param is a pickled '" + p->s +
+                          "' (torch 1.11-era files): re-save it with a current A1111 or as .safetensors");
+      if (p->kind != Kind::kDict) fail_io(path, "string_to_param is not a dict");
       source = p;
       *a1111 = true;
     }
@@ -89,126 +60,9 @@ class TorchEmbeddingReader {
       if (v->kind != Kind::kTensor) continue;
       out[k->is_str() ? k->s : "#" + std::to_string(i)] = v->tensor;
     }
-    return out;
-  }
-
- private:
-  [[noreturn]] void fail(const std::string& what, size_t at) const {
-    fail_io(path_, what + " (pickle byte " + std::to_string(at) + ")");
-  }
-
-  PyRef persistent_load(Unpickler& up, const PyRef& pid, size_t at) {
-    // ('storage', torch.XStorage, key, location, numel)
-    if (pid->kind != Kind::kTuple || pid->items.size() < 5 || !pid->items[0]->is_str() ||
-        pid->items[0]->s != "storage" || pid->items[1]->kind != Kind::kGlobal || !pid->items[2]->is_str() ||
-        !pid->items[4]->is_int() || pid->items[4]->i < 0)
-      fail("malformed storage persistent id", at);
-    auto ref = std::make_shared<StorageRef>();
-    ref->key = pid->items[2]->s;
-    ref->type = find_torch_storage_type(pid->items[1]->s);
-    if (!ref->type) fail("storage '" + ref->key + "' has unsupported type '" + pid->items[1]->s + "'", at);
-    ref->numel = static_cast<uint64_t>(pid->items[4]->i);
-    PyRef v = up.make(Kind::kObject);
-    v->s = "<storage>";
-    v->payload = ref;
-    return v;
-  }
-
-  // A storage's elements as f32, read once per key.
-  const std::vector<float>& storage(const StorageRef& ref, size_t at) {
-    auto it = storages_.find(ref.key);
-    if (it != storages_.end()) return it->second;
-    const std::string entry_name = prefix_ + "data/" + ref.key;
-    const ZipEntry* entry = zip_.find(entry_name);
-    if (!entry) fail("storage '" + ref.key + "' has no archive entry '" + entry_name + "'", at);
-    const ZipBytes bytes = zip_.read(*entry);
-    if (ref.numel > (1u << 26) || ref.numel * ref.type->stored_size > bytes.size)
-      fail("storage '" + ref.key + "' declares " + std::to_string(ref.numel) + " elements but entry '" + entry_name +
-               "' holds " + std::to_string(bytes.size) + " bytes",
-           at);
-    const Tensor t = convert_stored(bytes.data, Shape{static_cast<int64_t>(ref.numel)}, *ref.type);
-    if (!is_floating(t.dtype())) fail("storage '" + ref.key + "' does not hold floating-point values", at);
-    return storages_.emplace(ref.key, t.to(DType::kF32).to_f32_vector()).first->second;
-  }
-
-  // torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, ...)
-  PyRef rebuild_tensor(Unpickler& up, const std::vector<PyRef>& args, size_t at) {
-    if (args.size() < 4 || args[0]->kind != Kind::kObject || !args[0]->payload || !args[1]->is_int() ||
-        !args[2]->is_sequence() || !args[3]->is_sequence() || args[2]->items.size() != args[3]->items.size())
-      fail("_rebuild_tensor_v2 expects (storage, offset, size, stride, ...)", at);
-    const StorageRef& ref = *std::static_pointer_cast<StorageRef>(args[0]->payload);
-    const std::vector<float>& data = storage(ref, at);
-    const int64_t offset = args[1]->i;
-    Shape shape;
-    std::vector<int64_t> stride;
-    int64_t numel = 1, last = offset;
-    bool bad = offset < 0 || args[2]->items.size() > 4;
-    for (size_t i = 0; i < args[2]->items.size() && !bad; ++i) {
-      const PyRef& s = args[2]->items[i];
-      const PyRef& st = args[3]->items[i];
-      bad = !s->is_int() || !st->is_int() || s->i < 0 || st->i < 0 || s->i > (1 << 24) || st->i > (1 << 26);
-      if (bad) break;
-      shape.push_back(s->i);
-      stride.push_back(st->i);
-      numel *= s->i;
-      if (s->i > 0) last += (s->i - 1) * st->i;
-    }
-    if (bad || numel > (1 << 26)) fail("a tensor has an invalid size or stride", at);
-    if (numel > 0 && last >= static_cast<int64_t>(data.size()))
-      fail("a tensor reaches element " + std::to_string(last) + " of storage '" + ref.key + "', which holds " +
-               std::to_string(data.size()),
-           at);
-    // Gather with the strides (row-major order).
-    std::vector<float> values(static_cast<size_t>(numel));
-    std::vector<int64_t> index(shape.size(), 0);
-    for (int64_t n = 0; n < numel; ++n) {
-      int64_t src = offset;
-      for (size_t d = 0; d < shape.size(); ++d) src += index[d] * stride[d];
-      values[static_cast<size_t>(n)] = data[static_cast<size_t>(src)];
-      for (size_t d = shape.size(); d-- > 0;) {
-        if (++index[d] < shape[d]) break;
-        index[d] = 0;
-      }
-    }
-    PyRef v = up.make(Kind::kTensor);
-    v->tensor = Tensor::from_vector(values, shape);
-    return v;
-  }
-
-  void allow_calls(Unpickler& up) {
-    auto rebuild = [this, &up](const std::vector<PyRef>& a, size_t at) { return rebuild_tensor(up, a, at); };
-    up.allow("torch._utils._rebuild_tensor_v2", rebuild);
-    up.allow("torch._utils._rebuild_tensor", rebuild);
-    auto parameter = [this](const std::vector<PyRef>& a, size_t at) {  // (data, requires_grad, hooks[, state])
-      if (a.empty() || a[0]->kind != Kind::kTensor) fail("_rebuild_parameter expects a tensor", at);
-      return a[0];
-    };
-    up.allow("torch._utils._rebuild_parameter", parameter);
-    up.allow("torch._utils._rebuild_parameter_with_state", parameter);
-    up.allow("collections.OrderedDict", [this, &up](const std::vector<PyRef>& a, size_t at) {
-      PyRef d = up.make(Kind::kDict);
-      if (!a.empty() && a[0]->is_sequence()) {  // OrderedDict([(k, v), ...])
-        for (const PyRef& kv : a[0]->items) {
-          if (kv->kind != Kind::kTuple || kv->items.size() != 2) fail("OrderedDict item is not a pair", at);
-          d->items.push_back(kv->items[0]);
-          d->values.push_back(kv->items[1]);
-        }
-      }
-      return d;
-    });
-    // Seen in older A1111 files: an inert object, reported by read().
-    up.allow("torch.nn.modules.container.ParameterDict", [&up](const std::vector<PyRef>& a, size_t) {
-      PyRef o = up.make(Kind::kObject);
-      o->s = "torch.nn.modules.container.ParameterDict";
-      return o;
-    });
-  }
-
-  std::string path_;
-  ZipReader zip_;
-  std::string prefix_;
-  std::map<std::string, std::vector<float>> storages_;
-};
+  });
+  return out;
+}
 
 // ---- the vectors, whatever the container ------------------------------------
 
@@ -273,8 +127,7 @@ TextualInversionFile read_embedding_file(const std::string& path) {
       if (!ZipReader::has_zip_magic(file->data(), file->size()))
         fail_io(path, "is not a torch.save zip archive (files of torch before 1.6 are not supported)");
       bool a1111 = false;
-      TorchEmbeddingReader reader(file->data(), file->size(), path);
-      const TensorMap tensors = reader.read(&a1111);
+      const TensorMap tensors = read_torch_embedding(file, path, &a1111);
       f.vectors = interpret(path, tensors, a1111);
     } else {
       throw_error(ErrorCode::kUnsupported, label(path) + ": '" + ext +

@@ -11,6 +11,7 @@
 // AUTOMATIC1111 modules/safe.py:RestrictedUnpickler); nothing is executed.
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "core/error.h"
 #include "io/checkpoint.h"
@@ -63,7 +64,10 @@ class TorchLoader {
   TorchLoader(uint8_t* data, size_t size, std::shared_ptr<void> owner, const std::string& name)
       : name_(name), owner_(std::move(owner)), zip_(data, size, name) {}
 
-  Checkpoint load() {
+  // Calls fn with the pickled object, its tensors rebuilt (views of the file
+  // where the stored type allows), while the unpickler that owns its nodes
+  // is alive (~Unpickler breaks the tree up).
+  void load_object(const std::function<void(const PyRef&)>& fn) {
     const ZipEntry* pkl = find_data_pkl();
     prefix_ = pkl->name.substr(0, pkl->name.size() - std::strlen("data.pkl"));
     if (const ZipEntry* bo = zip_.find(prefix_ + "byteorder")) {
@@ -76,8 +80,18 @@ class TorchLoader {
     Unpickler up(pickle.data, pickle.size, name_);
     register_callables(up);
     up.set_persistent_load([&](const PyRef& pid, size_t at) { return persistent_load(up, pid, at); });
-    PyRef root = up.load();
+    fn(up.load());
+  }
 
+  // The object's state dict as a checkpoint.
+  Checkpoint load() {
+    Checkpoint ck;
+    load_object([&](const PyRef& root) { ck = state_dict(root); });
+    return ck;
+  }
+
+ private:
+  Checkpoint state_dict(const PyRef& root) const {
     PyRef dict = root;
     if (PyRef sd = root->get("state_dict"); sd && sd->kind == Kind::kDict) dict = sd;  // Lightning
     // BasicSR / Real-ESRGAN releases: {"params_ema": state dict} or {"params": ...};
@@ -97,7 +111,6 @@ class TorchLoader {
     return ck;
   }
 
- private:
   static std::string kind_label(const PyRef& v) {
     return v->kind == Kind::kObject || v->kind == Kind::kGlobal ? "'" + v->s + "'" : "value of another kind";
   }
@@ -279,14 +292,29 @@ class TorchLoader {
 
 }  // namespace
 
-Checkpoint parse_torch_checkpoint(uint8_t* data, size_t size, std::shared_ptr<void> owner, const std::string& name) {
+namespace {
+
+void check_torch_zip(const uint8_t* data, size_t size, const std::string& name) {
   if (is_legacy_torch(data, size))
     throw_error(ErrorCode::kUnsupported, name + ": legacy (pre-1.6, non-zip) torch.save format is not supported; "
                                                 "convert it to safetensors");
   if (!ZipReader::has_zip_magic(data, size))
     throw_error(ErrorCode::kIo, name + ": not a PyTorch checkpoint (no zip signature at byte 0)");
+}
+
+}  // namespace
+
+Checkpoint parse_torch_checkpoint(uint8_t* data, size_t size, std::shared_ptr<void> owner, const std::string& name) {
+  check_torch_zip(data, size, name);
   TorchLoader loader(data, size, std::move(owner), name);
   return loader.load();
+}
+
+void visit_torch_object(uint8_t* data, size_t size, std::shared_ptr<void> owner, const std::string& name,
+                        const std::function<void(const PyRef&)>& fn) {
+  check_torch_zip(data, size, name);
+  TorchLoader loader(data, size, std::move(owner), name);
+  loader.load_object(fn);
 }
 
 }  // namespace diffuse

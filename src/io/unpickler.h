@@ -78,4 +78,12 @@ class Unpickler {
   std::vector<PyRef> arena_;  // every node created, for iterative teardown
 };
 
+// A torch.save zip (io/torch_checkpoint.cpp, the same allow-list and
+// checks as load_torch_checkpoint): calls fn with the whole pickled object,
+// its tensors rebuilt, for files whose tensors are not a flat state dict
+// (A1111 embeddings). The tree lives only during the call: keep the Tensors,
+// not the nodes. Tensors may view `data`, which `owner` keeps alive.
+void visit_torch_object(uint8_t* data, size_t size, std::shared_ptr<void> owner, const std::string& name,
+                        const std::function<void(const PyRef&)>& fn);
+
 }  // namespace diffuse
