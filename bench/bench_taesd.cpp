@@ -3,14 +3,18 @@
 // not depend on values) against the cheap latent -> RGB approximation, for
 // 512x512 (64x64 latents) and 1024x1024 (128x128) images.
 //   bench_taesd --benchmark_filter='Taesd'
+//   bench_taesd --device cuda       (the decoder on the GPU, as a CUDA generation previews)
 // Arg: the image side. BM_TaesdDecode is the network alone; BM_TaesdPreview
 // what a job pays per preview (decode, RGB bytes, PNG encode); BM_CheapPreview
 // the same for the approximation.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 #include <memory>
 
+#include "core/ops.h"
 #include "io/png.h"
 #include "models/taesd.h"
 #include "pipeline/live_preview.h"
@@ -20,10 +24,12 @@ using namespace diffuse;
 
 namespace {
 
+Device g_device = Device::kCPU;
+
 const TaesdDecoder& decoder() {
   static const std::unique_ptr<TaesdDecoder> dec = [] {
     const TaesdConfig cfg = TaesdConfig::taesd();
-    return std::make_unique<TaesdDecoder>(cfg, TaesdDecoder::random_weights(cfg, 1236));
+    return std::make_unique<TaesdDecoder>(cfg, TaesdDecoder::random_weights(cfg, 1236), DType::kF32, g_device);
   }();
   return *dec;
 }
@@ -35,7 +41,7 @@ Tensor latent(int64_t n) {
     for (int64_t y = 0; y < n; ++y)
       for (int64_t x = 0; x < n; ++x)
         v[(c * n + y) * n + x] = static_cast<float>(std::sin(0.1 * x + c) + std::cos(0.07 * y - c));
-  return Tensor::from_vector(v, {1, 4, n, n});
+  return Tensor::from_vector(v, {1, 4, n, n}).to(g_device);
 }
 
 // Multiply-adds x 2 of the decoder's convolutions for an n x n latent (the
@@ -58,6 +64,7 @@ void BM_TaesdDecode(benchmark::State& state) {
   const Tensor z = latent(state.range(0) / 8);
   for (auto _ : state) {
     const Tensor img = decoder().decode(z);
+    backend_for(g_device).synchronize();
     benchmark::DoNotOptimize(img.raw_data());
   }
   const double flops = decode_flops(decoder().config(), state.range(0) / 8);
@@ -91,4 +98,20 @@ void BM_CheapPreview(benchmark::State& state) {
 BENCHMARK(BM_TaesdDecode)->ArgName("side")->Arg(512)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TaesdPreview)->ArgName("side")->Arg(512)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_CheapPreview)->ArgName("side")->Arg(512)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_MAIN();
+
+// --device cpu|cuda (before Google Benchmark's own flags).
+int main(int argc, char** argv) {
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+      g_device = std::strcmp(argv[++i], "cuda") == 0 ? Device::kCUDA : Device::kCPU;
+      continue;
+    }
+    rest.push_back(argv[i]);
+  }
+  int n = static_cast<int>(rest.size());
+  benchmark::Initialize(&n, rest.data());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

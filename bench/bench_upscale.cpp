@@ -14,6 +14,8 @@
 #include <sys/resource.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 #include <memory>
 
 #include "models/rrdbnet.h"
@@ -23,12 +25,15 @@ using namespace diffuse;
 
 namespace {
 
+Device g_device = Device::kCPU;
+
 const rrdbnet::Model& x4plus() {
   static const std::unique_ptr<rrdbnet::Model> m = [] {
     rrdbnet::Detected d;
     d.config = rrdbnet::Config::realesrgan_x4plus();
     d.weights = random_weights(rrdbnet::expected_tensors(d.config), 4242, DType::kF32);
-    return std::make_unique<rrdbnet::Model>(d, DType::kF32, Device::kCPU);
+    // fp16 on the GPU, as the upscaler library places it there
+    return std::make_unique<rrdbnet::Model>(d, g_device == Device::kCPU ? DType::kF32 : DType::kF16, g_device);
   }();
   return *m;
 }
@@ -102,10 +107,27 @@ BENCHMARK(BM_Upscale)
     ->Args({256, 0})
     ->Args({256, 192})
     ->Args({256, 128})
+    ->Args({512, 192})    // GPU sizes: a 2048 / 4096 output (on the CPU, minutes)
+    ->Args({1024, 192})
     ->Iterations(1)
     ->Unit(benchmark::kSecond)
     ->UseRealTime();
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// --device cpu|cuda (before Google Benchmark's own flags).
+int main(int argc, char** argv) {
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+      g_device = std::strcmp(argv[++i], "cuda") == 0 ? Device::kCUDA : Device::kCPU;
+      continue;
+    }
+    rest.push_back(argv[i]);
+  }
+  int n = static_cast<int>(rest.size());
+  benchmark::Initialize(&n, rest.data());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

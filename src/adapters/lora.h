@@ -206,6 +206,13 @@ struct LoraReport {
   std::vector<std::string> unknown;    // tensors of no known format
 };
 
+// `base` in the narrowest dtype that holds it exactly: an f32 CPU tensor whose
+// values are all fp16 (or bf16) values comes back as fp16 (bf16), at half the
+// memory; anything else as it is. How LoraMerger keeps the originals of the
+// weights it patches: f32 weights read from a 16-bit checkpoint (the CPU's f32
+// pipeline of an fp16 file) restore bit for bit from a 16-bit copy.
+Tensor compact_exact(const Tensor& base);
+
 // The merged LoRA set of one model. Not thread-safe: the pipeline guards it
 // with a shared mutex (generate() holds it shared while it runs with the set).
 class LoraMerger {
@@ -228,6 +235,8 @@ class LoraMerger {
   std::string infotext_hashes() const;
   // Weights currently differing from the base (component/name), for tests and logs.
   size_t patched_weights() const { return originals_.size(); }
+  // Bytes the kept originals take (compact_exact: a 16-bit checkpoint's f32 weights keep 16-bit originals).
+  size_t kept_bytes() const;
 
  private:
   void restore_all(const LoraModel& model);

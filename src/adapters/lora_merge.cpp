@@ -10,6 +10,7 @@
 #include <cfloat>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
@@ -140,6 +141,17 @@ LoraSetKey lora_set_key(const std::vector<LoraUse>& uses) {
 
 // ---- the merger --------------------------------------------------------------------
 
+Tensor compact_exact(const Tensor& base) {
+  if (base.dtype() != DType::kF32 || base.device() != Device::kCPU) return base;
+  const Tensor wide = base.contiguous();
+  const size_t bytes = static_cast<size_t>(wide.numel()) * sizeof(float);
+  for (DType narrow : {DType::kF16, DType::kBF16}) {
+    const Tensor n = wide.to(narrow);
+    if (std::memcmp(n.to(DType::kF32).contiguous().raw_data(), wide.raw_data(), bytes) == 0) return n;
+  }
+  return base;
+}
+
 namespace {
 
 const WeightTable& table_of(const LoraModel& model, const std::string& component) {
@@ -234,7 +246,7 @@ void LoraMerger::apply(const LoraModel& model, const std::vector<LoraUse>& uses,
         if (auto ds = c.module->parts.find("dora_scale"); ds != c.module->parts.end()) d = dora_delta(base32, d, ds->second);
         acc = axpby(acc, 1.0f, d, c.weight);
       }
-      originals_.emplace(k, base);
+      originals_.emplace(k, kept != originals_.end() ? base : compact_exact(base));
       replace(model, k.first, k.second, acc.to(table.dtype()));
     }
   } catch (...) {
@@ -245,6 +257,12 @@ void LoraMerger::apply(const LoraModel& model, const std::vector<LoraUse>& uses,
   }
   key_ = key;
   reports_ = std::move(reports);
+}
+
+size_t LoraMerger::kept_bytes() const {
+  size_t n = 0;
+  for (const auto& [k, t] : originals_) n += static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+  return n;
 }
 
 std::vector<std::string> LoraMerger::warnings() const {

@@ -399,7 +399,7 @@ int run_bench(BenchOptions o) {
                     {"unet_evals", refined->unet_evals}, {"load_s", refined->load_s},
                     {"text_encode_ms", refined->text_ms}, {"denoise_ms", refined->denoise_ms},
                     {"vae_decode_ms", refined->decode_ms}, {"whole_image_s", refined->total_s},
-                    {"peak_device_gib", refined->peak_device_gib}};
+                    {"peak_device_gib", refined->peak_device_gib}, {"park_s", refined->park_s}};
   }
   if (hires) {
     j["hires"] = {{"hires", o.hires.hires}, {"upscaler", o.hires.upscaler}, {"denoise", o.hires.denoise},
@@ -458,6 +458,7 @@ int run_bench(BenchOptions o) {
     std::printf("%-28s %14.1f\n%-28s %14.1f\n%-28s %14.2f\n", "  denoise, both models (ms)", refined->denoise_ms,
                 "  VAE decode (ms)", refined->decode_ms, "  whole image (s)", refined->total_s);
     if (refined->peak_device_gib > 0) std::printf("%-28s %14.2f\n", "  peak device memory (GiB)", refined->peak_device_gib);
+    if (refined->park_s > 0) std::printf("%-28s %14.2f\n", "  models taking turns (s)", refined->park_s);
   }
   if (hires) {
     std::printf("hires fix %s (%s, denoise %.2f): %dx%d -> %dx%d, %d steps in all\n", o.hires.hires.c_str(),

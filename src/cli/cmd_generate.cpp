@@ -236,7 +236,7 @@ int run_generate(const GenerateOptions& o) {
   for (const std::string& w : info.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::fprintf(stderr, "model: %s (%s, %s, [%s]) loaded in %.2fs\n", info.name.c_str(), family_name(info.family),
                prediction_name(info.prediction), info.short_hash.c_str(), load_s);
-  load_refiner(o.refiner, load, p);  // --refiner: the second model, beside the first
+  load_refiner(o.refiner, *pipe, load, p);  // --refiner: the second model, beside the first
 
   ProgressBar bar("sampling");
   GenerationResult r = pipe->generate(p, [&](const StepProgress& s) {

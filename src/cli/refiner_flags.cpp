@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include "cli/cli.h"
 #include "core/error.h"
@@ -43,20 +44,39 @@ void apply_refiner_flags(const RefinerFlags& f, GenerationParams& p) {
   }
 }
 
-void load_refiner(const RefinerFlags& f, const LoadOptions& base_load, GenerationParams& p) {
+namespace {
+
+// The refiner from `load`, beside the base, or with the base moved to host
+// memory when both do not fit on the device.
+std::shared_ptr<Pipeline> load_beside(Pipeline& base, Device device, const std::function<Pipeline*()>& load) {
+  try {
+    return std::shared_ptr<Pipeline>(load());
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kOutOfMemory || device == Device::kCPU) throw;
+  }
+  const size_t freed = base.park_weights();
+  std::fprintf(stderr, "refiner: no room beside the base on %s: its %.1f GiB of weights moved to host memory; the "
+               "two models take turns on the device\n", device_name(device), freed / (1024.0 * 1024.0 * 1024.0));
+  return std::shared_ptr<Pipeline>(load());
+}
+
+}  // namespace
+
+void load_refiner(const RefinerFlags& f, Pipeline& base, const LoadOptions& base_load, GenerationParams& p) {
   if (f.refiner.empty()) return;
   const std::string path = resolve_model(f.refiner);
   LoadOptions o;  // its own configs: only where the base runs is shared
   o.device = base_load.device;
   o.precision = base_load.precision;
   const auto t0 = std::chrono::steady_clock::now();
-  p.refiner.model = std::shared_ptr<Pipeline>(Pipeline::load(path, o));
+  p.refiner.model = load_beside(base, o.device, [&] { return Pipeline::load(path, o).release(); });
   const ModelInfo& info = p.refiner.model->info();
   for (const std::string& w : info.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-  std::fprintf(stderr, "refiner: %s (%s%s, [%s]) loaded in %.2fs, both models kept on %s; switch at %g\n",
-               info.name.c_str(), family_name(info.family), info.refiner ? " refiner" : "", info.short_hash.c_str(),
+  std::fprintf(stderr, "refiner: %s (%s%s, [%s]) loaded in %.2fs on %s%s; switch at %g\n", info.name.c_str(),
+               family_name(info.family), info.refiner ? " refiner" : "", info.short_hash.c_str(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
-               device_name(base_load.device), p.refiner.switch_at);
+               device_name(base_load.device), base.weights_parked() ? "" : ", both models kept there",
+               p.refiner.switch_at);
 }
 
 }  // namespace diffuse::cli
@@ -69,9 +89,9 @@ RefinerBenchStats run_refiner_bench(Pipeline& base, const RefinerFlags& f, const
   apply_refiner_flags(f, p);
   const auto t0 = std::chrono::steady_clock::now();
   if (f.refiner == "random") {  // the published refiner's architecture, random weights
-    p.refiner.model = std::shared_ptr<Pipeline>(Pipeline::random("sdxl-refiner", load));
+    p.refiner.model = load_beside(base, load.device, [&] { return Pipeline::random("sdxl-refiner", load).release(); });
   } else {
-    load_refiner(f, load, p);
+    load_refiner(f, base, load, p);
   }
   st.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   st.refiner = p.refiner.model->info().name;
@@ -98,6 +118,7 @@ RefinerBenchStats run_refiner_bench(Pipeline& base, const RefinerFlags& f, const
   st.denoise_ms = r.timings.denoise_s * 1e3;
   st.decode_ms = r.timings.vae_decode_s * 1e3;
   st.total_s = r.timings.total_s;
+  st.park_s = r.timings.park_s;
   return st;
 }
 

@@ -24,7 +24,9 @@ void add_refiner_flags(CLI::App* c, RefinerFlags& f);
 void apply_refiner_flags(const RefinerFlags& f, GenerationParams& p);
 // Loads --refiner beside the base (same device and precision; the user is
 // told on stderr) into p.refiner.model; nothing without --refiner.
-void load_refiner(const RefinerFlags& f, const LoadOptions& base_load, GenerationParams& p);
+// Loads --refiner beside `base`; when it does not fit there, with the base's
+// weights moved to host memory (they take turns per pass: docs/refiner.md).
+void load_refiner(const RefinerFlags& f, Pipeline& base, const LoadOptions& base_load, GenerationParams& p);
 
 }  // namespace diffuse::cli
 
@@ -38,6 +40,7 @@ struct RefinerBenchStats {
   int steps = 0, unet_evals = 0;  // over both passes
   double load_s = 0, text_ms = 0, denoise_ms = 0, decode_ms = 0, total_s = 0;
   double peak_device_gib = 0;    // CUDA: the allocator's high-water mark over the call (0 on the CPU)
+  double park_s = 0;             // moving weights between host and device when both do not fit (0 when they do)
 };
 RefinerBenchStats run_refiner_bench(Pipeline& base, const RefinerFlags& f, const LoadOptions& load,
                                     GenerationParams p);

@@ -69,6 +69,7 @@ RuntimeOptions RuntimeOptions::from_env() {
   o.cuda_layout = choice("DIFFUSE_CUDA_LAYOUT", o.cuda_layout, {"nhwc", "nchw"});
   o.cuda_conv = choice("DIFFUSE_CUDA_CONV", o.cuda_conv, {"auto", "gemm"});
   o.cuda_tf32 = flag("DIFFUSE_CUDA_TF32", o.cuda_tf32);
+  o.cuda_memory_limit_mb = integer("DIFFUSE_CUDA_MEMORY_LIMIT_MB", o.cuda_memory_limit_mb, 0, 1 << 24);
   o.cuda_attn_single_buffer = flag("DIFFUSE_CUDA_ATTN_SINGLE_BUFFER", o.cuda_attn_single_buffer);
   o.profile = flag("DIFFUSE_PROFILE", o.profile);
   o.conv_cache = choice("DIFFUSE_CONV_CACHE", o.conv_cache, {"0", "f32", "all"});
@@ -113,6 +114,9 @@ const std::vector<RuntimeOptionInfo>& runtime_option_table() {
       {"DIFFUSE_CUDA_CONV", "auto | gemm", "auto", "CUDA convolutions: cuDNN with a GEMM fallback, or im2col + GEMM only."},
       {"DIFFUSE_CUDA_TF32", "1 | 0", "1",
        "TF32 convolutions for the f32 VAE inside an fp16 pipeline, as PyTorch's default (0: exact f32)."},
+      {"DIFFUSE_CUDA_MEMORY_LIMIT_MB", "integer", "0",
+       "Most MiB of GPU memory diffuse reserves per device (0: all there is): share a GPU, or see what a smaller "
+       "card would do (models that do not fit beside each other take turns: docs/refiner.md)."},
       {"DIFFUSE_CUDA_ATTN_SINGLE_BUFFER", "1 | 0", "0", "Flash attention without cp.async double buffering (A/B runs)."},
       {"DIFFUSE_PROFILE", "1 | 0", "0", "CPU backend: print a per-op time table at exit."},
       {"DIFFUSE_CONV_CACHE", "0 | f32 | all", "f32",

@@ -21,6 +21,7 @@ struct RuntimeOptions {
   std::string cuda_layout = "nhwc";      // DIFFUSE_CUDA_LAYOUT: nhwc | nchw (f16/bf16 activations)
   std::string cuda_conv = "auto";        // DIFFUSE_CUDA_CONV: auto (cuDNN, GEMM fallback) | gemm
   bool cuda_tf32 = true;                 // DIFFUSE_CUDA_TF32=0: exact f32 for the upcast VAE too
+  int cuda_memory_limit_mb = 0;          // DIFFUSE_CUDA_MEMORY_LIMIT_MB: cap on device memory reserved (0: none)
   bool cuda_attn_single_buffer = false;  // DIFFUSE_CUDA_ATTN_SINGLE_BUFFER=1: A/B runs of flash attention
   // CPU backend
   bool profile = false;                  // DIFFUSE_PROFILE=1: per-op time table at exit

@@ -137,6 +137,16 @@ void ClipTextModel::bind() {
   visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) { slot = weights_.get(name); });
 }
 
+void ClipTextModel::park() {
+  weights_.park();
+  bind();  // the slots drop their views of the device allocation
+}
+
+void ClipTextModel::unpark() {
+  weights_.unpark();
+  bind();
+}
+
 void ClipTextModel::replace_weight(const std::string& name, const Tensor& value) {
   weights_.replace(name, value);
   bind();

@@ -284,6 +284,16 @@ void UNet::bind() {
   conv_out_w_ = b.get("conv_out.weight"), conv_out_b_ = b.get("conv_out.bias");
 }
 
+void UNet::park() {
+  weights_.park();
+  bind();  // the slots drop their views of the device allocation
+}
+
+void UNet::unpark() {
+  weights_.unpark();
+  bind();
+}
+
 void UNet::replace_weight(const std::string& name, const Tensor& value) {
   weights_.replace(name, value);
   bind();  // q/k/v no longer adjacent fall back to separate GEMMs (Binder::stacked_rows)

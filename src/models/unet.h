@@ -134,6 +134,9 @@ class UNet {
   // how adapters such as LoRA patch the model.
   const WeightTable& weights() const { return weights_; }
   void replace_weight(const std::string& name, const Tensor& value);
+  // Weights to host memory and back (WeightTable::park): the model must not run while parked.
+  void park();
+  void unpark();
 
   // Random weights for benchmarks and tests (models/weights.h random_weights:
   // std 0.02, norm scales 1 +- 0.02), on the CPU in `dtype`.

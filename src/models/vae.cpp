@@ -236,6 +236,17 @@ void Vae::bind() {
   visit_tensors(config_, w_, [&](const std::string& name, const Shape&, Tensor& slot) { slot = weights_.get(name); });
 }
 
+void Vae::park() {
+  weights_.park();
+  bind();  // the slots drop their views of the device allocation
+}
+
+void Vae::unpark() {
+  AllowTf32 scope(tf32_);  // the layout the first placement chose
+  weights_.unpark();
+  bind();
+}
+
 void Vae::replace_weight(const std::string& name, const Tensor& value) {
   AllowTf32 scope(tf32_);  // placed in the layout the other weights have
   weights_.replace(name, value);

@@ -124,6 +124,9 @@ class Vae {
   // The placed weights by name, and one replaced (then bound again).
   const WeightTable& weights() const { return weights_; }
   void replace_weight(const std::string& name, const Tensor& value);
+  // Weights to host memory and back (WeightTable::park): the model must not run while parked.
+  void park();
+  void unpark();
 
   // Deterministic pseudo-random weights (benchmarks, tests; models/weights.h random_weights).
   static TensorMap random_weights(const VaeConfig& config, uint64_t seed, DType dtype = DType::kF32);

@@ -116,6 +116,27 @@ void WeightTable::replace(const std::string& name, const Tensor& value) {
 
 void WeightTable::place_again() { tensors_ = place_weights(tensors_, dtype_, device_); }
 
+void WeightTable::park() {
+  if (parked_ || device_ == Device::kCPU) return;
+  std::vector<Tensor> host;
+  host.reserve(tensors_.size());
+  for (const Tensor& t : tensors_) host.push_back(t.to(Device::kCPU).contiguous());
+  tensors_ = std::move(host);  // the device allocation goes with the last view of it
+  parked_ = true;
+}
+
+void WeightTable::unpark() {
+  if (!parked_) return;
+  tensors_ = place_weights(tensors_, dtype_, device_);
+  parked_ = false;
+}
+
+size_t WeightTable::bytes() const {
+  size_t n = 0;
+  for (const Tensor& t : tensors_) n += static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+  return n;
+}
+
 // ---- random init ----------------------------------------------------------------
 
 TensorMap random_weights(const WeightSpecs& specs, uint64_t seed, DType dtype) {

@@ -62,6 +62,16 @@ class WeightTable {
   // Places every weight again from its current values (e.g. after the backend's
   // preferred layout changed).
   void place_again();
+  // Gives the device memory up: every weight becomes an exact host copy (its
+  // placed dtype, contiguous) until unpark() places them on the device again,
+  // as one allocation like the first time. For a model that makes room for
+  // another between passes (pipeline/refiner.cpp). No-op for CPU weights.
+  // unpark() throws what the placement throws (kOutOfMemory) and then leaves
+  // the table parked, unchanged.
+  void park();
+  void unpark();
+  bool parked() const { return parked_; }
+  size_t bytes() const;  // the weights' size in their dtype
 
   const WeightSpecs& specs() const { return specs_; }
   const std::string& model() const { return model_; }
@@ -77,6 +87,7 @@ class WeightTable {
   std::vector<Tensor> tensors_;
   DType dtype_ = DType::kF32;
   Device device_ = Device::kCPU;
+  bool parked_ = false;
 };
 
 // Deterministic pseudo-random weights for every spec, never zeros: values

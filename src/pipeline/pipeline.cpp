@@ -393,6 +393,51 @@ std::unique_ptr<Pipeline> Pipeline::random(const std::string& arch, const LoadOp
 
 const ModelInfo& Pipeline::info() const { return impl_->info; }
 
+size_t Pipeline::Impl::park() {
+  if (parked || device == Device::kCPU) return 0;
+  size_t bytes = unet->weights().bytes() + vae->weights().bytes();
+  unet->park();
+  vae->park();
+  for (TextEncoderSlot& e : encoders) {
+    bytes += e.model->weights().bytes();
+    e.model->park();
+  }
+  parked = true;
+  return bytes;
+}
+
+void Pipeline::Impl::unpark() {
+  if (!parked) return;
+  // Each model is whole or parked at any time: an out-of-memory part way
+  // through parks the ones already back again and leaves the pipeline parked.
+  try {
+    for (TextEncoderSlot& e : encoders) e.model->unpark();
+    unet->unpark();
+    vae->unpark();
+  } catch (...) {
+    for (TextEncoderSlot& e : encoders) e.model->park();
+    unet->park();
+    vae->park();
+    throw;
+  }
+  parked = false;
+}
+
+size_t Pipeline::park_weights() {
+  std::unique_lock<std::shared_mutex> exclusive(impl_->adapters_mutex);
+  return impl_->park();
+}
+
+void Pipeline::unpark_weights() {
+  std::unique_lock<std::shared_mutex> exclusive(impl_->adapters_mutex);
+  impl_->unpark();
+}
+
+bool Pipeline::weights_parked() const {
+  std::shared_lock<std::shared_mutex> shared(impl_->adapters_mutex);
+  return impl_->parked;
+}
+
 namespace {
 
 // The UNet and text encoders as a LoRA patches them (adapters/lora.h), each
@@ -426,15 +471,18 @@ LoraHold hold_lora_set(Pipeline::Impl& m, const std::vector<LoraRef>& refs) {
   auto merge = [&] {
     if (!(m.loras.merged() == key)) m.loras.apply(lora_model(m), uses, key);
   };
+  // A parked model (Pipeline::park_weights) comes back to the device first.
   for (int attempt = 0; attempt < 3; ++attempt) {
     {
       std::shared_lock<std::shared_mutex> shared(m.adapters_mutex);
-      if (m.loras.merged() == key) return {std::move(shared), {}};
+      if (m.loras.merged() == key && !m.parked) return {std::move(shared), {}};
     }
     std::unique_lock<std::shared_mutex> exclusive(m.adapters_mutex);
+    m.unpark();
     merge();
   }
   std::unique_lock<std::shared_mutex> exclusive(m.adapters_mutex);
+  m.unpark();
   merge();
   return {{}, std::move(exclusive)};
 }

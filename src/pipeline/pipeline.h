@@ -243,6 +243,7 @@ struct Image {
 struct Timings {
   double load_s = 0, text_encode_s = 0, vae_encode_s = 0, denoise_s = 0, vae_decode_s = 0, total_s = 0;
   double lora_s = 0;  // applying a changed LoRA set (merge, or restore the originals); ~0 when unchanged
+  double park_s = 0;  // moving base / refiner weights between host and device memory (refiner.cpp)
   int unet_evals = 0;
   // Host<->device transfers in the denoising loop, not counting what a
   // progress callback copied (previews): 0 by design.
@@ -256,6 +257,7 @@ struct Timings {
     denoise_s += o.denoise_s;
     vae_decode_s += o.vae_decode_s;
     lora_s += o.lora_s;
+    park_s += o.park_s;
     unet_evals += o.unet_evals;
     loop_transfers += o.loop_transfers;
   }
@@ -305,6 +307,16 @@ class Pipeline {
 
   const ModelInfo& info() const;
   GenerationResult generate(const GenerationParams& params, const ProgressCallback& progress = {});
+
+  // Device memory between passes (the SDXL refiner hand-off when base and
+  // refiner do not both fit; docs/refiner.md "Memory"): park_weights() moves
+  // every weight to host memory (exact copies) and returns the device bytes it
+  // gave up; unpark_weights() places them on the device again and throws
+  // Error(kOutOfMemory), still parked, when they do not fit. generate() unparks
+  // by itself. Both wait for running generate() calls; no-ops on the CPU.
+  size_t park_weights();
+  void unpark_weights();
+  bool weights_parked() const;
 
   // Cheap latent -> RGB approximation for live previews (a fixed linear map per family).
   static std::vector<uint8_t> preview_rgb(const Tensor& latents, int index, Family family, int* width, int* height);

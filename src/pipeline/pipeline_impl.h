@@ -51,6 +51,11 @@ struct Pipeline::Impl {
   // the same set share the merged weights.
   mutable std::shared_mutex adapters_mutex;
   LoraMerger loras;
+  // Pipeline::park_weights: the weights are in host memory (changed under
+  // adapters_mutex held exclusively, like the LoRA set).
+  bool parked = false;
+  size_t park();  // every model's WeightTable::park; the device bytes given up
+  void unpark();
 
   // GenerationParams::vae: the VAE read for it (kept while calls ask for the
   // same one) and the f32 copies of the overflow fallback (vae_override.h).

@@ -20,17 +20,52 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::shared_ptr<Pipeline> resolve_refiner(const Pipeline::Impl& base, const RefinerParams& r) {
+double gib(size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0); }
+
+// Memory (docs/refiner.md): both models stay on the device when they fit.
+// When one does not fit beside the other, the other's weights move to host
+// memory (Pipeline::park_weights) for the pass, and the call's warnings say so.
+struct Residency {
+  std::vector<std::string> moved;  // "name (x.x GiB)" per model moved out, in order
+  double seconds = 0;              // the copies' time
+
+  // Brings `need` onto the device, moving `other` out first if it must.
+  void make_room(Pipeline& need, Pipeline& other) {
+    const auto t0 = Clock::now();
+    try {
+      need.unpark_weights();
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kOutOfMemory || other.weights_parked()) throw;
+      const size_t freed = other.park_weights();
+      moved.push_back(other.info().name + " (" + infotext_number(std::round(gib(freed) * 10) / 10) + " GiB)");
+      need.unpark_weights();
+    }
+    seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+};
+
+std::shared_ptr<Pipeline> resolve_refiner(Pipeline& base, const Pipeline::Impl& base_impl, const RefinerParams& r,
+                                          Residency& residency) {
   if (r.model) return r.model;
   LoadOptions o;  // as the base runs
-  o.device = base.device;
-  o.precision = base.precision;
+  o.device = base_impl.device;
+  o.precision = base_impl.precision;
+  try {
+    return std::shared_ptr<Pipeline>(Pipeline::load(r.path, o));
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kOutOfMemory || base_impl.device == Device::kCPU) throw;
+  }
+  // No room beside the base: load it with the base's weights moved out.
+  const size_t freed = base.park_weights();
+  residency.moved.push_back(base_impl.info.name + " (" + infotext_number(std::round(gib(freed) * 10) / 10) +
+                            " GiB)");
   try {
     return std::shared_ptr<Pipeline>(Pipeline::load(r.path, o));
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kOutOfMemory) throw;
-    throw_error(ErrorCode::kOutOfMemory, "the refiner " + r.path + " does not fit in " + device_name(base.device) +
-                                             " memory beside the base model " + base.info.name + ": " + e.what());
+    throw_error(ErrorCode::kOutOfMemory, "the refiner " + r.path + " does not fit in " +
+                                             device_name(base_impl.device) + " memory even with the base model " +
+                                             base_impl.info.name + " moved to host memory: " + e.what());
   }
 }
 
@@ -77,7 +112,8 @@ GenerationResult generate_with_refiner(Pipeline& base, const Pipeline::Impl& bas
   DIFFUSE_CHECK_ARG(!base_impl.info.refiner, base_impl.info.name +
                                                  " is itself an SDXL refiner: the first pass needs a base model");
 
-  std::shared_ptr<Pipeline> refiner = resolve_refiner(base_impl, rp);
+  Residency residency;
+  std::shared_ptr<Pipeline> refiner = resolve_refiner(base, base_impl, rp, residency);
   const ModelInfo& ri = refiner->info();
   DIFFUSE_CHECK_ARG(ri.family == base_impl.info.family,
                     "the refiner " + ri.name + " is a " + family_name(ri.family) + " model and the base " +
@@ -118,6 +154,7 @@ GenerationResult generate_with_refiner(Pipeline& base, const Pipeline::Impl& bas
   GenerationParams p1 = shared;
   p1.denoising_end = rp.switch_at;
   p1.output_latents = true;
+  residency.make_room(base, *refiner);
   GenerationResult r1 = base.generate(p1, pass_progress(false));
   base_steps = r1.steps_run;
   if (r1.stopped_at_step > 0 || !r1.images.empty()) {  // stopped (decode_when_stopped), or an edit of strength 0
@@ -135,6 +172,7 @@ GenerationResult generate_with_refiner(Pipeline& base, const Pipeline::Impl& bas
   p2.init_latents = r1.final_latents;
   p2.denoising_start = rp.switch_at;
   p2.output_latents = params.output_latents;
+  residency.make_room(*refiner, base);
   GenerationResult r2 = refiner->generate(p2, pass_progress(true));
 
   // One result for the call.
@@ -144,6 +182,14 @@ GenerationResult generate_with_refiner(Pipeline& base, const Pipeline::Impl& bas
   out.steps_run = r1.steps_run + out.steps_run;
   if (out.stopped_at_step > 0) out.stopped_at_step += r1.steps_run;
   out.warnings.insert(out.warnings.begin(), r1.warnings.begin(), r1.warnings.end());
+  if (!residency.moved.empty()) {
+    std::string names;
+    for (const std::string& n : residency.moved) names += (names.empty() ? "" : ", ") + n;
+    out.warnings.push_back("the base model and the refiner do not both fit in " + std::string(device_name(base_impl.device)) +
+                           " memory: moved to host memory between the passes: " + names + " (" +
+                           infotext_number(std::round(residency.seconds * 100) / 100) + " s of copies)");
+  }
+  out.timings.park_s = residency.seconds;
   out.timings.add(r1.timings);
   out.timings.total_s = std::chrono::duration<double>(Clock::now() - t_start).count();
   return out;

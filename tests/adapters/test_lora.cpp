@@ -725,3 +725,52 @@ TEST(Lora, SetKeyFollowsFilesAndWeights) {
 
 }  // namespace
 }  // namespace diffuse
+
+namespace diffuse {
+namespace {
+
+// The originals a merge keeps take 16 bits a value when they hold exactly
+// (compact_exact): an f32 model read from an fp16 file restores bit for bit
+// from half the memory; values no 16-bit type holds stay f32.
+TEST(Lora, OriginalsKeptInSixteenBitsWhenExact) {
+  const Tensor halves = Tensor::from_vector({0.5f, -1.25f, std::ldexp(1.0f, -16), 65504.0f, 0.0f}, {5});
+  EXPECT_EQ(compact_exact(halves).dtype(), DType::kF16);
+  const Tensor bf16_only =  // beyond fp16's range, 8 significant bits
+      Tensor::from_vector({std::ldexp(1.0f, 100), -std::ldexp(1.5f, -100), 1.5f}, {3});
+  EXPECT_EQ(compact_exact(bf16_only).dtype(), DType::kBF16);
+  const Tensor wide = Tensor::from_vector({0.1f, 1.0f + 1.0e-7f}, {2});
+  EXPECT_EQ(compact_exact(wide).dtype(), DType::kF32);
+  for (const Tensor& t : {halves, bf16_only})
+    EXPECT_EQ(compact_exact(t).to(DType::kF32).to_f32_vector(), t.to_f32_vector());
+
+  DIFFUSE_REQUIRE_FIXTURES();
+  TinyModel m = load_tiny("sd1");
+  // The model as the f32 CPU pipeline holds an fp16 checkpoint: every value an fp16 value.
+  for (const std::string& component : {std::string("unet"), std::string("text_encoder")}) {
+    const WeightTable& t = m.table(component);
+    for (const auto& [name, shape] : t.specs()) {
+      const Tensor rounded = t.get(name).to(DType::kF16).to(DType::kF32);
+      if (component == "unet") m.unet->replace_weight(name, rounded);
+      else m.encoders[0].second->replace_weight(name, rounded);
+    }
+  }
+  const Snapshot base = snapshot(m);
+  LoraMerger merger;
+  merger.apply(m.view(), {{v2_file("sd1", "lora/lora_kohya.safetensors"), 1.0f, 1.0f}});
+  // Every patched weight changed (a random LoRA): its f32 bytes, against what is kept.
+  ASSERT_GT(merger.patched_weights(), 0u);
+  size_t patched_f32 = 0, changed = 0;
+  const Snapshot merged = snapshot(m);
+  for (const auto& [name, bytes] : merged) {
+    if (base.at(name) == bytes) continue;
+    patched_f32 += bytes.size();
+    ++changed;
+  }
+  EXPECT_EQ(changed, merger.patched_weights());
+  EXPECT_EQ(merger.kept_bytes() * 2, patched_f32);
+  merger.apply(m.view(), {});
+  expect_same(snapshot(m), base, "base restored from 16-bit originals");
+}
+
+}  // namespace
+}  // namespace diffuse

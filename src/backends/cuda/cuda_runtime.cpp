@@ -114,6 +114,16 @@ class CachingAllocator {
       if (capturing_) pinned_.insert(p);
       return p;
     }
+    // DIFFUSE_CUDA_MEMORY_LIMIT_MB: the cache goes back before the cap is passed.
+    static const size_t limit = static_cast<size_t>(runtime_options().cuda_memory_limit_mb) << 20;
+    if (limit != 0 && stats_.reserved_bytes + size > limit) {
+      release_cached_locked();
+      if (stats_.reserved_bytes + size > limit)
+        throw_error(ErrorCode::kOutOfMemory, "[cuda_allocate] cannot allocate " + std::to_string(nbytes) +
+                                                 " bytes: " + std::to_string(stats_.reserved_bytes >> 20) +
+                                                 " MiB are reserved and DIFFUSE_CUDA_MEMORY_LIMIT_MB is " +
+                                                 std::to_string(limit >> 20));
+    }
     void* p = nullptr;
     cudaError_t err = cudaMalloc(&p, size);
     if (err == cudaErrorMemoryAllocation) {  // give the cache back and try once more
