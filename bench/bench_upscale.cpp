@@ -18,6 +18,7 @@
 #include <vector>
 #include <memory>
 
+#include "bench_device.h"
 #include "models/rrdbnet.h"
 #include "models/weights.h"
 
@@ -115,19 +116,4 @@ BENCHMARK(BM_Upscale)
 
 }  // namespace
 
-// --device cpu|cuda (before Google Benchmark's own flags).
-int main(int argc, char** argv) {
-  std::vector<char*> rest;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
-      g_device = std::strcmp(argv[++i], "cuda") == 0 ? Device::kCUDA : Device::kCPU;
-      continue;
-    }
-    rest.push_back(argv[i]);
-  }
-  int n = static_cast<int>(rest.size());
-  benchmark::Initialize(&n, rest.data());
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return diffuse::run_benchmarks_on_device(argc, argv, g_device); }

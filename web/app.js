@@ -9,6 +9,7 @@
   const kHistoryPage = 12;
   const kChartSeconds = 60;
   const kMaxGallery = 48;
+  const kTitle = document.title;
 
   // Size presets per family (ECOSYSTEM.md §6.8: 512 for SD1, 768 for SD2-v, Fooocus' SDXL list).
   const kPresets = {
@@ -207,13 +208,44 @@
     return kPresets.sd1;
   }
 
-  // The family's list, led by the model's own native size when that is not in it
-  // (the built-in demo model draws at 128 x 128).
+  // The family's list when the model's native size is in it; else (the built-in
+  // demo model draws at 128 x 128) sizes around its own: native first, then
+  // 3:2 and 2:3 of the same width, then twice the size.
   function presetsFor(m) {
     const list = familyPresets(m);
     const d = (m && m.defaults) || {};
     if (!d.width || !d.height || list.some(([w, h]) => w === d.width && h === d.height)) return list;
-    return [[d.width, d.height], [d.width * 2, d.height * 2]].concat(list);
+    const r8 = (v) => Math.round(v / 8) * 8;
+    return [[d.width, d.height], [d.width, r8(d.height * 1.5)], [r8(d.width * 1.5), d.height],
+            [d.width * 2, d.height * 2]];
+  }
+
+  // A note under the size when it is not the model's native one.
+  function updateSizeNote() {
+    const m = currentModel();
+    const d = (m && m.defaults) || {};
+    const w = Number($('width').value), h = Number($('height').value);
+    const note = $('size-note');
+    const off = d.width && d.height && (w !== d.width || h !== d.height);
+    note.hidden = !off;
+    note.textContent = off
+      ? `This model was trained at ${d.width} × ${d.height}; other sizes take longer and may draw worse (repeated or broken shapes).`
+      : '';
+  }
+
+  // The model's example prompts as chips: a click puts one in the prompt box.
+  function renderExamples(m) {
+    const box = $('examples');
+    box.replaceChildren();
+    const list = (m && m.example_prompts) || [];
+    $('prompt').placeholder = list.length ? `e.g. ${list[0]}` : 'Describe the image';
+    if (!list.length) { box.hidden = true; return; }
+    box.hidden = false;
+    box.append(el('span', { class: 'muted small-text', text: 'Try: ' }));
+    for (const text of list) {
+      box.append(el('button', { type: 'button', class: 'chip example', 'data-testid': 'example-prompt', title: 'Use this prompt', text,
+                                onclick: () => { $('prompt').value = text; onPromptEdited(); saveForm(); $('prompt').focus(); } }));
+    }
   }
 
   function renderModelInfo(m) {
@@ -228,11 +260,28 @@
     const lic = el('div', { class: 'license' },
       el('span', { class: 'muted', text: 'Licence: ' }),
       el('span', { 'data-testid': 'model-license', text: m.license || 'unknown (check the model card)' }));
-    const card = m.model_card
-      ? el('a', { href: m.model_card, target: '_blank', rel: 'noopener noreferrer', class: 'card-link',
-                  'data-testid': 'model-card', text: 'Model card ↗' })
-      : el('span', { class: 'muted', text: 'No model card link' });
+    let card;
+    if (m.model_card) {
+      card = el('a', { href: m.model_card, target: '_blank', rel: 'noopener noreferrer', class: 'card-link',
+                       'data-testid': 'model-card', text: 'Model card ↗' });
+    } else if (m.readme) {
+      // The folder's own README.md, shown in place (as text) when opened.
+      const pre = el('pre', { class: 'model-readme', 'data-testid': 'model-readme' });
+      card = el('details', { class: 'model-card', 'data-testid': 'model-card' }, el('summary', { text: 'Model card' }), pre);
+      card.addEventListener('toggle', async () => {
+        if (!card.open || pre.textContent) return;
+        try {
+          const res = await fetch(m.readme);
+          pre.textContent = res.ok ? await res.text() : `Could not load the model card (${res.status}).`;
+        } catch (e) {
+          pre.textContent = `Could not load the model card: ${e.message}`;
+        }
+      });
+    } else {
+      card = el('span', { class: 'muted', text: 'No model card' });
+    }
     box.append(chips, lic, el('div', {}, card, m.source ? el('span', { class: 'muted', text: ` · ${m.source}` }) : null));
+    renderExamples(m);
   }
 
   function onModelChange(initial) {
@@ -277,6 +326,7 @@
     const key = `${$('width').value}x${$('height').value}`;
     const sel = $('size-preset');
     sel.value = [...sel.options].some((o) => o.value === key) ? key : 'custom';
+    updateSizeNote();
   }
 
   // ---------- form ----------
@@ -295,6 +345,7 @@
       width: num('width'),
       height: num('height'),
       vae_tiling: $('vae-tiling').value,
+      clip_skip: num('clip-skip'),
     };
     if ($('vae').value) req.vae = $('vae').value;
     if ($('refiner').value) req.refiner = { model: $('refiner').value, switch_at: Number($('refiner-switch').value) };
@@ -310,6 +361,7 @@
     if (!Number.isInteger(req.seed) || req.seed < -1) throw new Error('Seed must be -1 (random) or a whole number ≥ 0.');
     if (!Number.isInteger(req.steps) || req.steps < 1) throw new Error('Steps must be a whole number ≥ 1.');
     if (!isFinite(req.cfg_scale) || req.cfg_scale < 0) throw new Error('CFG scale must be ≥ 0.');
+    if (!Number.isInteger(req.clip_skip) || req.clip_skip < 1 || req.clip_skip > 12) throw new Error('Clip skip must be a whole number from 1 to 12.');
     for (const k of ['width', 'height']) {
       const v = req[k];
       if (!Number.isInteger(v) || v < 64 || v % 8 !== 0) throw new Error(`${k[0].toUpperCase() + k.slice(1)} must be a multiple of 8, at least 64.`);
@@ -359,7 +411,9 @@
       else if (k === 'CFG scale') out.cfg_scale = Number(v);
       else if (k === 'Seed') out.seed = Number(v);
       else if (k === 'Size') { const [w, h] = v.split('x').map(Number); out.width = w; out.height = h; }
+      else if (k === 'Clip skip') out.clip_skip = Number(v);
     }
+    if (lines[last] && /^Steps: /.test(lines[last]) && out.clip_skip === undefined) out.clip_skip = 1;  // A1111 omits 1
     return out;
   }
 
@@ -383,6 +437,8 @@
     if (p.width) $('width').value = p.width;
     if (p.height) $('height').value = p.height;
     if (['auto', 'on', 'off'].includes(p.vae_tiling)) $('vae-tiling').value = p.vae_tiling;
+    const clipSkip = Number(p.clip_skip ?? p['Clip skip'] ?? p.CLIP_stop_at_last_layers);
+    if (Number.isInteger(clipSkip) && clipSkip >= 1 && clipSkip <= 12) $('clip-skip').value = clipSkip;
     $('vae').value = typeof p.vae === 'string' && [...$('vae').options].some((o) => o.value === p.vae) ? p.vae : '';
     const refiner = p.refiner && typeof p.refiner === 'object' ? p.refiner : null;
     $('refiner').value = refiner && [...$('refiner').options].some((o) => o.value === refiner.model) ? refiner.model : '';
@@ -705,6 +761,8 @@
         clearPreview();
       }
       setProgress(job, r.position > 1 ? `Queued (position ${r.position})` : 'Starting…', 0);
+      // One column (phones): the output is below the form; show it.
+      if (window.matchMedia('(max-width: 760px)').matches) $('output-title').scrollIntoView({ block: 'start' });
       follow(job);
       refreshQueue();
     } catch (e) {
@@ -717,7 +775,20 @@
   function clearPreview() {
     $('preview').hidden = true;
     $('preview').removeAttribute('src');
+    delete $('preview').dataset.final;
     $('preview-empty').hidden = false;
+  }
+
+  // After the run the final image replaces the live preview (the first of a batch).
+  function showFinal(job, img) {
+    if (!img || state.activeId !== job.id) return;
+    const p = $('preview');
+    p.src = img.url;
+    p.dataset.final = img.file || img.url;
+    p.dataset.step = '';
+    p.alt = `Result, seed ${img.seed}`;
+    p.hidden = false;
+    $('preview-empty').hidden = true;
   }
 
   function isLive(job) { return job && !job.finalized; }
@@ -729,13 +800,16 @@
     if (job.es || job.finalized || openStreams() >= 2) return;
     const es = new EventSource(`/api/jobs/${job.id}/events`);
     job.es = es;
+    es.addEventListener('open', () => setConnected(true));
     es.addEventListener('state', (ev) => {
+      setConnected(true);
       const s = JSON.parse(ev.data);
       job.state = s.state;
       if (s.state === 'queued' && state.activeId === job.id) {
-        setProgress(job, `Queued (position ${s.position})`, 0);
-      } else if (s.state === 'running' && state.activeId === job.id && s.step === 0) {
-        setProgress(job, 'Loading model / encoding prompt…', 0);
+        setProgress(job, s.label || `Queued (position ${s.position})`, 0);
+      } else if (s.state === 'running' && state.activeId === job.id && s.phase !== 'denoising' && s.label) {
+        // Named phases (loading, encoding, decoding, saving): never "Step 0/0".
+        setProgress(job, `${s.label}…`, s.total_steps ? (100 * s.step) / s.total_steps : 0);
       }
       updateStopButton();
     });
@@ -748,13 +822,16 @@
       state.activeId = job.id;
       const pct = p.total_steps ? (100 * p.step) / p.total_steps : 0;
       const ips = p.it_per_s >= 1 || p.it_per_s === 0 ? `${p.it_per_s.toFixed(2)} it/s` : `${(1 / p.it_per_s).toFixed(2)} s/it`;
-      setProgress(job, `Step ${p.step}/${p.total_steps} · ${ips} · ETA ${fmtSeconds(p.eta_s)}`, pct);
+      if (p.phase && p.phase !== 'denoising') setProgress(job, `${p.label}…`, pct);
+      else setProgress(job, `${p.label || `Denoising step ${p.step}/${p.total_steps}`} · ${ips} · ETA ${fmtSeconds(p.eta_s)}`, pct);
       updateStopButton();
     });
     es.addEventListener('preview', (ev) => {
       const p = JSON.parse(ev.data);
-      if (state.activeId !== job.id) return;
+      if (state.activeId !== job.id || job.finalized) return;
       const img = $('preview');
+      delete img.dataset.final;
+      img.alt = 'Live preview of the running generation';
       img.src = p.image;
       img.dataset.step = p.step;
       img.hidden = false;
@@ -766,6 +843,8 @@
       if (ev.data) {
         const e = JSON.parse(ev.data);
         finalize(job, { id: job.id, state: e.state, error: e.error, images: [] });
+      } else if (es.readyState === EventSource.CONNECTING) {
+        setConnected(false);  // the browser retries by itself; the notice goes once it is back
       } else if (es.readyState === EventSource.CLOSED) {
         closeStream(job);
         pollJob(job);
@@ -797,8 +876,13 @@
       const t = snap.elapsed_s ? ` in ${fmtSeconds(snap.elapsed_s)}` : '';
       // What the server adapted (an edit's size rounded to multiples of 8, a resized mask, ...).
       const warnings = (snap.warnings || []).length ? ` · note: ${snap.warnings.join('; ')}` : '';
-      setProgress(job, `Done: ${n} image${n === 1 ? '' : 's'}${t} · seed ${snap.seed}${warnings}`, 100, 'done');
+      const stopped = snap.stopped_at_step > 0
+        ? `Stopped at step ${snap.stopped_at_step}/${job.totalSteps}: partial image${n === 1 ? '' : 's'} kept`
+        : `Done: ${n} image${n === 1 ? '' : 's'}${t}`;
+      setProgress(job, `${stopped} · seed ${snap.seed}${warnings}`, 100, 'done');
+      job.ordinal = state.historyTotal + 1;  // A1111-style download names (00012-<seed>.png)
       addToGallery(job, snap.images || []);
+      showFinal(job, (snap.images || [])[0]);
       if (state.historyOffset === 0) loadHistory(0);
       refreshModels();
     } else if (snap.state === 'cancelled') {
@@ -828,6 +912,23 @@
     bar.setAttribute('aria-valuenow', String(Math.round(pct)));
     bar.dataset.state = kind || 'running';
     $('progress-text').dataset.state = kind || (job ? job.state : 'idle');
+    // The tab title shows the progress (another tab stays informed).
+    const live = !kind && job && !job.finalized;
+    document.title = live ? `[${Math.round(pct)}%] ${text} · Diffuse` : (kind === 'done' ? `Done · Diffuse playground` : kTitle);
+  }
+
+  // "Disconnected, retrying" while the server cannot be reached (an SSE stream
+  // or the 1 s queue poll failed); cleared by the next answer.
+  function setConnected(ok) {
+    const box = $('conn-notice');
+    if (ok) {
+      if (!box.hidden) flash('Connection restored.');
+      box.hidden = true;
+      return;
+    }
+    if (!box.hidden) return;
+    box.textContent = 'Disconnected from the server, retrying…';
+    box.hidden = false;
   }
 
   function runningJobId() {
@@ -836,6 +937,20 @@
   }
 
   function updateStopButton() { $('stop').disabled = !runningJobId(); }
+
+  // Stop (the button, Esc): the running job ends after its current step and
+  // keeps that step's image, as A1111's Interrupt; Cancel in the queue keeps nothing.
+  async function stopRunning() {
+    const id = runningJobId();
+    if (!id) return;
+    try {
+      await api('/sdapi/v1/interrupt', { method: 'POST' });
+      const j = state.jobs.get(id);
+      if (j && !j.finalized) setProgress(j, `Stopping after step ${j.lastStep}/${j.totalSteps}…`, progressPct(j));
+    } catch (e) {
+      flash(`Stop failed: ${e.message}`);
+    }
+  }
 
   async function cancelJob(id) {
     try {
@@ -849,13 +964,23 @@
   }
 
   // ---------- images (gallery + history) ----------
-  function imageCard(img, params, cls) {
+  // A1111's file names: a 5-digit number, then the seed ("00012-1234567890.png").
+  function downloadName(img, ordinal) {
+    if (!ordinal) return img.file || img.url.split('/').pop();
+    return `${String(ordinal).padStart(5, '0')}-${img.seed}.png`;
+  }
+
+  // The stored PNG, served as an attachment under the A1111-style name.
+  function downloadUrl(img) { return `${img.url}?download=${encodeURIComponent(img.downloadName)}`; }
+
+  function imageCard(img, params, cls, ordinal) {
     const title = `Seed ${img.seed} · ${img.width}×${img.height}`;
+    img.downloadName = downloadName(img, ordinal);
     const reuse = el('button', { type: 'button', class: 'small', 'data-action': 'reuse', title: 'Fill the form with these parameters and this seed',
                                   text: 'Reuse', onclick: () => applyParams(params, img) });
     const seedBtn = el('button', { type: 'button', class: 'small', 'data-action': 'seed', title: 'Use only this seed',
                                     text: 'Seed', onclick: () => { $('seed').value = img.seed; flash(`Seed ${img.seed} set.`); } });
-    const dl = el('a', { class: 'button small', href: img.url, download: img.file || img.url.split('/').pop(),
+    const dl = el('a', { class: 'button small', href: downloadUrl(img), download: img.downloadName,
                          'data-action': 'download', title: 'Download the PNG (with its metadata)', text: 'Download' });
     const copy = el('button', { type: 'button', class: 'small', 'data-action': 'copy', title: 'Copy the A1111 parameters text', text: 'Copy',
                                  onclick: () => copyText(img.parameters || '') });
@@ -865,13 +990,69 @@
                                      text: '→ inpaint', onclick: () => sendToEditor(img.url, 'inpaint') });
     const info = el('details', { class: 'params' }, el('summary', { text: 'Parameters' }),
                     el('pre', { text: img.parameters || JSON.stringify(params, null, 1) }));
-    return el('figure', { class: cls, 'data-seed': img.seed },
-      el('a', { href: img.url, target: '_blank', rel: 'noopener', class: 'thumb' },
-        el('img', { src: img.url, alt: `Generated image, seed ${img.seed}`, loading: 'lazy', width: img.width, height: img.height })),
+    // A click on the thumbnail opens the lightbox (a middle click still opens the PNG).
+    const thumb = el('a', { href: img.url, target: '_blank', rel: 'noopener', class: 'thumb', 'data-testid': 'thumb' },
+      el('img', { src: img.url, alt: `Generated image, seed ${img.seed}`, loading: 'lazy', width: img.width, height: img.height }));
+    const fig = el('figure', { class: cls, 'data-seed': img.seed }, thumb,
       el('figcaption', {},
         el('div', { class: 'seed mono', 'data-testid': 'image-seed', text: title }),
         el('div', { class: 'btns' }, reuse, seedBtn, copy, dl, toImg2img, toInpaint),
         info));
+    fig.imageData = img;
+    thumb.addEventListener('click', (e) => {
+      if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey) return;
+      e.preventDefault();
+      const box = fig.closest('#gallery, #history') || fig.parentNode;
+      const list = [...box.querySelectorAll('figure')].map((f) => f.imageData).filter(Boolean);
+      openLightbox(list, Math.max(0, list.indexOf(img)));
+    });
+    return fig;
+  }
+
+  // ---------- lightbox ----------
+  const lightbox = { list: [], index: 0 };
+
+  function openLightbox(list, index) {
+    lightbox.list = list;
+    const d = $('lightbox');
+    if (!d.open) d.showModal();
+    showLightbox(index);
+  }
+
+  function showLightbox(index) {
+    const n = lightbox.list.length;
+    if (!n) return;
+    lightbox.index = (index + n) % n;
+    const img = lightbox.list[lightbox.index];
+    $('lightbox-img').src = img.url;
+    $('lightbox-img').alt = `Image ${lightbox.index + 1} of ${n}, seed ${img.seed}`;
+    $('lightbox-title').textContent = `${lightbox.index + 1}/${n} · seed ${img.seed} · ${img.width}×${img.height}`;
+    img.downloadName = img.downloadName || downloadName(img, 0);
+    $('lightbox-download').href = downloadUrl(img);
+    $('lightbox-download').download = img.downloadName;
+    $('lightbox-info').textContent = img.parameters || '';
+    $('lightbox-prev').disabled = $('lightbox-next').disabled = n < 2;
+  }
+
+  function setZoom(on) {
+    $('lightbox-stage').classList.toggle('zoomed', on);
+    $('lightbox-zoom').setAttribute('aria-pressed', String(on));
+  }
+
+  function wireLightbox() {
+    const d = $('lightbox');
+    $('lightbox-prev').addEventListener('click', () => showLightbox(lightbox.index - 1));
+    $('lightbox-next').addEventListener('click', () => showLightbox(lightbox.index + 1));
+    $('lightbox-close').addEventListener('click', () => d.close());
+    $('lightbox-zoom').addEventListener('click', () => setZoom(!$('lightbox-stage').classList.contains('zoomed')));
+    $('lightbox-img').addEventListener('click', () => setZoom(!$('lightbox-stage').classList.contains('zoomed')));
+    d.addEventListener('click', (e) => { if (e.target === d) d.close(); });  // the backdrop
+    d.addEventListener('close', () => setZoom(false));
+    d.addEventListener('keydown', (e) => {
+      if (e.key === 'ArrowLeft') { e.preventDefault(); showLightbox(lightbox.index - 1); }
+      else if (e.key === 'ArrowRight') { e.preventDefault(); showLightbox(lightbox.index + 1); }
+      else if (e.key === 'z' || e.key === 'Z') setZoom(!$('lightbox-stage').classList.contains('zoomed'));
+    });
   }
 
   async function copyText(text) {
@@ -885,7 +1066,7 @@
 
   function addToGallery(job, images) {
     const g = $('gallery');
-    for (const img of images.slice().reverse()) g.prepend(imageCard(img, job.request, 'gallery-item'));
+    for (const img of images.slice().reverse()) g.prepend(imageCard(img, job.request, 'gallery-item', job.ordinal));
     while (g.children.length > kMaxGallery) g.lastChild.remove();
     $('gallery-empty').hidden = g.children.length > 0;
   }
@@ -912,9 +1093,17 @@
         el('div', { class: 'muted small-text', text: `${fmtDate(item.created)} · ${meta}` }),
         el('button', { type: 'button', class: 'small', text: 'Reuse all', title: 'Fill the form with this job\'s parameters',
                        onclick: () => applyParams(p, null) }));
+      // Jobs of this session are in Results above: not repeated here in full.
+      const ordinal = data.total - offset - data.items.indexOf(item);
+      const shown = state.jobs.has(item.id);
       const imgs = el('div', { class: 'history-images' });
-      for (const im of item.images) imgs.append(imageCard(im, p, 'history-image'));
-      box.append(el('article', { class: 'history-item', 'data-id': item.id }, head, imgs));
+      if (shown) {
+        imgs.append(el('span', { class: 'muted small-text', 'data-testid': 'history-in-results',
+                                 text: `${item.images.length} image${item.images.length === 1 ? '' : 's'}: in Results above` }));
+      } else {
+        for (const im of item.images) imgs.append(imageCard(im, p, 'history-image', ordinal));
+      }
+      box.append(el('article', { class: `history-item${shown ? ' compact' : ''}`, 'data-id': item.id }, head, imgs));
     }
     const pages = Math.max(1, Math.ceil(data.total / kHistoryPage));
     const page = Math.floor(offset / kHistoryPage) + 1;
@@ -927,14 +1116,20 @@
   // ---------- queue ----------
   async function refreshQueue() {
     let jobs;
-    try { jobs = await api('/api/jobs'); } catch (_) { return; }
+    try {
+      jobs = await api('/api/jobs');
+    } catch (e) {
+      if (!/^\d{3}:/.test(e.message)) setConnected(false);  // no HTTP answer at all
+      return;
+    }
+    setConnected(true);
     const live = jobs.filter((j) => j.state === 'queued' || j.state === 'running');
     state.serverRunning = (live.find((j) => j.state === 'running') || {}).id || null;
     const q = $('queue');
     q.replaceChildren();
     for (const j of live) {
       const label = j.state === 'running'
-        ? `running · step ${j.step}/${j.total_steps}`
+        ? `running · ${j.label || `step ${j.step}/${j.total_steps}`}`
         : `queued · position ${j.position}`;
       q.append(el('li', { class: `queue-item ${j.state}`, 'data-id': j.id, 'data-state': j.state },
         el('span', { class: 'queue-pos', text: j.state === 'running' ? '▶' : `#${j.position}` }),
@@ -1226,6 +1421,39 @@
     for (const ev of ['input', 'click', 'keyup', 'select']) $('prompt').addEventListener(ev, () => onPromptEdited());
   }
 
+  // Ctrl+Up/Down in a prompt box, as A1111's edit-attention: the selection (or
+  // the word at the caret) becomes "(words:1.1)"; inside "(words:w)" the weight
+  // steps by 0.1, and at 1 the parentheses go. Returns false when nothing was edited.
+  function editAttention(box, delta) {
+    let t = box.value, a = box.selectionStart, b = box.selectionEnd;
+    if (a === b) {  // the word at the caret
+      const stop = /[\s,()[\]:]/;
+      while (a > 0 && !stop.test(t[a - 1])) a--;
+      while (b < t.length && !stop.test(t[b])) b++;
+    }
+    if (a === b) return false;
+    const m = /^:(-?\d+(?:\.\d+)?)\)/.exec(t.slice(b));
+    if (t[a - 1] === '(' && m) {
+      const w = Number((Number(m[1]) + delta).toFixed(2));
+      if (w === 1) {
+        t = t.slice(0, a - 1) + t.slice(a, b) + t.slice(b + m[0].length);
+        a -= 1;
+        b -= 1;
+      } else {
+        t = `${t.slice(0, b)}:${w})${t.slice(b + m[0].length)}`;
+      }
+    } else {
+      t = `${t.slice(0, a)}(${t.slice(a, b)}:${Number((1 + delta).toFixed(2))})${t.slice(b)}`;
+      a += 1;
+      b += 1;
+    }
+    box.value = t;
+    box.setSelectionRange(a, b);
+    box.dispatchEvent(new Event('input', { bubbles: true }));
+    saveForm();
+    return true;
+  }
+
   // ---------- wiring ----------
   function wire() {
     wireEditor();
@@ -1233,8 +1461,18 @@
     $('gen-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
     document.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
+      // Esc stops the running job (A1111's Interrupt), unless a dialog takes it.
+      else if (e.key === 'Escape' && !$('lightbox').open && !e.defaultPrevented && runningJobId()) { e.preventDefault(); stopRunning(); }
     });
-    $('stop').addEventListener('click', () => { const id = runningJobId(); if (id) cancelJob(id); });
+    for (const id of ['prompt', 'negative']) {
+      $(id).addEventListener('keydown', (e) => {
+        if ((e.ctrlKey || e.metaKey) && (e.key === 'ArrowUp' || e.key === 'ArrowDown')) {
+          if (editAttention($(id), e.key === 'ArrowUp' ? 0.1 : -0.1)) e.preventDefault();
+        }
+      });
+    }
+    wireLightbox();
+    $('stop').addEventListener('click', stopRunning);
     $('model').addEventListener('change', () => onModelChange(false));
     $('vae').addEventListener('change', () => localStorage.setItem('diffuse.vae', $('vae').value));
     $('seed-random').addEventListener('click', () => { $('seed').value = -1; saveForm(); });
@@ -1249,6 +1487,7 @@
       const [w, h] = v.split('x');
       $('width').value = w;
       $('height').value = h;
+      updateSizeNote();
       saveForm();
     });
     $('refiner-switch').addEventListener('input', () => { $('refiner-switch-value').textContent = $('refiner-switch').value; });
@@ -1268,7 +1507,7 @@
       });
     }
     for (const id of ['prompt', 'negative', 'images', 'seed', 'steps', 'cfg', 'sampler', 'schedule', 'width', 'height',
-      'hires-enable', 'hires-upscaler', 'hires-scale', 'hires-steps', 'hires-denoise']) {
+      'hires-enable', 'hires-upscaler', 'hires-scale', 'hires-steps', 'hires-denoise', 'clip-skip']) {
       $(id).addEventListener('change', saveForm);
     }
     $('history-prev').addEventListener('click', () => loadHistory(Math.max(0, state.historyOffset - kHistoryPage)));

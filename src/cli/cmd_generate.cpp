@@ -12,6 +12,7 @@
 #include "cli/vae_option.h"
 #include "cli/hires_flags.h"
 #include "cli/progress_bar.h"
+#include "cli/controlnet_flags.h"
 #include "cli/refiner_flags.h"
 #include "core/thread_pool.h"
 #include "hub/hub_cache.h"
@@ -52,6 +53,7 @@ struct GenerateOptions {
   std::vector<std::string> vae_dirs;  // --vae-dir
   HiresFlags hires;  // docs/hires-fix.md
   RefinerFlags refiner;  // docs/refiner.md
+  ControlNetFlags controlnet;  // docs/controlnet.md
 };
 
 // The folders A1111 keeps under its root, here under the working directory.
@@ -179,8 +181,18 @@ int run_generate(const GenerateOptions& o) {
   p.height = o.height;
   p.steps = o.steps;
   p.cfg_scale = o.cfg_scale;
-  p.sampler = o.sampler;
-  p.schedule = o.schedule;
+  // Sampler and schedule names are usage errors (exit 2) listing the valid ones, before any model loads;
+  // a schedule takes A1111's and ComfyUI's spellings too (automatic, ddim_uniform, ...).
+  p.sampler = o.sampler.empty() ? std::string() : std::string(sampler_spec(o.sampler).name);
+  const ScheduleSpec& schedule = schedule_spec(o.schedule);
+  p.schedule = schedule.name;
+  if (!p.sampler.empty() && !sampler_spec(p.sampler).supports(schedule.id)) {
+    std::string allowed;
+    for (const ScheduleSpec& sc : schedule_catalog())
+      if (sampler_spec(p.sampler).supports(sc.id)) allowed += (allowed.empty() ? "" : ", ") + std::string(sc.name);
+    throw_error(ErrorCode::kInvalidArgument, "the " + std::string(schedule.name) + " schedule is not available for --sampler " +
+                                                 p.sampler + " (it runs with " + allowed + ")");
+  }
   p.seed = o.seed;
   p.images = o.images;
   p.clip_skip = o.clip_skip;
@@ -222,6 +234,7 @@ int run_generate(const GenerateOptions& o) {
   }
   apply_hires_flags(o.hires, p);
   apply_refiner_flags(o.refiner, p);
+  apply_controlnet_flags(o.controlnet, p);
   const std::string written_prompt = apply_loras(o, p);
   p.validate();  // bad flags fail before a multi-GB model is loaded
 
@@ -229,6 +242,7 @@ int run_generate(const GenerateOptions& o) {
   const sys::DeviceChoice device = sys::select_device(o.device);
   std::fprintf(stderr, "%s\n", device.line.c_str());
   load.device = device.device;
+  std::fprintf(stderr, "loading model %s\n", model_path.c_str());  // the phases (docs/playground.md)
   auto t_load = std::chrono::steady_clock::now();
   std::unique_ptr<Pipeline> pipe = Pipeline::load(model_path, load);
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
@@ -238,12 +252,16 @@ int run_generate(const GenerateOptions& o) {
                prediction_name(info.prediction), info.short_hash.c_str(), load_s);
   load_refiner(o.refiner, *pipe, load, p);  // --refiner: the second model, beside the first
 
-  ProgressBar bar("sampling");
+  ProgressBar bar("denoising");
+  bar.phase(p.edit.active() ? "encoding prompt and image" : "encoding prompt");
   GenerationResult r = pipe->generate(p, [&](const StepProgress& s) {
     bar.update(s.step, s.total_steps);
-    return interrupted();
+    const bool stop = interrupted();
+    if (s.step >= s.total_steps || stop) bar.phase("decoding");
+    return stop;
   });
   bar.finish();
+  bar.phase("saving");
   r.timings.load_s = load_s;
   if (!r.vae_name.empty()) std::fprintf(stderr, "vae: %s [%s] (%s)\n", r.vae_name.c_str(), r.vae_hash.c_str(), p.vae.c_str());
   for (const std::string& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -330,7 +348,7 @@ Action add_generate(CLI::App& app) {
   c->add_option("--steps", o->steps, "Denoising steps (default: 50; the demo model: 20)")->check(CLI::Range(1, 1000));
   c->add_option("--cfg-scale", o->cfg_scale, "Classifier-free guidance scale (default: 7.5; SDXL 5.0; <=1: off)");
   c->add_option("--sampler", o->sampler, "Sampler: " + sampler_names_list() + " (default: the model's scheduler)");
-  c->add_option("--schedule", o->schedule, "Sigma schedule: default or karras (see Samplers below)");
+  c->add_option("--schedule", o->schedule, "Sigma schedule: " + schedule_names_list() + " (see Samplers below)");
   c->add_option("-W,--width", o->width, "Image width, a multiple of 8 (default: the model's native size: 512 SD1, 768 SD2-v, 1024 SDXL, 128 demo)");
   c->add_option("-H,--height", o->height, "Image height, a multiple of 8");
   c->add_option("-s,--seed", o->seed, "Seed; -1 picks a random one and prints it (default: -1)");
@@ -401,6 +419,7 @@ Action add_generate(CLI::App& app) {
       ->allow_extra_args(false);  // one value per flag: a following argument is not taken
   add_hires_flags(c, o->hires);
   add_refiner_flags(c, o->refiner);
+  add_controlnet_flags(c, o->controlnet);
   c->add_option("-o,--output", o->output, "Output PNG (default: diffuse-SEED.png)");
   c->add_flag("--json", o->json, "Print seeds, paths and timings as JSON on stdout");
   return [o, c]() -> int {

@@ -58,6 +58,11 @@ Action add_serve(CLI::App& app) {
                 "Folder of ESRGAN / Real-ESRGAN upscaler models for the hires fix and /sdapi/v1/upscalers (default: "
                 "models/ESRGAN in the working directory, as A1111); repeatable")
       ->allow_extra_args(false);  // one value per flag: a following argument is not taken
+  c->add_option("--controlnet-dir", o->controlnet_dirs,
+                "Folder of ControlNet models (.safetensors, .pth, diffusers folders) for /controlnet/model_list and "
+                "the ControlNet units of txt2img / img2img (default: models/ControlNet in the working directory, as "
+                "A1111); repeatable")
+      ->allow_extra_args(false);  // one value per flag: a following argument is not taken
   c->add_option("--vae", o->default_vae,
                 std::string("The default VAE (sd_vae) of every request. ") + kVaeHelp);
   c->add_option("--taesd-dir", o->preview.taesd_dirs,
@@ -73,6 +78,12 @@ Action add_serve(CLI::App& app) {
                 "A live preview every N steps at most (default 1; 0: none); previews also never take more than "
                 "10% of the denoising time (docs/previews.md)")
       ->check(CLI::Range(0, 10000));
+  c->add_option("--queue", o->queue,
+                "Be a front end of a Redis job queue: redis://[user:password@]host:port/db. Jobs run on `diffuse "
+                "worker`s (docs/deploy.md)");
+  c->add_option("--result-ttl", o->queue_result_ttl_s,
+                "With --queue: seconds finished jobs and their PNGs stay in Redis (default 86400)")
+      ->check(CLI::Range(60, 365 * 86400));
   return [o, device, precision, no_hf, threads, no_demo, preview_method]() {
     o->preview.method = preview_method_from_name(*preview_method);
     if (o->preview.taesd_dirs.empty()) o->preview.taesd_dirs = {"models/VAE-approx"};
@@ -84,8 +95,10 @@ Action add_serve(CLI::App& app) {
     if (o->embedding_dirs.empty()) o->embedding_dirs = {"embeddings"};
     if (o->vae_dirs.empty()) o->vae_dirs = {kDefaultVaeDir};
     if (o->upscaler_dirs.empty()) o->upscaler_dirs = {"models/ESRGAN"};
+    if (o->controlnet_dirs.empty()) o->controlnet_dirs = {"models/ControlNet"};
     // Absolute: messages and /sdapi/v1/loras name the folders the server really reads.
-    for (auto* dirs : {&o->lora_dirs, &o->embedding_dirs, &o->preview.taesd_dirs, &o->vae_dirs, &o->upscaler_dirs}) {
+    for (auto* dirs : {&o->lora_dirs, &o->embedding_dirs, &o->preview.taesd_dirs, &o->vae_dirs, &o->upscaler_dirs,
+                       &o->controlnet_dirs}) {
       for (std::string& d : *dirs) d = std::filesystem::absolute(d).lexically_normal().string();
     }
     for (std::string& m : o->model_files) m = resolve_model(m);

@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
   std::vector<cli::Action> actions = {cli::add_generate(app), cli::add_devices(app), cli::add_monitor(app),
                                       cli::add_pull(app),     cli::add_models(app),  cli::add_serve(app),
                                       cli::add_bench(app),    cli::add_make_checkpoint(app),
-                                      cli::add_demo_eval(app),    cli::add_upscale(app)};
+                                      cli::add_demo_eval(app),    cli::add_upscale(app),
+                                      cli::add_worker(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

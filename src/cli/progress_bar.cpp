@@ -53,6 +53,12 @@ void ProgressBar::update(int n, int total) {
   std::fflush(stderr);
 }
 
+void ProgressBar::phase(const std::string& text) {
+  finish();
+  std::fprintf(stderr, "%s\n", text.c_str());
+  std::fflush(stderr);
+}
+
 void ProgressBar::finish() {
   if (tty_ && open_) std::fprintf(stderr, "\n");
   open_ = false;

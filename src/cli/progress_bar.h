@@ -12,6 +12,9 @@ class ProgressBar {
   explicit ProgressBar(std::string label = "");
   void update(int n, int total);
   void finish();
+  // A phase line of its own ("loading model ...", "encoding prompt",
+  // "decoding", "saving"): ends an open bar line first.
+  void phase(const std::string& text);
   // A new label for the same bar (rate and times keep counting); the next
   // update() prints a line even where only every 10% is printed.
   void set_label(std::string label) {

@@ -75,6 +75,7 @@ RuntimeOptions RuntimeOptions::from_env() {
   o.conv_cache = choice("DIFFUSE_CONV_CACHE", o.conv_cache, {"0", "f32", "all"});
   o.pool_mb = integer("DIFFUSE_POOL_MB", o.pool_mb, 0, 1 << 20);
   o.omp_wait_policy = env("OMP_WAIT_POLICY");
+  o.data_dir = env("DIFFUSE_DATA_DIR");
   o.hf_endpoint = trim(env("HF_ENDPOINT"));
   o.hf_token = trim(env("HF_TOKEN"));
   if (o.hf_token.empty()) o.hf_token = trim(env("HUGGING_FACE_HUB_TOKEN"));
@@ -125,6 +126,9 @@ const std::vector<RuntimeOptionInfo>& runtime_option_table() {
       {"DIFFUSE_POOL_MB", "integer", "384", "MiB of freed host blocks the host allocator keeps for reuse."},
       {"OMP_WAIT_POLICY", "PASSIVE | ACTIVE", "PASSIVE",
        "oneDNN's OpenMP threads: sleep (PASSIVE, set by diffuse unless given) or spin while waiting."},
+      {"DIFFUSE_DATA_DIR", "path", "",
+       "Looked in first for diffuse's data (tokenizers, the demo model): set by the Python module for the build "
+       "or install it belongs to."},
       {"HF_ENDPOINT", "URL", "https://huggingface.co", "The Hugging Face hub to download from."},
       {"HF_TOKEN", "token", "", "Hub token for gated models (also HUGGING_FACE_HUB_TOKEN)."},
       {"HF_TOKEN_PATH", "path", "$HF_HOME/token", "File holding the hub token."},

@@ -29,6 +29,7 @@ struct RuntimeOptions {
   int pool_mb = 384;                     // DIFFUSE_POOL_MB: free host blocks the allocator keeps
   std::string omp_wait_policy;           // OMP_WAIT_POLICY as the user set it ("" = unset: PASSIVE)
   // Hugging Face hub (huggingface_hub's names)
+  std::string data_dir;                  // DIFFUSE_DATA_DIR: where tokenizer / demo data are looked for first
   std::string hf_endpoint;               // HF_ENDPOINT
   std::string hf_token;                  // HF_TOKEN, else HUGGING_FACE_HUB_TOKEN
   std::string hf_token_path;             // HF_TOKEN_PATH

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "core/ops.h"
+#include "models/unet_blocks.h"
 #include "models/unet_layout.h"
 
 namespace diffuse {
@@ -239,6 +240,21 @@ Tensor mlp_embedding(const Tensor& x, const Tensor& w1, const Tensor& b1, const 
 
 }  // namespace
 
+// The encoder half's pieces, shared with the ControlNet (unet_blocks.h).
+namespace unet_detail {
+void declare_unet_block(WeightSpecs& out, const BlockLayout& b, const UNetConfig& c) { declare_block(out, b, c); }
+UNet::Block bind_unet_block(const WeightTable& w, const BlockLayout& b) { return Binder(w).block(b); }
+Tensor unet_resnet(const Tensor& x, const Tensor& temb_act, const UNet::Resnet& r, int groups, float eps) {
+  return resnet_forward(x, temb_act, r, groups, eps);
+}
+Tensor unet_transformer(const Tensor& x, const Tensor& ctx, const UNet::Transformer& t, int groups) {
+  return transformer_forward(x, ctx, t, groups);
+}
+Tensor unet_mlp_embedding(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2) {
+  return mlp_embedding(x, w1, b1, w2, b2);
+}
+}  // namespace unet_detail
+
 std::vector<std::pair<std::string, Shape>> UNet::expected_tensors(const UNetConfig& c) {
   const Layout l = layout_of(c);
   const int c0 = c.block_out_channels[0], T = c.time_embed_dim();
@@ -300,7 +316,7 @@ void UNet::replace_weight(const std::string& name, const Tensor& value) {
 }
 
 Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor& context, const Tensor& text_embeds,
-                     const Tensor& time_ids, UNetIntermediates* im) const {
+                     const Tensor& time_ids, UNetIntermediates* im, const UNetResiduals* residuals) const {
   const UNetConfig& c = config_;
   const int groups = c.norm_num_groups;
   const int64_t factor = int64_t{1} << (c.num_blocks() - 1);  // one downsampler per block but the last
@@ -379,6 +395,20 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
     }
     if (im) im->down.push_back(h);
   }
+  // ControlNet residuals join the skips only: the mid block takes the down path's
+  // own output (diffusers adds them to down_block_res_samples after the loop).
+  if (residuals && !residuals->down.empty()) {
+    DIFFUSE_CHECK_ARG(residuals->down.size() == skips.size(),
+                      "[unet] " + std::to_string(residuals->down.size()) + " down residuals for " +
+                          std::to_string(skips.size()) + " skip connections");
+    for (size_t k = 0; k < skips.size(); ++k) {
+      const Tensor& r = residuals->down[k];
+      DIFFUSE_CHECK_ARG(r.shape() == skips[k].shape(), "[unet] down residual " + std::to_string(k) + " " +
+                                                           shape_str(r.shape()) + " must match its skip " +
+                                                           shape_str(skips[k].shape()));
+      skips[k] = add(skips[k], r.to(device_).to(act_dtype_));
+    }
+  }
 
   // Mid block: resnet, then (attention, resnet) pairs (UNetMidBlock2DCrossAttn:
   // one pair; UNetMidBlock2D: none); a UNet without a mid block skips it.
@@ -388,6 +418,12 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
       h = transformer_forward(h, ctx, mid_.attentions[a], groups);
       h = resnet_forward(h, temb, mid_.resnets[a + 1], groups, c.norm_eps);
     }
+  }
+  if (residuals && residuals->mid.defined()) {
+    DIFFUSE_CHECK_ARG(residuals->mid.shape() == h.shape(), "[unet] mid residual " + shape_str(residuals->mid.shape()) +
+                                                               " must match the mid block's output " +
+                                                               shape_str(h.shape()));
+    h = add(h, residuals->mid.to(device_).to(act_dtype_));
   }
   if (im) im->mid = h;
 

@@ -103,6 +103,16 @@ struct UNetIntermediates {
   Tensor mid, conv_norm_out;  // conv_norm_out: before the SiLU
 };
 
+// Extra inputs that a ControlNet adds (diffusers' down_block_additional_residuals /
+// mid_block_additional_residual): down[k] is added to the k-th skip connection
+// (conv_in's output, then every resnet(+attention) output and downsampler output
+// of the down blocks, in order), mid to the mid block's output. Each has the
+// shape of what it is added to, with the UNet's batch.
+struct UNetResiduals {
+  std::vector<Tensor> down;
+  Tensor mid;
+};
+
 class UNet {
  public:
   // weights: diffusers names. Every expected tensor is checked by name and
@@ -119,7 +129,7 @@ class UNet {
   // model's. The result [B, out_channels, h, w] has sample's dtype and device.
   Tensor forward(const Tensor& sample, const Tensor& timesteps, const Tensor& context,
                  const Tensor& text_embeds = {}, const Tensor& time_ids = {},
-                 UNetIntermediates* intermediates = nullptr) const;
+                 UNetIntermediates* intermediates = nullptr, const UNetResiduals* residuals = nullptr) const;
 
   const UNetConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }  // weights

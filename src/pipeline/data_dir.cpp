@@ -2,6 +2,8 @@
 
 #include <system_error>
 
+#include "core/runtime_options.h"
+
 // Set by cmake/install.cmake: the source and build trees of this build, and
 // the data directory relative to the installed binary's directory.
 #if !defined(DIFFUSE_SOURCE_DIR) || !defined(DIFFUSE_BUILD_DIR) || !defined(DIFFUSE_DATA_FROM_BIN)
@@ -37,6 +39,7 @@ bool path_exists(const fs::path& p) {
 
 std::vector<fs::path> data_dirs() {
   std::vector<fs::path> dirs;
+  if (const std::string env = runtime_options().data_dir; !env.empty()) dirs.emplace_back(env);
   const std::optional<fs::path> exe = executable_path();
   if (exe) dirs.push_back((exe->parent_path() / DIFFUSE_DATA_FROM_BIN).lexically_normal());
   if (exe && is_within(*exe, DIFFUSE_BUILD_DIR)) dirs.push_back(fs::path(DIFFUSE_SOURCE_DIR));

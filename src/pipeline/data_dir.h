@@ -12,6 +12,9 @@
 //     development `build/diffuse`, the test binaries). A copy anywhere else
 //     never looks at the source tree, so an installed program cannot depend
 //     on it by accident, and the install test proves that by construction.
+// Before both: $DIFFUSE_DATA_DIR when set, for a host process whose
+// executable is not Diffuse's (the Python module sets it to the data of the
+// build or install it belongs to: python/diffuse/__init__.py).
 #pragma once
 #include <filesystem>
 #include <optional>

@@ -131,10 +131,11 @@ void LivePreviewer::record_cost(PreviewMethod m, Device d, double per_pixel) {
   cost_[{m, d}] = per_pixel;
 }
 
-LivePreviewer::Session LivePreviewer::start(Family family, Device device) {
+LivePreviewer::Session LivePreviewer::start(Family family, Device device, std::vector<float> factors) {
   Session s;
   s.owner_ = this;
   s.family_ = family;
+  s.factors_ = std::move(factors);
   s.options_ = options();
   if (s.options_.enabled && s.options_.every_n_steps > 0) s.decoder_ = decoder(family, device);
   return s;
@@ -168,7 +169,7 @@ LivePreview LivePreviewer::Session::make(const StepProgress& s, int index) {
     }
   }
   if (p.rgb.empty()) {
-    p.rgb = Pipeline::preview_rgb(s.latents, index, family_, &p.width, &p.height);
+    p.rgb = Pipeline::preview_rgb(s.latents, index, family_, &p.width, &p.height, factors_);
     p.method = PreviewMethod::kCheap;
   }
   p.seconds = seconds_since(t0);

@@ -87,11 +87,13 @@ class LivePreviewer {
     Family family_ = Family::kSD1;
     PreviewOptions options_;
     std::shared_ptr<const TaesdDecoder> decoder_;
+    std::vector<float> factors_;  // the model's own cheap-preview factors (ModelInfo::preview_factors)
     double spent_s_ = 0;     // previews so far
     double estimate_s_ = 0;  // expected cost of the next one; 0 while unknown
   };
-  // A session for a job of `family` whose latents live on `device`.
-  Session start(Family family, Device device);
+  // A session for a job of `family` whose latents live on `device`; the cheap
+  // approximation uses `factors` when given (ModelInfo::preview_factors).
+  Session start(Family family, Device device, std::vector<float> factors = {});
 
  private:
   // Seconds per latent pixel of the last preview by (method, device): the first

@@ -106,6 +106,20 @@ void apply_folder_defaults(ModelInfo& info, int unet_sample_size, const nlohmann
   info.default_cfg = defaults.value("cfg_scale", info.default_cfg);
   info.default_sampler = defaults.value("sampler", info.default_sampler);
   info.license = defaults.value("license", info.license);
+  if (defaults.contains("preview_factors")) {
+    // Rows of RGB: 5, 15 or 47 (ModelInfo::preview_factors says which is which).
+    const nlohmann::json& f = defaults["preview_factors"];
+    const std::string bad = where + ": _diffuse_defaults.preview_factors must be 5, 15 or 47 rows of 3 numbers";
+    DIFFUSE_CHECK(f.is_array() && (f.size() == 5 || f.size() == 15 || f.size() == 47), ErrorCode::kIo, bad);
+    info.preview_factors.clear();
+    for (const nlohmann::json& row : f) {
+      DIFFUSE_CHECK(row.is_array() && row.size() == 3, ErrorCode::kIo, bad);
+      for (const nlohmann::json& v : row) {
+        DIFFUSE_CHECK(v.is_number(), ErrorCode::kIo, bad);
+        info.preview_factors.push_back(v.get<float>());
+      }
+    }
+  }
   DIFFUSE_CHECK(info.default_steps >= 1 && info.default_steps <= 1000, ErrorCode::kIo,
                 where + ": _diffuse_defaults.steps must be 1..1000");
 }

@@ -332,12 +332,9 @@ void GenerationParams::validate() const {
   DIFFUSE_CHECK_ARG(clip_skip >= 1 && clip_skip <= 12, "clip skip must be between 1 and 12");
   DIFFUSE_CHECK_ARG(seed >= -1, "seed must be >= 0, or -1 for a random seed");
   bool known_schedule = false;
-  std::string schedules;
-  for (const ScheduleSpec& sc : schedule_catalog()) {
-    known_schedule |= schedule == sc.name;
-    schedules += (schedules.empty() ? "'" : " or '") + std::string(sc.name) + "'";
-  }
-  DIFFUSE_CHECK_ARG(known_schedule, "schedule must be " + schedules + ", got '" + schedule + "'");
+  for (const ScheduleSpec& sc : schedule_catalog()) known_schedule |= schedule == sc.name;
+  DIFFUSE_CHECK_ARG(known_schedule, "unknown schedule '" + schedule + "' (one of " + schedule_names_list() + ")");
+  validate_controlnet_units(controlnets);
   if (!sampler.empty()) {
     DIFFUSE_CHECK_ARG(find_sampler(sampler) != nullptr,
                       "unknown sampler '" + sampler + "' (available: " + sampler_names_list() + ")");
@@ -584,7 +581,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     f.negative_prompt = negatives[b];
     f.steps = p.steps;
     f.sampler = a1111_sampler_name(p.sampler);
-    f.schedule_type = p.schedule == "karras" ? "Karras" : "";
+    f.schedule_type = p.schedule == "default" ? "" : find_schedule(p.schedule)->a1111_label;
     f.cfg_scale = p.cfg_scale;
     f.seed = im.seed;
     f.width = im.width;
@@ -605,6 +602,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     }
     if (!lora_hashes.empty()) f.extra.emplace_back("Lora hashes", lora_hashes);
     if (!embeddings.used().empty()) f.extra.emplace_back("TI hashes", embeddings.hashes_infotext());
+    for (const auto& kv : controlnet_infotext(p.controlnets)) f.extra.push_back(kv);
     f.version = std::string("diffuse ") + DIFFUSE_VERSION_STRING;
     im.parameters = format_infotext(f);
     return im;
@@ -651,8 +649,9 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
 
   // 2. Scheduler. An edit starts part-way down the schedule (diffusers'
   // get_timesteps): the last min(int(steps * strength), steps) steps run.
-  std::unique_ptr<Scheduler> scheduler =
-      make_scheduler(p.sampler, SchedulerConfig::from_json(m.scheduler_config), p.schedule);
+  SchedulerConfig scheduler_config = SchedulerConfig::from_json(m.scheduler_config);
+  scheduler_config.model_family = m.info.family == Family::kSDXL ? "sdxl" : "";  // align_your_steps' table
+  std::unique_ptr<Scheduler> scheduler = make_scheduler(p.sampler, scheduler_config, p.schedule);
   scheduler->set_timesteps(p.steps);
   int begin = 0;
   result.steps_run = p.steps;
@@ -843,6 +842,12 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   t0 = Clock::now();
   const std::vector<float>& timesteps = scheduler->timesteps();
   UNetStepper unet_step(m, batch.context, batch.pooled, time_ids, unet_batch, timesteps);
+  // ControlNets (controlnet_step.h): their residuals join the UNet at the steps they act in
+  // (not in an SDXL refiner's pass: they are made for the base model).
+  ControlStepInputs control_in{m.unet.get(), info.name, family_name(info.family), m.dtype, m.act_dtype, m.device,
+                               p.width, p.height, n, cfg, batch.context, batch.pooled, time_ids, timesteps, begin, end};
+  const ControlStep control(*m.controlnet_cache, info.refiner ? std::vector<ControlNetUnit>{} : p.controlnets,
+                            control_in);
   // Every draw of an ancestral / stochastic sampler, from the same generator in
   // the same order as drawing inside the loop, uploaded once now.
   StepNoise step_noise(*scheduler, gen, latents.shape(), m.device, StepNoise::kDefaultMaxBytes, end);
@@ -852,7 +857,8 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     Tensor x_in = scheduler->scale_model_input(latents, i);
     Tensor model_in = cfg ? concat({x_in, x_in}, 0) : x_in;
     if (nine) model_in = concat({model_in, extra_input}, 1);
-    Tensor out = unet_step(model_in.to(m.act_dtype), i).to(DType::kF32);
+    Tensor out = (control.active() ? control.unet_forward(model_in.to(m.act_dtype), i)
+                                   : unet_step(model_in.to(m.act_dtype), i)).to(DType::kF32);
     ++result.timings.unet_evals;
     Tensor noise = out;
     if (cfg) {
@@ -945,7 +951,13 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
 // A1111's "Approx cheap" latent -> RGB factors (sd_vae_approx.cheap_approximation):
 // rgb = latent^T * M, giving a preview at latent resolution with no VAE.
 std::vector<uint8_t> Pipeline::preview_rgb(const Tensor& latents, int index, Family family, int* width,
-                                           int* height) {
+                                           int* height, const std::vector<float>& factors) {
+  DIFFUSE_CHECK_ARG(factors.empty() || factors.size() == 15 || factors.size() == 45 || factors.size() == 141,
+                    "preview factors must be 5, 15 or 47 rows of 3 numbers (ModelInfo::preview_factors), got " +
+                        std::to_string(factors.size()) + " numbers");
+  const bool neighbourhood = factors.size() == 141;
+  const bool quadratic = factors.size() >= 45;
+  const float* bias = factors.empty() ? nullptr : factors.data() + factors.size() - 3;
   static const float kSd[4][3] = {
       {0.298f, 0.207f, 0.208f}, {0.187f, 0.286f, 0.173f}, {-0.158f, 0.189f, 0.264f}, {-0.184f, -0.271f, -0.473f}};
   static const float kSdxl[4][3] = {{0.3448f, 0.4168f, 0.4395f},
@@ -960,7 +972,28 @@ std::vector<uint8_t> Pipeline::preview_rgb(const Tensor& latents, int index, Fam
   for (int64_t i = 0; i < h * w; ++i) {
     for (int c = 0; c < 3; ++c) {
       float v = 0;
-      for (int k = 0; k < 4; ++k) v += d[k * h * w + i] * m[k][c];
+      if (factors.empty()) {
+        for (int k = 0; k < 4; ++k) v += d[k * h * w + i] * m[k][c];
+      } else {
+        v = bias[c];
+        int row = 4;
+        if (neighbourhood) {  // rows 0..35: channel k at (y + dy, x + dx), edges repeated
+          const int64_t y = i / w, x = i % w;
+          row = 0;
+          for (int k = 0; k < 4; ++k)
+            for (int64_t dy = -1; dy <= 1; ++dy)
+              for (int64_t dx = -1; dx <= 1; ++dx) {
+                const int64_t yy = std::clamp<int64_t>(y + dy, 0, h - 1), xx = std::clamp<int64_t>(x + dx, 0, w - 1);
+                v += d[k * h * w + yy * w + xx] * factors[row++ * 3 + c];
+              }
+        } else {
+          for (int k = 0; k < 4; ++k) v += d[k * h * w + i] * factors[k * 3 + c];
+        }
+        if (quadratic) {  // then z_a z_b of the pixel for a <= b, in order
+          for (int a = 0; a < 4; ++a)
+            for (int b = a; b < 4; ++b) v += d[a * h * w + i] * d[b * h * w + i] * factors[row++ * 3 + c];
+        }
+      }
       rgb[i * 3 + c] = static_cast<uint8_t>(std::clamp((v + 1.0f) * 127.5f, 0.0f, 255.0f));
     }
   }

@@ -14,6 +14,7 @@
 #include "image/image_ops.h"
 #include "models/family.h"
 #include "models/vae.h"  // VaeConfig
+#include "pipeline/controlnet_unit.h"  // ControlNetUnit
 #include "sampling/rng.h"  // RngKind
 
 namespace diffuse {
@@ -45,6 +46,14 @@ struct ModelInfo {
   float default_cfg = 7.5f;
   std::string default_sampler;  // e.g. "pndm" for SD1 folders
   std::string license;
+  // Live-preview latent -> RGB factors fitted to this model's VAE
+  // (model_index.json _diffuse_defaults.preview_factors, made by
+  // tools/demo_model/fit_preview.py), rows of RGB, flattened: 5 rows (weights
+  // of the 4 latent channels, bias), 15 (those 4, the 10 products z_a z_b for
+  // a <= b, bias) or 47 (the 3x3 neighbourhood's 36 values, channel-major then
+  // row then column with edges repeated, the 10 products, bias); empty: the
+  // family's published linear map.
+  std::vector<float> preview_factors;
   // Problems worth telling the user that do not stop loading, e.g. tensors
   // holding NaN/Inf ("unet: 'conv_in.weight' (3 non-finite of 11520)").
   std::vector<std::string> warnings;
@@ -217,6 +226,9 @@ struct GenerationParams {
   RefinerParams refiner;
   // AUTOMATIC1111's hires fix (pipeline/hires.cpp).
   HiresParams hires;
+  // ControlNets (docs/controlnet.md): each with its control image, weight and
+  // schedule window; several add up (pipeline/controlnet_step.cpp).
+  std::vector<ControlNetUnit> controlnets;
 
   void validate() const;  // throws kInvalidArgument with the limit that was broken
 };
@@ -318,8 +330,11 @@ class Pipeline {
   void unpark_weights();
   bool weights_parked() const;
 
-  // Cheap latent -> RGB approximation for live previews (a fixed linear map per family).
-  static std::vector<uint8_t> preview_rgb(const Tensor& latents, int index, Family family, int* width, int* height);
+  // Cheap latent -> RGB approximation for live previews: the model's own
+  // `factors` (ModelInfo::preview_factors, output in [-1, 1]) when given, else
+  // the family's published linear map.
+  static std::vector<uint8_t> preview_rgb(const Tensor& latents, int index, Family family, int* width, int* height,
+                                          const std::vector<float>& factors = {});
 
   struct Impl;
 

@@ -12,6 +12,7 @@
 #include "models/clip_text.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "pipeline/controlnet_step.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/vae_override.h"
 #include "sampling/scheduler.h"
@@ -75,6 +76,8 @@ struct Pipeline::Impl {
   // The embeddings a generation may use (adapters/embedding.h), checked against these encoders.
   EmbeddingSet embeddings_for(const GenerationParams& params) const;
   std::shared_ptr<EmbeddingCache> embedding_cache = std::make_shared<EmbeddingCache>();  // files read, by mtime
+  // ControlNets read for GenerationParams::controlnets, kept while calls ask for them.
+  std::shared_ptr<ControlNetCache> controlnet_cache = std::make_shared<ControlNetCache>();
   Conditioning zero_conditioning(const Conditioning& like) const;
   // Pads the shorter conditioning with empty-prompt chunks so both have the same length (A1111).
   void match_lengths(Conditioning& a, Conditioning& b, int clip_skip) const;

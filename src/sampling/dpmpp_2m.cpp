@@ -49,45 +49,10 @@ class DpmSolverPP2MScheduler final : public Scheduler {
   }
 
   void build_timesteps(int n) override {
-    const int N = train_.num_train_timesteps;
-    DIFFUSE_CHECK_ARG(n >= 1 && n <= N, "[dpmpp_2m] num_inference_steps must be in [1, " + std::to_string(N) +
-                                            "], got " + std::to_string(n));
-    // last_timestep = N - searchsorted(flip(lambda_t), lambda_min_clipped).
-    const double lambda_min = config_.lambda_min_clipped.value_or(-std::numeric_limits<double>::infinity());
-    int clipped = 0;
-    for (int i = N - 1; i >= 0; --i) {
-      const float a = train_.alphas_cumprod[static_cast<size_t>(i)];
-      const float lambda = std::log(std::sqrt(a)) - std::log(std::sqrt(1.0f - a));
-      if (static_cast<double>(lambda) < lambda_min) ++clipped;
-    }
-    const int last_timestep = N - clipped;
-    std::vector<double> ts;
-    if (spacing_ == "linspace") {
-      const auto t = np_linspace(0, last_timestep - 1, n + 1);
-      for (int i = n; i >= 1; --i) ts.push_back(np_round(t[static_cast<size_t>(i)]));
-    } else if (spacing_ == "leading") {
-      const int ratio = last_timestep / (n + 1);
-      for (int i = n; i >= 1; --i) ts.push_back(static_cast<double>(i * ratio + config_.steps_offset.value_or(0)));
-    } else if (spacing_ == "trailing") {
-      for (double t : np_arange(last_timestep, 0, -static_cast<double>(N) / n)) ts.push_back(np_round(t) - 1);
-    } else {
-      throw_error(ErrorCode::kUnsupported, "[dpmpp_2m] timestep_spacing '" + spacing_ + "' is not supported");
-    }
-
-    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
-    std::vector<double> sig;
-    if (config_.use_karras_sigmas.value_or(false)) {
-      sig = karras_sigmas(table.front(), table.back(), n);
-      const std::vector<float> log_sigmas = log_table(table);
-      const bool cosine = config_.beta_schedule.value_or("linear") == "squaredcos_cap_v2";
-      ts.clear();
-      for (double s : sig) {
-        const double t = sigma_to_t(s, log_sigmas);
-        ts.push_back(cosine ? std::trunc(t) : np_round(t));  // int64 cast truncates
-      }
-    } else {
-      for (double t : ts) sig.push_back(np_interp_index(t, table));
-    }
+    const SigmaSteps st = dpm_solver_sigma_steps(config_, train_, spacing_, n, "dpmpp_2m");
+    const std::vector<double>& ts = st.timesteps;
+    const std::vector<double>& sig = st.sigmas;
+    const std::vector<float>& table = st.table;
     sigmas_.clear();
     for (double s : sig) sigmas_.push_back(static_cast<float>(s));
     sigmas_.push_back(final_sigmas_type_ == "zero" ? 0.0f : table[0]);

@@ -17,23 +17,21 @@ class EulerAncestralScheduler final : public Scheduler {
  public:
   explicit EulerAncestralScheduler(const SchedulerConfig& c) : Scheduler("euler_a") {
     check_common_support(c, "euler_a");
-    if (c.use_karras_sigmas.value_or(false))
-      throw_error(ErrorCode::kUnsupported, "[euler_a] Karras sigmas are not supported (as in diffusers)");
+    // diffusers' class has no use_karras_sigmas; k-diffusion's sample_euler_ancestral runs on any
+    // sigmas, so the karras (and every other) schedule is built as for Euler / LMS.
+    config_ = c;
     train_ = make_train_schedule(c, BetaDefaults{});
     prediction_ = prediction_type(c, "euler_a");
     spacing_ = c.timestep_spacing.value_or("linspace");
-    steps_offset_ = c.steps_offset.value_or(0);
   }
 
   void build_timesteps(int n) override {
-    const std::vector<double> ts =
-        sigma_class_timesteps(spacing_, train_.num_train_timesteps, n, steps_offset_, "euler_a");
-    const std::vector<float> table = sigma_table(train_.alphas_cumprod);
+    const SigmaSteps st = interpolated_sigma_steps(config_, train_, spacing_, n, "euler_a");
     sigmas_.clear();
     timesteps_.clear();
-    for (double t : ts) {
-      sigmas_.push_back(static_cast<float>(np_interp_index(t, table)));
-      timesteps_.push_back(static_cast<float>(t));
+    for (size_t i = 0; i < st.sigmas.size(); ++i) {
+      sigmas_.push_back(static_cast<float>(st.sigmas[i]));
+      timesteps_.push_back(static_cast<float>(st.timesteps[i]));
     }
     sigmas_.push_back(0.0f);
     init_noise_sigma_ = sigma_init_noise(sigmas_, spacing_);
@@ -59,10 +57,10 @@ class EulerAncestralScheduler final : public Scheduler {
   }
 
  private:
+  SchedulerConfig config_;
   TrainSchedule train_;
   Prediction prediction_ = Prediction::kEpsilon;
   std::string spacing_;
-  int steps_offset_ = 0;
 };
 
 }  // namespace

@@ -16,32 +16,57 @@ constexpr PredictionSet kV = prediction_bit(Prediction::kVPrediction);
 constexpr PredictionSet kX0 = prediction_bit(Prediction::kSample);
 constexpr ScheduleSet kDefaultOnly = schedule_bit(Schedule::kDefault);
 constexpr ScheduleSet kWithKarras = schedule_bit(Schedule::kDefault) | schedule_bit(Schedule::kKarras);
+// Every schedule of the catalogue: the k-diffusion samplers run on any sigma list.
+constexpr ScheduleSet kAllSchedules = (ScheduleSet{1} << (static_cast<unsigned>(Schedule::kBeta) + 1)) - 1;
 
-// Predictions and schedules follow what each diffusers class accepts.
+// Predictions and schedules follow what each diffusers class accepts, and for
+// the k-diffusion samplers (sigma-based, any sigma list) what k-diffusion accepts.
 const std::vector<SamplerSpec>& rows() {
   static const std::vector<SamplerSpec> kSamplers = {
       {"euler_a", "Euler a", "ancestral Euler: an Euler step, then fresh noise (k-diffusion sample_euler_ancestral)",
        "EulerAncestralDiscreteScheduler", "Euler a", {"k_euler_a", "k_euler_ancestral"}, "euler_ancestral",
-       {"euler ancestral"}, /*ancestral=*/true, /*stochastic=*/true, kEps | kV, kDefaultOnly, 1, 1,
+       {"euler ancestral"}, /*ancestral=*/true, /*stochastic=*/true, "generator", kEps | kV, kAllSchedules, 1, 1,
        sched::make_euler_ancestral},
       {"euler", "Euler", "Euler's method on the probability-flow ODE (Karras et al. 2022)", "EulerDiscreteScheduler",
-       "Euler", {"k_euler"}, "euler", {}, false, false, kEps | kV | kX0, kWithKarras, 1, 1, sched::make_euler},
+       "Euler", {"k_euler"}, "euler", {}, false, false, "", kEps | kV | kX0, kAllSchedules, 1, 1, sched::make_euler},
       {"lms", "LMS", "linear multistep, order 4 (k-diffusion sample_lms)", "LMSDiscreteScheduler", "LMS", {"k_lms"},
-       "lms", {}, false, false, kEps | kV | kX0, kWithKarras, 4, 1, sched::make_lms},
+       "lms", {}, false, false, "", kEps | kV | kX0, kAllSchedules, 4, 1, sched::make_lms},
       {"heun", "Heun", "Heun's 2nd-order method: 2 model evaluations per step, 1 on the last (Karras et al. 2022)",
-       "HeunDiscreteScheduler", "Heun", {"k_heun"}, "heun", {}, false, false, kEps | kV | kX0, kWithKarras, 2, 2,
-       sched::make_heun},
+       "HeunDiscreteScheduler", "Heun", {"k_heun"}, "heun", {}, false, false, "", kEps | kV | kX0, kAllSchedules, 2,
+       2, sched::make_heun},
+      {"dpm2", "DPM2", "DPM-Solver-2 steps in Karras' ODE form: 2 evaluations per step, 1 on the last (k-diffusion sample_dpm_2)",
+       "KDPM2DiscreteScheduler", "DPM2", {"k_dpm_2"}, "dpm_2", {"dpm_2", "kdpm2"}, false, false, "",
+       kEps | kV | kX0, kAllSchedules, 2, 2, sched::make_dpm2},
+      {"dpm2_a", "DPM2 a", "ancestral DPM2: a DPM-Solver-2 step down to sigma_down, then fresh noise (k-diffusion sample_dpm_2_ancestral)",
+       "KDPM2AncestralDiscreteScheduler", "DPM2 a", {"k_dpm_2_a"}, "dpm_2_ancestral", {"dpm_2_a", "dpm2 ancestral"},
+       /*ancestral=*/true, /*stochastic=*/true, "generator", kEps | kV | kX0, kAllSchedules, 2, 2,
+       sched::make_dpm2_ancestral},
+      {"dpmpp_2s_a", "DPM++ 2S a", "ancestral DPM-Solver++(2S), single-step 2nd order (k-diffusion sample_dpmpp_2s_ancestral)",
+       "", "DPM++ 2S a", {"k_dpmpp_2s_a"}, "dpmpp_2s_ancestral", {"dpm++ 2s a", "dpmpp_2s_ancestral"},
+       /*ancestral=*/true, /*stochastic=*/true, "generator", kEps | kV | kX0, kAllSchedules, 2, 2,
+       sched::make_dpmpp_2s_ancestral},
       {"dpmpp_2m", "DPM++ 2M", "DPM-Solver++(2M), 2nd-order multistep (Lu et al. 2022)",
-       "DPMSolverMultistepScheduler", "DPM++ 2M", {"k_dpmpp_2m"}, "dpmpp_2m", {"dpm++2m"}, false, false,
-       kEps | kV | kX0, kWithKarras, 2, 1, sched::make_dpmpp_2m},
-      {"ddim", "DDIM", "denoising diffusion implicit models, deterministic (Song et al. 2020)", "DDIMScheduler", "DDIM", {"ddim"}, "ddim", {}, false,
-       false, kEps | kV | kX0, kDefaultOnly, 1, 1, sched::make_ddim},
+       "DPMSolverMultistepScheduler", "DPM++ 2M", {"k_dpmpp_2m"}, "dpmpp_2m", {"dpm++2m"}, false, false, "",
+       kEps | kV | kX0, kAllSchedules, 2, 1, sched::make_dpmpp_2m},
+      {"dpmpp_sde", "DPM++ SDE", "stochastic DPM-Solver++, 2 evaluations per step, Brownian-tree noise (k-diffusion sample_dpmpp_sde)",
+       "DPMSolverSDEScheduler", "DPM++ SDE", {"k_dpmpp_sde"}, "dpmpp_sde", {"dpm++ sde"}, /*ancestral=*/false,
+       /*stochastic=*/true, "brownian", kEps | kV | kX0, kAllSchedules, 2, 2, sched::make_dpmpp_sde},
+      {"dpmpp_2m_sde", "DPM++ 2M SDE", "DPM-Solver++(2M) SDE, midpoint, eta 1 (k-diffusion sample_dpmpp_2m_sde; diffusers sde-dpmsolver++)",
+       "", "DPM++ 2M SDE", {"k_dpmpp_2m_sde"}, "dpmpp_2m_sde", {"dpm++ 2m sde", "sde-dpmsolver++"},
+       /*ancestral=*/false, /*stochastic=*/true, "generator", kEps | kV | kX0, kAllSchedules, 2, 1,
+       sched::make_dpmpp_2m_sde},
+      {"dpmpp_3m_sde", "DPM++ 3M SDE", "DPM-Solver++(3M) SDE, eta 1 (k-diffusion sample_dpmpp_3m_sde)", "",
+       "DPM++ 3M SDE", {"k_dpmpp_3m_sde"}, "dpmpp_3m_sde", {"dpm++ 3m sde"}, /*ancestral=*/false,
+       /*stochastic=*/true, "generator", kEps | kV | kX0, kAllSchedules, 3, 1, sched::make_dpmpp_3m_sde},
+      {"ddim", "DDIM", "denoising diffusion implicit models, deterministic (Song et al. 2020)", "DDIMScheduler", "DDIM",
+       {"ddim"}, "ddim", {}, false, false, "", kEps | kV | kX0, kDefaultOnly, 1, 1, sched::make_ddim},
       {"pndm", "PLMS (PNDM)", "pseudo linear multistep, order 4, one extra evaluation (Liu et al. 2022)",
-       "PNDMScheduler", "PLMS", {"plms"}, "", {}, false, false, kEps | kV, kDefaultOnly, 4, 1, sched::make_pndm},
+       "PNDMScheduler", "PLMS", {"plms"}, "", {}, false, false, "", kEps | kV, kDefaultOnly, 4, 1, sched::make_pndm},
       {"unipc", "UniPC", "unified predictor-corrector, bh2 (Zhao et al. 2023)", "UniPCMultistepScheduler", "UniPC",
-       {"unipc"}, "uni_pc", {}, false, false, kEps | kV | kX0, kWithKarras, 2, 1, sched::make_unipc},
+       {"unipc"}, "uni_pc", {}, false, false, "", kEps | kV | kX0, kWithKarras, 2, 1, sched::make_unipc},
       {"lcm", "LCM", "Latent Consistency Model sampling, for LCM-distilled models (Luo et al. 2023)", "LCMScheduler",
-       "LCM", {"lcm"}, "lcm", {}, false, /*stochastic=*/true, kEps | kV | kX0, kDefaultOnly, 1, 1, sched::make_lcm},
+       "LCM", {"lcm"}, "lcm", {}, false, /*stochastic=*/true, "generator", kEps | kV | kX0, kDefaultOnly, 1, 1,
+       sched::make_lcm},
   };
   return kSamplers;
 }
@@ -62,8 +87,8 @@ bool same_ci(std::string_view a, std::string_view b) {
 
 // Whether `s` (already lower case) is one of the sampler's spellings.
 bool spelled(const SamplerSpec& r, const std::string& s) {
-  if (same_ci(s, r.name) || same_ci(s, r.label) || same_ci(s, r.a1111_name) || same_ci(s, r.diffusers_class))
-    return true;
+  if (same_ci(s, r.name) || same_ci(s, r.label) || same_ci(s, r.a1111_name)) return true;
+  if (*r.diffusers_class && same_ci(s, r.diffusers_class)) return true;
   if (*r.comfyui && same_ci(s, r.comfyui)) return true;
   for (const char* a : r.a1111_aliases) {
     if (same_ci(s, a)) return true;
@@ -98,9 +123,24 @@ nlohmann::json string_list(const std::vector<const char*>& v) {
 const std::vector<SamplerSpec>& sampler_catalog() { return rows(); }
 
 const std::vector<ScheduleSpec>& schedule_catalog() {
+  // A1111's modules/sd_schedulers.py list (name, label, default_rho, need_inner_model, aliases); our
+  // names are A1111's but "default" (A1111 "automatic", accepted as an alias); ComfyUI's names as aliases.
   static const std::vector<ScheduleSpec> kSchedules = {
-      {Schedule::kDefault, "default", "Default", "automatic", "Automatic", {}, -1.0},
-      {Schedule::kKarras, "karras", "Karras", "karras", "Karras", {"Karras"}, 7.0},
+      {Schedule::kDefault, "default", "Default", "automatic", "Automatic", {}, -1.0, false, {"automatic"}},
+      {Schedule::kUniform, "uniform", "Uniform", "uniform", "Uniform", {}, -1.0, true, {}},
+      {Schedule::kKarras, "karras", "Karras", "karras", "Karras", {"Karras"}, 7.0, false, {}},
+      {Schedule::kExponential, "exponential", "Exponential", "exponential", "Exponential", {}, -1.0, false, {}},
+      {Schedule::kPolyexponential, "polyexponential", "Polyexponential", "polyexponential", "Polyexponential", {},
+       1.0, false, {}},
+      {Schedule::kSgmUniform, "sgm_uniform", "SGM Uniform", "sgm_uniform", "SGM Uniform", {"SGMUniform"}, -1.0, true,
+       {"sgmuniform"}},
+      {Schedule::kKlOptimal, "kl_optimal", "KL Optimal", "kl_optimal", "KL Optimal", {}, -1.0, false, {}},
+      {Schedule::kAlignYourSteps, "align_your_steps", "Align Your Steps", "align_your_steps", "Align Your Steps", {},
+       -1.0, false, {"ays"}},
+      {Schedule::kSimple, "simple", "Simple", "simple", "Simple", {}, -1.0, true, {}},
+      {Schedule::kNormal, "normal", "Normal", "normal", "Normal", {}, -1.0, true, {}},
+      {Schedule::kDdim, "ddim", "DDIM", "ddim", "DDIM", {}, -1.0, true, {"ddim_uniform"}},
+      {Schedule::kBeta, "beta", "Beta", "beta", "Beta", {}, -1.0, true, {}},
   };
   return kSchedules;
 }
@@ -121,8 +161,26 @@ const SamplerSpec& sampler_spec(std::string_view name) {
 const ScheduleSpec* find_schedule(std::string_view name) {
   for (const ScheduleSpec& s : schedule_catalog()) {
     if (same_ci(name, s.name) || same_ci(name, s.a1111_name) || same_ci(name, s.a1111_label)) return &s;
+    for (const char* a : s.a1111_aliases) {
+      if (same_ci(name, a)) return &s;
+    }
+    for (const char* a : s.aliases) {
+      if (same_ci(name, a)) return &s;
+    }
   }
   return nullptr;
+}
+
+std::string schedule_names_list() {
+  std::string out;
+  for (const ScheduleSpec& s : schedule_catalog()) out += (out.empty() ? "" : ", ") + std::string(s.name);
+  return out;
+}
+
+const ScheduleSpec& schedule_spec(std::string_view name) {
+  if (const ScheduleSpec* s = find_schedule(name)) return *s;
+  throw_error(ErrorCode::kInvalidArgument,
+              "unknown schedule '" + std::string(name) + "' (one of " + schedule_names_list() + ")");
 }
 
 const ScheduleSpec& schedule_spec(Schedule id) {
@@ -146,7 +204,7 @@ std::optional<SamplerChoice> resolve_sampler(std::string_view spelling) {
 
 const SamplerSpec* sampler_for_diffusers_class(std::string_view class_name) {
   for (const SamplerSpec& r : rows()) {
-    if (class_name == r.diffusers_class) return &r;
+    if (*r.diffusers_class && class_name == r.diffusers_class) return &r;
   }
   return nullptr;
 }
@@ -167,15 +225,12 @@ std::string sampler_help_text() {
   std::string out = "Samplers (--sampler; default: the model's own scheduler), with their A1111 names:\n";
   for (const SamplerSpec& r : rows()) {
     out += "  " + pad(r.name, name_width) + pad(r.a1111_name, a1111_width) + r.summary;
-    out += r.supports(Schedule::kKarras) ? " [karras]\n" : "\n";
+    out += r.supports(Schedule::kBeta) ? " [all]\n" : r.supports(Schedule::kKarras) ? " [karras]\n" : "\n";
   }
-  out += "Schedules (--schedule): ";
-  bool first = true;
-  for (const ScheduleSpec& s : schedule_catalog()) {
-    out += (first ? "" : ", ") + std::string(s.name);
-    first = false;
-  }
-  out += " (karras only for the samplers marked [karras]).\n";
+  out += "Schedules (--schedule; A1111's \"Schedule type\", ComfyUI's \"scheduler\" names also accepted): " +
+         schedule_names_list() +
+         ".\n  default (alias automatic): the model's scheduler config; the others for the samplers marked [all],"
+         "\n  default and karras for those marked [karras], default only for the rest.\n";
   return out;
 }
 
@@ -199,6 +254,7 @@ nlohmann::json sampler_catalog_json() {
                         {"aliases", string_list(r.aliases)},
                         {"ancestral", r.ancestral},
                         {"stochastic", r.stochastic},
+                        {"noise", r.noise},
                         {"predictions", predictions},
                         {"schedules", schedules},
                         {"order", r.order},
@@ -206,8 +262,10 @@ nlohmann::json sampler_catalog_json() {
   }
   nlohmann::json schedules = nlohmann::json::array();
   for (const ScheduleSpec& s : schedule_catalog()) {
+    nlohmann::json aliases = string_list(s.aliases);
+    for (const char* a : s.a1111_aliases) aliases.push_back(a);
     schedules.push_back({{"name", s.name}, {"label", s.label}, {"a1111_name", s.a1111_name},
-                         {"a1111_label", s.a1111_label}});
+                         {"a1111_label", s.a1111_label}, {"aliases", aliases}});
   }
   return {{"samplers", samplers}, {"schedules", schedules}};
 }
@@ -219,6 +277,7 @@ nlohmann::json a1111_samplers_json() {
     nlohmann::json options = nlohmann::json::object();
     if (r.ancestral) options["uses_ensd"] = "True";
     if (r.evals_per_step == 2) options["second_order"] = "True";
+    if (std::string_view(r.noise) == "brownian") options["brownian_noise"] = "True";
     out.push_back({{"name", r.a1111_name}, {"aliases", string_list(r.a1111_aliases)}, {"options", options}});
   }
   return out;
@@ -231,7 +290,7 @@ nlohmann::json a1111_schedulers_json() {
                    {"label", s.a1111_label},
                    {"aliases", s.a1111_aliases.empty() ? nlohmann::json(nullptr) : string_list(s.a1111_aliases)},
                    {"default_rho", s.default_rho},
-                   {"need_inner_model", false}});
+                   {"need_inner_model", s.need_inner_model}});
   }
   return out;
 }

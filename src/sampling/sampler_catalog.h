@@ -25,10 +25,22 @@ namespace diffuse {
 class Scheduler;
 struct SchedulerConfig;
 
-// Sigma schedules a sampler can run with.
+// Sigma schedules a sampler can run with: A1111's "Schedule type" list (its
+// order), ComfyUI's "scheduler". Formulas: sampling/sigma_schedules.h and
+// docs/samplers.md.
 enum class Schedule : uint8_t {
-  kDefault,  // the scheduler config's own sigmas / timesteps
-  kKarras,   // Karras et al. 2022 (EDM) rho = 7 sigmas: diffusers' use_karras_sigmas
+  kDefault,          // "automatic": the scheduler config's own sigmas / timesteps (the diffusers class's rules)
+  kUniform,          // k-diffusion DiscreteSchedule.get_sigmas: timesteps evenly spaced, log-linear sigmas
+  kKarras,           // Karras et al. 2022 (EDM) rho = 7 sigmas: diffusers' use_karras_sigmas
+  kExponential,      // evenly spaced in log sigma (k-diffusion get_sigmas_exponential)
+  kPolyexponential,  // polynomial in log sigma, rho = 1 (k-diffusion get_sigmas_polyexponential)
+  kSgmUniform,       // n + 1 evenly spaced timesteps, the last dropped (SGM / ComfyUI sgm_uniform)
+  kKlOptimal,        // tan-spaced (Sabour et al. 2024, "Align Your Steps", KL-optimal)
+  kAlignYourSteps,   // the AYS paper's 10-step SD1.5 / SDXL tables, log-linearly interpolated
+  kSimple,           // every (N / n)-th training sigma from the top (ComfyUI simple)
+  kNormal,           // n evenly spaced timesteps from the top to 0 (ComfyUI normal)
+  kDdim,             // every floor(N / n)-th training sigma from 1 (ComfyUI ddim_uniform)
+  kBeta,             // Beta(0.6, 0.6) quantiles (Lee et al. 2024, "Beta Sampling is All You Need")
 };
 using ScheduleSet = uint32_t;
 constexpr ScheduleSet schedule_bit(Schedule s) { return ScheduleSet{1} << static_cast<unsigned>(s); }
@@ -41,6 +53,8 @@ struct ScheduleSpec {
   const char* a1111_label;  // A1111 label, also written as the infotext's "Schedule type" ("" = omitted)
   std::vector<const char*> a1111_aliases;  // A1111's alias list (null in its JSON when empty)
   double default_rho;       // A1111's default_rho (-1: none)
+  bool need_inner_model;    // A1111's need_inner_model (built from the model's training sigmas)
+  std::vector<const char*> aliases;  // further spellings accepted (ComfyUI's names: "ddim_uniform")
 };
 
 struct SamplerSpec {
@@ -53,7 +67,8 @@ struct SamplerSpec {
   const char* comfyui;          // ComfyUI's sampler_name ("" when ComfyUI has none)
   std::vector<const char*> aliases;  // further spellings accepted from users
   bool ancestral;               // adds fresh noise every step (A1111 "uses_ensd")
-  bool stochastic;              // its steps draw generator noise (Scheduler::draws_noise)
+  bool stochastic;              // its steps draw noise (Scheduler::draws_noise)
+  const char* noise;            // where that noise comes from: "" (none), "generator", "brownian" (brownian.h)
   PredictionSet predictions;    // model predictions it accepts
   ScheduleSet schedules;        // sigma schedules it runs with
   int order;                    // order of the solver (its default solver_order where configurable)
@@ -73,8 +88,13 @@ const std::vector<ScheduleSpec>& schedule_catalog();
 const SamplerSpec* find_sampler(std::string_view name);
 // By our name; throws kInvalidArgument "unknown sampler 'x' (one of ...)".
 const SamplerSpec& sampler_spec(std::string_view name);
-// By our name ("karras") or A1111's name or label, case-insensitively; nullptr when unknown.
+// By our name ("karras"), A1111's name or label, or an alias (ComfyUI's names,
+// "automatic" for "default"), case-insensitively; nullptr when unknown.
 const ScheduleSpec* find_schedule(std::string_view name);
+// "default, uniform, karras, ..." (for messages).
+std::string schedule_names_list();
+// By any spelling; throws kInvalidArgument "unknown schedule 'x' (one of ...)".
+const ScheduleSpec& schedule_spec(std::string_view name);
 const ScheduleSpec& schedule_spec(Schedule s);
 
 // A sampler from any spelling a user or client may send, case-insensitively:
@@ -97,9 +117,9 @@ std::string sampler_help_text();
 
 // The catalogue for clients (GET /api/samplers):
 //   {"samplers": [{name, label, summary, diffusers_class, a1111_name, a1111_aliases, comfyui, aliases,
-//                  ancestral, stochastic, predictions: ["epsilon", ...], schedules: ["default", ...],
+//                  ancestral, stochastic, noise, predictions: ["epsilon", ...], schedules: ["default", ...],
 //                  order, evals_per_step}],
-//    "schedules": [{name, label, a1111_name, a1111_label}]}
+//    "schedules": [{name, label, a1111_name, a1111_label, aliases}]}
 nlohmann::json sampler_catalog_json();
 // A1111's GET /sdapi/v1/samplers: [{name, aliases, options}].
 nlohmann::json a1111_samplers_json();

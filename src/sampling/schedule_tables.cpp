@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "core/ops.h"
 #include "sampling/sampler_catalog.h"
+#include "sampling/sigma_schedules.h"
 
 namespace diffuse::sched {
 
@@ -243,6 +245,65 @@ SigmaSteps interpolated_sigma_steps(const SchedulerConfig& config, const TrainSc
     const std::vector<float> log_sigmas = log_table(s.table);
     s.timesteps.clear();
     for (double sigma : s.sigmas) s.timesteps.push_back(sigma_to_t(sigma, log_sigmas));
+  } else if (config.sigma_schedule != Schedule::kDefault) {
+    // A k-diffusion schedule (sigma_schedules.h) on the training sigmas; the model's
+    // timestep of each is the fractional sigma_to_t, as for the Karras sigmas.
+    s.sigmas = schedule_sigmas(config.sigma_schedule, s.table, n, config.model_family);
+    const std::vector<float> log_sigmas = log_table(s.table);
+    s.timesteps.clear();
+    for (double sigma : s.sigmas) s.timesteps.push_back(sigma_to_t(sigma, log_sigmas));
+  }
+  return s;
+}
+
+SigmaSteps dpm_solver_sigma_steps(const SchedulerConfig& config, const TrainSchedule& train, const std::string& spacing,
+                                  int n, const char* who) {
+  const std::string w = std::string("[") + who + "] ";
+  const int N = train.num_train_timesteps;
+  DIFFUSE_CHECK_ARG(n >= 1 && n <= N, w + "num_inference_steps must be in [1, " + std::to_string(N) + "], got " +
+                                          std::to_string(n));
+  // last_timestep = N - searchsorted(flip(lambda_t), lambda_min_clipped).
+  const double lambda_min = config.lambda_min_clipped.value_or(-std::numeric_limits<double>::infinity());
+  int clipped = 0;
+  for (int i = N - 1; i >= 0; --i) {
+    const float a = train.alphas_cumprod[static_cast<size_t>(i)];
+    const float lambda = std::log(std::sqrt(a)) - std::log(std::sqrt(1.0f - a));
+    if (static_cast<double>(lambda) < lambda_min) ++clipped;
+  }
+  const int last_timestep = N - clipped;
+  SigmaSteps s;
+  std::vector<double>& ts = s.timesteps;
+  if (spacing == "linspace") {
+    const auto t = np_linspace(0, last_timestep - 1, n + 1);
+    for (int i = n; i >= 1; --i) ts.push_back(np_round(t[static_cast<size_t>(i)]));
+  } else if (spacing == "leading") {
+    const int ratio = last_timestep / (n + 1);
+    for (int i = n; i >= 1; --i) ts.push_back(static_cast<double>(i * ratio + config.steps_offset.value_or(0)));
+  } else if (spacing == "trailing") {
+    for (double t : np_arange(last_timestep, 0, -static_cast<double>(N) / n)) ts.push_back(np_round(t) - 1);
+  } else {
+    throw_error(ErrorCode::kUnsupported, w + "timestep_spacing '" + spacing + "' is not supported");
+  }
+  s.table = sigma_table(train.alphas_cumprod);
+  const std::vector<float>& table = s.table;
+  std::vector<double>& sig = s.sigmas;
+  if (config.use_karras_sigmas.value_or(false)) {
+    sig = karras_sigmas(table.front(), table.back(), n);
+    const std::vector<float> log_sigmas = log_table(table);
+    const bool cosine = config.beta_schedule.value_or("linear") == "squaredcos_cap_v2";
+    ts.clear();
+    for (double v : sig) {
+      const double t = sigma_to_t(v, log_sigmas);
+      ts.push_back(cosine ? std::trunc(t) : np_round(t));  // int64 cast truncates
+    }
+  } else if (config.sigma_schedule != Schedule::kDefault) {
+    // A k-diffusion schedule (sigma_schedules.h), timesteps rounded as for the Karras sigmas.
+    sig = schedule_sigmas(config.sigma_schedule, table, n, config.model_family);
+    const std::vector<float> log_sigmas = log_table(table);
+    ts.clear();
+    for (double v : sig) ts.push_back(np_round(sigma_to_t(v, log_sigmas)));
+  } else {
+    for (double t : ts) sig.push_back(np_interp_index(t, table));
   }
   return s;
 }

@@ -50,7 +50,9 @@ std::vector<double> sigma_class_timesteps(const std::string& spacing, int num_tr
 // n steps: sigma_class_timesteps, the sigma of each by interpolating the
 // training table, and with use_karras_sigmas the Karras schedule between
 // karras_min / karras_max (nullopt: the interpolated ends, as the classes
-// without sigma_min / sigma_max keys do) mapped back to fractional timesteps.
+// without sigma_min / sigma_max keys do) mapped back to fractional timesteps;
+// with config.sigma_schedule set, that schedule (sigma_schedules.h) mapped
+// back the same way (ddim may give one step more than n).
 struct SigmaSteps {
   std::vector<double> timesteps, sigmas;  // n each, descending
   std::vector<float> table;               // the training sigmas (sigma_table)
@@ -59,6 +61,13 @@ SigmaSteps interpolated_sigma_steps(const SchedulerConfig& config, const TrainSc
                                     const std::string& spacing, int n, const char* who,
                                     std::optional<double> karras_min = std::nullopt,
                                     std::optional<double> karras_max = std::nullopt);
+
+// The timesteps and sigmas of DPMSolverMultistepScheduler (dpmpp_2m, and
+// dpmpp_2m_sde's default): n + 1 linspace timesteps without the last (or
+// leading / trailing), lambda_min_clipped; Karras and the k-diffusion
+// schedules with rounded timesteps. n values each, without the final sigma.
+SigmaSteps dpm_solver_sigma_steps(const SchedulerConfig& config, const TrainSchedule& train, const std::string& spacing,
+                                  int n, const char* who);
 
 // Karras et al. 2022 (EDM) rho = 7 schedule from sigma_max down to sigma_min, n values.
 std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n);

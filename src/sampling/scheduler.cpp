@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/ops.h"
+#include "sampling/brownian.h"
 #include "sampling/sampler_catalog.h"
 #include "sampling/schedule_tables.h"
 #include "sampling/scheduler_factories.h"
@@ -180,7 +181,16 @@ Tensor Scheduler::step(const Tensor& model_output, int k, const Tensor& sample, 
   Tensor noise;
   if (k >= 0 && static_cast<size_t>(k) < timesteps_.size() && draws_noise(k)) {
     DIFFUSE_CHECK_ARG(generator != nullptr, "[" + name_ + "] step needs a generator for its noise");
-    noise = generator->randn(sample.shape()).to(sample.device());
+    if (noise_source() == NoiseSource::kBrownian) {
+      const auto [t0, t1] = noise_domain();
+      if (!brownian_ || brownian_->seed() != generator->seed() || brownian_->numel() != shape_numel(sample.shape()) ||
+          brownian_->t0() != t0 || brownian_->t1() != t1)
+        brownian_ = std::make_shared<BrownianTree>(generator->seed(), shape_numel(sample.shape()), t0, t1);
+      const auto [lo, hi] = noise_interval(k);
+      noise = brownian_->increment(lo, hi, sample.shape()).to(sample.device());
+    } else {
+      noise = generator->randn(sample.shape()).to(sample.device());
+    }
   }
   return step(model_output, k, sample, noise);
 }
@@ -189,12 +199,21 @@ Tensor Scheduler::step(const Tensor& model_output, int k, const Tensor& sample, 
 
 StepNoise::StepNoise(const Scheduler& scheduler, Generator& generator, const Shape& sample_shape, Device device,
                      size_t max_bytes, int end_step)
-    : generator_(generator), shape_(sample_shape), device_(device) {
+    : generator_(generator), shape_(sample_shape), device_(device), scheduler_(scheduler) {
   const size_t steps = scheduler.timesteps().size();
   const size_t end = end_step < 0 ? steps : std::min(steps, static_cast<size_t>(end_step));
   draw_of_step_.assign(steps, -1);
   for (size_t k = static_cast<size_t>(scheduler.begin_index()); k < end; ++k) {
     if (scheduler.draws_noise(static_cast<int>(k))) draw_of_step_[k] = static_cast<int>(num_draws_++);
+  }
+  if (scheduler.noise_source() == Scheduler::NoiseSource::kBrownian) {
+    // One Brownian motion for the run, seeded with the generator's seed (k-diffusion's
+    // BrownianTreeNoiseSampler takes the seed too); each noisy step's increment is built by at().
+    if (num_draws_ > 0) {
+      const auto [t0, t1] = scheduler.noise_domain();
+      brownian_ = std::make_shared<BrownianTree>(generator.seed(), shape_numel(shape_), t0, t1);
+    }
+    return;
   }
   const size_t draw_bytes = static_cast<size_t>(std::max<int64_t>(shape_numel(shape_), 1)) * sizeof(float);
   chunk_draws_ = std::max<size_t>(1, std::min(num_draws_, max_bytes / draw_bytes));
@@ -222,6 +241,11 @@ Tensor StepNoise::at(int k) {
                         std::to_string(draw_of_step_.size()) + ")");
   const int d = draw_of_step_[static_cast<size_t>(k)];
   if (d < 0) return Tensor();
+  if (brownian_) {  // built on the host, one upload per noisy step
+    const auto [lo, hi] = scheduler_.noise_interval(k);
+    if (device_ != Device::kCPU) ++uploads_;
+    return brownian_->increment(lo, hi, shape_).to(device_);
+  }
   const size_t draw = static_cast<size_t>(d);
   DIFFUSE_CHECK_ARG(draw >= chunk_first_, "[StepNoise] steps must be visited in increasing order");
   while (draw >= next_draw_) draw_chunk(next_draw_);  // skipped steps' draws are still drawn, in order
@@ -244,20 +268,23 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const Schedul
                 "[make_scheduler] unknown sampler '" + name + "' (one of " + sampler_names_list() + ")");
   SchedulerConfig c = shipped;
   const ScheduleSpec* sched = find_schedule(schedule);
-  if (!sched || schedule != sched->name)
+  if (!sched)
     throw_error(ErrorCode::kInvalidArgument,
-                "[make_scheduler] unknown schedule '" + schedule + "' (expected default or karras)");
-  if (sched->id == Schedule::kKarras) {
-    if (!row->supports(Schedule::kKarras)) {
-      std::string with;
-      for (const SamplerSpec& r : sampler_catalog()) {
-        if (r.supports(Schedule::kKarras)) with += (with.empty() ? "" : ", ") + std::string(r.name);
-      }
-      throw_error(ErrorCode::kUnsupported, "[make_scheduler] the karras schedule is not available for '" + name +
-                                               "' (diffusers supports it for " + with + ")");
+                "[make_scheduler] unknown schedule '" + schedule + "' (one of " + schedule_names_list() + ")");
+  if (!row->supports(sched->id)) {
+    std::string with, allowed;
+    for (const SamplerSpec& r : sampler_catalog()) {
+      if (r.supports(sched->id)) with += (with.empty() ? "" : ", ") + std::string(r.name);
     }
-    c.use_karras_sigmas = true;
+    for (const ScheduleSpec& s : schedule_catalog()) {
+      if (row->supports(s.id)) allowed += (allowed.empty() ? "" : ", ") + std::string(s.name);
+    }
+    throw_error(ErrorCode::kUnsupported, "[make_scheduler] the " + std::string(sched->name) +
+                                             " schedule is not available for '" + name + "' (it runs with " +
+                                             allowed + "; " + sched->name + " is for " + with + ")");
   }
+  if (sched->id == Schedule::kKarras) c.use_karras_sigmas = true;  // each class's own (diffusers) Karras rule
+  else if (sched->id != Schedule::kDefault) c.sigma_schedule = sched->id;
   return row->make(c);
 }
 

@@ -29,13 +29,17 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
 #include "sampling/prediction.h"
 #include "sampling/rng.h"
+#include "sampling/sampler_catalog.h"
 
 namespace diffuse {
+
+class BrownianTree;  // brownian.h
 
 // Mirrors scheduler_config.json. A field is nullopt when the shipped config
 // does not have the key (or has null): diffusers' from_config then gives each
@@ -73,6 +77,14 @@ struct SchedulerConfig {
   std::optional<std::vector<int>> disable_corrector;  // UniPC
   std::optional<int> original_inference_steps;    // LCM
   std::optional<double> timestep_scaling;         // LCM
+
+  // Not scheduler_config.json keys (from_json leaves them alone):
+  // the sigma schedule make_scheduler() picked, when it is one of the
+  // k-diffusion schedules (sigma_schedules.h) rather than default / karras,
+  // which each class builds by its own diffusers rules;
+  Schedule sigma_schedule = Schedule::kDefault;
+  // the model's family, "sdxl" or "" (align_your_steps has an SDXL table and an SD 1.5 one).
+  std::string model_family;
 
   // Reads the keys above from a shipped scheduler_config.json (other keys,
   // such as _class_name, are ignored). Throws kInvalidArgument on a key of the
@@ -124,10 +136,21 @@ class Scheduler {
   // Multiplies the initial noise.
   float init_noise_sigma() const { return init_noise_sigma_; }
 
-  // Whether step `step_index` uses one draw of generator noise, of the
-  // sample's shape (euler_a: every step, the last included, as diffusers
-  // draws it; lcm: all but the last).
+  // Whether step `step_index` uses noise of the sample's shape (euler_a:
+  // every step, the last included, as diffusers draws it; lcm: all but the last).
   virtual bool draws_noise(int step_index) const { return false; }
+  // Where that noise comes from: one generator draw per noisy step, or
+  // (dpmpp_sde) the normalised increment (W(hi) - W(lo)) / sqrt(hi - lo) of one
+  // Brownian motion W per run over noise_interval(step) (brownian.h), seeded
+  // with the generator's seed, so that the noise of overlapping intervals is
+  // correlated as k-diffusion's BrownianTreeNoiseSampler makes it.
+  enum class NoiseSource { kGenerator, kBrownian };
+  virtual NoiseSource noise_source() const { return NoiseSource::kGenerator; }
+  // kBrownian: the interval [lo, hi] (noise levels) of a noisy step, and the
+  // domain of the whole run's Brownian motion (its smallest positive and
+  // largest sigma).
+  virtual std::pair<double, double> noise_interval(int step_index) const { return {0.0, 0.0}; }
+  virtual std::pair<double, double> noise_domain() const { return {0.0, 0.0}; }
 
   // Model input for step `step_index` (an index into timesteps()): f32, on
   // the sample's device.
@@ -169,6 +192,7 @@ class Scheduler {
  private:
   std::string name_;
   int begin_ = 0;
+  std::shared_ptr<BrownianTree> brownian_;  // step(..., Generator*) of a kBrownian sampler
 };
 
 // The generator noise of a whole run for a stochastic scheduler, drawn up
@@ -203,15 +227,21 @@ class StepNoise {
   size_t num_draws_ = 0, chunk_draws_ = 0, chunk_first_ = 0, next_draw_ = 0;
   Tensor chunk_;  // [chunk_draws_, *shape_] on device_
   int uploads_ = 0;
+  const Scheduler& scheduler_;
+  std::shared_ptr<BrownianTree> brownian_;  // kBrownian samplers: the run's Brownian motion
 };
 
-// name: a catalogue name (sampler_catalog.h: ddim | pndm | lms | euler |
-// euler_a | heun | dpmpp_2m | unipc | lcm). schedule: "default" (the
-// config's sigmas) or "karras" (use_karras_sigmas = true; for the samplers
-// whose catalogue row lists it, as in diffusers).
-// Throws kInvalidArgument for unknown names and kUnsupported for config
-// features not ported (thresholding, zero-SNR rescaling, exponential/beta
-// sigmas, solver_order > 2, SDE variants, PNDM's PRK warm-up).
+// name: a catalogue name (sampler_catalog.h: euler_a | euler | lms | heun |
+// dpm2 | dpm2_a | dpmpp_2s_a | dpmpp_2m | dpmpp_sde | dpmpp_2m_sde |
+// dpmpp_3m_sde | ddim | pndm | unipc | lcm). schedule: any spelling of a
+// catalogue schedule (find_schedule): "default" (the config's sigmas),
+// "karras" (use_karras_sigmas = true, as in diffusers), or one of the
+// k-diffusion schedules (SchedulerConfig::sigma_schedule), each for the
+// samplers whose catalogue row lists it.
+// Throws kInvalidArgument for unknown names, kUnsupported for a schedule the
+// sampler does not run with and for config features not ported
+// (thresholding, zero-SNR rescaling, exponential/beta sigmas keys,
+// solver_order > 2, diffusers' SDE variants, PNDM's PRK warm-up).
 std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const SchedulerConfig& shipped,
                                           const std::string& schedule = "default");
 // The catalogue's names, in its order.

@@ -16,5 +16,12 @@ std::unique_ptr<Scheduler> make_heun(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_unipc(const SchedulerConfig& c);
 std::unique_ptr<Scheduler> make_lcm(const SchedulerConfig& c);
+// The k-diffusion samplers (k_sampler.h), one file each.
+std::unique_ptr<Scheduler> make_dpm2(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_dpm2_ancestral(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_dpmpp_2s_ancestral(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_dpmpp_sde(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_dpmpp_2m_sde(const SchedulerConfig& c);
+std::unique_ptr<Scheduler> make_dpmpp_3m_sde(const SchedulerConfig& c);
 
 }  // namespace diffuse::sched

@@ -24,6 +24,7 @@
 #include "io/png.h"
 #include "server/base64.h"
 #include "server/client_watch.h"
+#include "server/controlnet_request.h"
 #include "server/edit_request.h"
 #include "server/hires_request.h"
 #include "server/preview_options.h"
@@ -61,6 +62,9 @@ struct A1111Request {
   std::vector<std::string> warnings;  // tags not applied
   int64_t seed = 0;  // of the first image (random when the request said -1)
   int batch_size = 1, n_iter = 1;
+  // Ours, in "info": what the request left out and the model's defaults filled
+  // in ("steps: 20, the model's default (the request gave none)").
+  std::vector<std::string> notes;
 };
 
 // The fields of StableDiffusionProcessing we honour (unknown ones are ignored,
@@ -80,16 +84,35 @@ A1111Request parse_a1111_request(Server::State& s, const nlohmann::json& body) {
   if (sampler.empty()) sampler = json_field<std::string>(body, "sampler_index", "Euler");
   const SamplerChoice choice = resolve_sampler_or_throw(sampler);
   p.sampler = choice.sampler->name;
-  // "scheduler" (A1111 1.9+) or a legacy "... Karras" sampler name picks the schedule; the
-  // schedules A1111 has and we do not (uniform, exponential, ...) run as "automatic".
-  const ScheduleSpec* sched = find_schedule(json_field<std::string>(body, "scheduler", ""));
-  const bool karras = choice.schedule == Schedule::kKarras || (sched && sched->id == Schedule::kKarras);
-  p.schedule = schedule_spec(karras ? Schedule::kKarras : Schedule::kDefault).name;
+  // "scheduler" (A1111 1.9+: a name, label or alias of /sdapi/v1/schedulers; ComfyUI's names too)
+  // or a legacy "... Karras" sampler name picks the schedule. An unknown one, or one the sampler
+  // does not run with, is a 400 naming the valid ones.
+  const std::string scheduler = json_field<std::string>(body, "scheduler", "");
+  Schedule sched_id = choice.schedule.value_or(Schedule::kDefault);
+  if (!scheduler.empty() && !(choice.schedule && schedule_spec(scheduler).id == Schedule::kDefault))
+    sched_id = schedule_spec(scheduler).id;
+  if (!choice.sampler->supports(sched_id)) {
+    std::string allowed;
+    for (const ScheduleSpec& sc : schedule_catalog())
+      if (choice.sampler->supports(sc.id)) allowed += (allowed.empty() ? "" : ", ") + std::string(sc.a1111_name);
+    throw_error(ErrorCode::kInvalidArgument, "scheduler '" + std::string(schedule_spec(sched_id).a1111_name) +
+                                                 "' is not available for sampler '" + choice.sampler->a1111_name +
+                                                 "' (it runs with " + allowed + ")");
+  }
+  p.schedule = schedule_spec(sched_id).name;
   a.batch_size = json_field<int>(body, "batch_size", 1);
   a.n_iter = json_field<int>(body, "n_iter", 1);
   DIFFUSE_CHECK_ARG(a.batch_size >= 1 && a.batch_size <= 8, "batch_size must be between 1 and 8");
   DIFFUSE_CHECK_ARG(a.n_iter >= 1 && a.n_iter <= 16, "n_iter must be between 1 and 16");
-  p.steps = json_field<int>(body, "steps", 50);
+  // No steps: the model's own default (the demo model's 20; 50 for SD1 folders,
+  // A1111's default), so that a client's plain request on a small model takes seconds.
+  if (has_field(body, "steps")) {
+    p.steps = json_field<int>(body, "steps", 50);
+  } else {
+    const std::optional<ModelEntry> entry = s.models->find(a.model);
+    p.steps = entry ? entry->default_steps : 50;
+    a.notes.push_back("steps: " + std::to_string(p.steps) + ", the model's default (the request gave none)");
+  }
   p.cfg_scale = json_field<float>(body, "cfg_scale", 7.0f);
   p.width = json_field<int>(body, "width", 512);
   p.height = json_field<int>(body, "height", 512);
@@ -290,7 +313,8 @@ void run_a1111(Server::State& s, const httplib::Request& req, httplib::Response&
                          {"interrupted", interrupted_at_step > 0},
                          {"interrupted_at_step", interrupted_at_step},
                          // Ours: what the pipeline changed and said so ("init image 500x375 resized to 496x368").
-                         {"warnings", warnings}};
+                         {"warnings", warnings},
+                         {"notes", a.notes}};
   nlohmann::json parameters = body;
   parameters["seed"] = a.seed;
   parameters["steps"] = p.steps;
@@ -441,7 +465,9 @@ void register_a1111_routes(Server::State& s) {
     bool skip_image = req.get_param_value("skip_current_image") == "true";
     auto j = s.jobs->running();
     nlohmann::json state = {{"skipped", false}, {"interrupted", j && j->interrupted}, {"stopping_generation", false},
-                            {"job", j ? j->kind : ""}, {"job_count", static_cast<int>(s.jobs->pending())},
+                            // A1111's state.job is free text naming what runs: the kind, then the phase.
+                            {"job", j ? j->kind + ": " + job_phase_label(*j) : ""},
+                            {"job_count", static_cast<int>(s.jobs->pending())},
                             {"job_timestamp", "0"}, {"job_no", 0},
                             {"sampling_step", j ? j->step : 0}, {"sampling_steps", j ? j->total_steps : 0}};
     double progress = j && j->total_steps > 0 ? static_cast<double>(j->step) / j->total_steps : 0.0;
@@ -451,7 +477,7 @@ void register_a1111_routes(Server::State& s) {
                           {"current_image", (!skip_image && j && !j->preview_png.empty())
                                                 ? nlohmann::json(base64_encode(j->preview_png))
                                                 : nlohmann::json(nullptr)},
-                          {"textinfo", nullptr}};
+                          {"textinfo", j ? nlohmann::json(job_phase_label(*j)) : nlohmann::json(nullptr)}};
     res.set_content(out.dump(), "application/json");
   });
 
@@ -461,6 +487,7 @@ void register_a1111_routes(Server::State& s) {
     A1111Request a = parse_a1111_request(s, body);
     a.p.validate();
     if (!apply_a1111_hires(s, body, a.p, res)) return;  // enable_hr, hr_* (hires_request.h)
+    if (!apply_a1111_controlnet(s, body, a.model, a.p, res)) return;  // alwayson_scripts.controlnet (controlnet_request.h)
     if (!apply_adapters(s, a, res)) return;
     run_a1111(s, req, res, body, a, {});
   });
@@ -479,6 +506,7 @@ void register_a1111_routes(Server::State& s) {
     if (!has_field(body, "width")) a.p.width = 0;
     if (!has_field(body, "height")) a.p.height = 0;
     a.p.validate();
+    if (!apply_a1111_controlnet(s, body, a.model, a.p, res)) return;  // alwayson_scripts.controlnet (controlnet_request.h)
     if (!apply_adapters(s, a, res)) return;
     run_a1111(s, req, res, body, a, json_field<bool>(body, "include_init_images", false) ? init_b64
                                                                                           : std::vector<std::string>{});

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "server/base64.h"
+#include "server/controlnet_request.h"
 #include "server/edit_request.h"
 #include "server/hires_request.h"
 #include "server/refiner_request.h"
@@ -38,6 +39,8 @@ nlohmann::json model_json(const ModelEntry& m) {
           {"hash", m.hash},
           {"license", m.license},
           {"model_card", m.model_card},
+          {"readme", m.readme_path.empty() ? "" : "/api/models/" + m.id + "/readme"},
+          {"example_prompts", m.example_prompts},
           {"source", m.source},
           {"size_bytes", m.size_bytes},
           {"loaded", m.loaded},
@@ -55,6 +58,8 @@ nlohmann::json image_json(const std::string& file, int64_t seed, int w, int h, c
 }
 
 nlohmann::json job_json(const JobSnapshot& j) {
+  nlohmann::json phases = nlohmann::json::array();
+  for (const auto& [phase, at] : j.phase_log) phases.push_back({{"phase", phase}, {"at_s", at}});
   nlohmann::json images = nlohmann::json::array();
   for (const JobImage& im : j.images) images.push_back(image_json(im.file, im.seed, im.width, im.height, im.parameters));
   return {{"id", j.id},
@@ -62,6 +67,9 @@ nlohmann::json job_json(const JobSnapshot& j) {
           {"position", j.position},
           {"model", j.model},
           {"prompt", j.prompt},
+          {"phase", j.phase},
+          {"label", job_phase_label(j)},
+          {"phases", phases},  // each phase entered, with its start (seconds into the run)
           {"step", j.step},
           {"total_steps", j.total_steps},
           {"it_per_s", j.it_per_s},
@@ -70,6 +78,7 @@ nlohmann::json job_json(const JobSnapshot& j) {
           {"error", j.error},
           {"warnings", j.warnings},
           {"seed", j.seed},
+          {"stopped_at_step", j.stopped_at_step},  // > 0: stopped (interrupt) after this step, partial images
           {"images", images},
           {"has_preview", !j.preview_png.empty()},
           {"created", j.created}};
@@ -86,6 +95,18 @@ void register_native_routes(Server::State& s) {
     nlohmann::json out = nlohmann::json::array();
     for (const ModelEntry& m : s.models->list()) out.push_back(model_json(m));
     res.set_content(out.dump(), "application/json");
+  });
+
+  // A model folder's README.md (the page's model card), as text.
+  http.Get(R"(/api/models/([^/]+)/readme)", [&s](const httplib::Request& req, httplib::Response& res) {
+    const std::optional<ModelEntry> m = s.models->find(req.matches[1]);
+    if (!m) return send_error(res, 404, "no model '" + std::string(req.matches[1]) + "'");
+    if (m->readme_path.empty()) return send_error(res, 404, "model '" + m->id + "' has no README.md");
+    std::ifstream in(m->readme_path, std::ios::binary);
+    if (!in) return send_error(res, 404, "cannot read " + m->readme_path);
+    std::ostringstream text;
+    text << in.rdbuf();
+    res.set_content(text.str(), "text/markdown; charset=utf-8");
   });
 
   http.Post("/api/models/refresh", [&s](const httplib::Request&, httplib::Response& res) {
@@ -106,6 +127,7 @@ void register_native_routes(Server::State& s) {
           images += body[k].get_ref<const std::string&>().size();
         }
       }
+      images += native_controlnet_image_bytes(body);  // "controlnets": [{"image": ...}] (controlnet_request.h)
       if (!body.is_object() || req.body.size() - images > s.options.max_body_bytes) {
         return send_error(res, 413, "the request body is larger than " + std::to_string(s.options.max_body_bytes) +
                                         " bytes besides its images (init_image, mask)");
@@ -127,7 +149,8 @@ void register_native_routes(Server::State& s) {
     p.cfg_scale = json_field<float>(body, "cfg_scale", -1.0f);
     std::string sampler = json_field<std::string>(body, "sampler", "");
     p.sampler = sampler.empty() ? "" : canonical_sampler(sampler);
-    p.schedule = json_field<std::string>(body, "schedule", "default");
+    // Any spelling of a catalogue schedule (A1111's, ComfyUI's); unknown: 400 listing them.
+    p.schedule = schedule_spec(json_field<std::string>(body, "schedule", "default")).name;
     p.width = json_field<int>(body, "width", 0);
     p.height = json_field<int>(body, "height", 0);
     p.clip_skip = json_field<int>(body, "clip_skip", 1);
@@ -135,6 +158,9 @@ void register_native_routes(Server::State& s) {
     // An sd_vae name ("Automatic", "None", a file of the VAE folders); resolved with the adapters below (400).
     p.vae = json_field<std::string>(body, "vae", "");
     p.seed_per_image = true;  // seed + i per image, as A1111 and the gallery show it
+    // The page's Stop (POST /sdapi/v1/interrupt) keeps the image of the last
+    // step taken, as A1111's; cancelling (DELETE) keeps nothing.
+    p.decode_when_stopped = true;
     apply_native_refiner(s, body, p);  // "refiner": the SDXL refiner hand-off (refiner_request.h)
     if (!apply_native_hires(s, body, p, res)) return;  // "hires": the hires fix (hires_request.h)
     if (p.seed < 0) {
@@ -155,6 +181,8 @@ void register_native_routes(Server::State& s) {
     } catch (const Error& e) {
       return send_error(res, 400, e.what());  // a bad upload or edit field
     }
+    // "controlnets": ControlNet units (controlnet_request.h); after the edit, whose init image a unit may use.
+    if (!apply_native_controlnet(s, body, r.model, p, &r.echo, res)) return;
     // An edit without a size (0) works at the init image's, rounded down to multiples of 8 (a warning says so).
     r.echo["seed"] = p.seed;
     r.echo["model"] = r.model;
@@ -198,7 +226,7 @@ void register_native_routes(Server::State& s) {
     if (!s.jobs->get(id)) return send_error(res, 404, "job not found");
     res.set_header("Cache-Control", "no-cache");
     auto seen = std::make_shared<uint64_t>(0);
-    auto last_step = std::make_shared<int>(-1);
+    auto last_step = std::make_shared<std::string>();  // the phase label of the last progress event
     auto last_preview = std::make_shared<int>(0);  // JobSnapshot::previews when the last preview was sent
     res.set_chunked_content_provider("text/event-stream", [&s, id, seen, last_step, last_preview](size_t,
                                                                                                  httplib::DataSink& sink) {
@@ -214,11 +242,12 @@ void register_native_routes(Server::State& s) {
         *seen = j->version;
         nlohmann::json state = job_json(*j);
         ev << "event: state\ndata: " << state.dump() << "\n\n";
-        if (j->step != *last_step && j->state == JobState::kRunning) {
-          *last_step = j->step;
+        const std::string label = job_phase_label(*j);
+        if (label != *last_step && j->state == JobState::kRunning) {
+          *last_step = label;
           ev << "event: progress\ndata: "
-             << nlohmann::json({{"step", j->step}, {"total_steps", j->total_steps}, {"it_per_s", j->it_per_s},
-                                {"eta_s", j->eta_s}})
+             << nlohmann::json({{"phase", j->phase}, {"label", label}, {"step", j->step},
+                                {"total_steps", j->total_steps}, {"it_per_s", j->it_per_s}, {"eta_s", j->eta_s}})
                     .dump()
              << "\n\n";
           // A new preview only: TAESD previews skip steps (docs/previews.md).
@@ -298,7 +327,11 @@ void register_native_routes(Server::State& s) {
     if (!f) return send_error(res, 404, "no such image");
     std::ostringstream ss;
     ss << f.rdbuf();
-    res.set_header("Content-Disposition", "inline; filename=\"" + name + "\"");
+    // ?download=00012-1234.png: a download under that name (the page's A1111-style
+    // names; Content-Disposition wins over the link's download attribute).
+    const std::string as = req.get_param_value("download");
+    if (!as.empty() && !std::regex_match(as, kSafe)) return send_error(res, 400, "download name must be letters, digits, '-' or '_' then .png");
+    res.set_header("Content-Disposition", as.empty() ? "inline; filename=\"" + name + "\"" : "attachment; filename=\"" + as + "\"");
     res.set_content(ss.str(), "image/png");
   });
 }

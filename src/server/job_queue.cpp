@@ -38,11 +38,46 @@ const char* job_state_name(JobState s) {
   return "?";
 }
 
+std::string job_phase_label(const JobSnapshot& j) {
+  switch (j.state) {
+    case JobState::kQueued:
+      return j.position > 0 ? "Queued (position " + std::to_string(j.position) + ")" : "Queued";
+    case JobState::kDone: return "Done";
+    case JobState::kFailed: return "Failed";
+    case JobState::kCancelled: return "Cancelled";
+    case JobState::kRunning: break;
+  }
+  if (j.phase == "loading") return "Loading model";
+  if (j.phase == "encoding") return j.kind == "img2img" ? "Encoding prompt and image" : "Encoding prompt";
+  if (j.phase == "decoding") return "Decoding";
+  if (j.phase == "saving") return "Saving";
+  // "denoising", or a queue that tells only the steps (server/redis_job_queue.h).
+  if (j.phase == "denoising" || j.step > 0)
+    return "Denoising step " + std::to_string(j.step) + "/" + std::to_string(j.total_steps);
+  return "Starting";
+}
+
 JobQueue::JobQueue(ModelRegistry& models, History& history, std::shared_ptr<LivePreviewer> previews)
     : models_(models),
       history_(history),
       previews_(previews ? std::move(previews) : std::make_shared<LivePreviewer>()),
       thread_([this] { worker(); }) {}
+
+JobQueue::JobQueue(ModelRegistry& models, History& history, NoWorker)
+    : models_(models), history_(history), previews_(std::make_shared<LivePreviewer>()) {}
+
+std::string JobQueue::metrics_text() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  out += "# HELP diffuse_queue_depth Jobs waiting for a worker.\n# TYPE diffuse_queue_depth gauge\n";
+  out += "diffuse_queue_depth " + std::to_string(queue_.size()) + "\n";
+  out += "# HELP diffuse_jobs Jobs this server knows, by state.\n# TYPE diffuse_jobs gauge\n";
+  std::map<std::string, int> by_state;
+  for (const char* st : {"queued", "running", "done", "failed", "cancelled"}) by_state[st] = 0;
+  for (const auto& [id, job] : jobs_) ++by_state[job_state_name(job->snap.state)];
+  for (const auto& [st, n] : by_state) out += "diffuse_jobs{state=\"" + st + "\"} " + std::to_string(n) + "\n";
+  return out;
+}
 
 JobQueue::~JobQueue() {
   shutdown();
@@ -213,6 +248,8 @@ void JobQueue::worker() {
       queue_.pop_front();
       current_ = job;
       job->snap.state = JobState::kRunning;
+      job->snap.phase = "loading";
+      job->snap.phase_log = {{"loading", 0.0}};
       job->snap.position = 0;
       renumber();
       touch(*job);
@@ -233,21 +270,35 @@ void JobQueue::worker() {
 
 void JobQueue::run_job(const std::shared_ptr<Job>& job) {
   const auto t0 = std::chrono::steady_clock::now();
+  // mu_ held: a new phase, logged with its start time.
+  auto enter = [&](const char* phase) {
+    if (job->snap.phase == phase) return;
+    job->snap.phase = phase;
+    job->snap.phase_log.emplace_back(phase, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
   try {
     std::shared_ptr<Pipeline> pipe = models_.acquire(job->request.model);
     const Family family = pipe->info().family;
+    const std::vector<float> preview_factors = pipe->info().preview_factors;
+    auto set_phase = [&](const char* phase) {
+      std::lock_guard<std::mutex> lock(mu_);
+      enter(phase);
+      touch(*job);
+    };
+    set_phase("encoding");
     // Live previews (TAESD or the cheap approximation), at the steps the
     // previewer's period and time ceiling allow; the session starts at the
     // first step, where the latents' device is known.
     std::optional<LivePreviewer::Session> previews;
     GenerationResult r = pipe->generate(job->request.params, [&](const StepProgress& s) {
-      if (!previews) previews = previews_->start(family, s.latents.device());
+      if (!previews) previews = previews_->start(family, s.latents.device(), preview_factors);
       std::vector<uint8_t> png;
       if (previews->due(s)) {
         const LivePreview p = previews->make(s, 0);
         png = encode_png(p.width, p.height, p.rgb.data(), {});
       }
       std::lock_guard<std::mutex> lock(mu_);
+      enter("denoising");
       job->snap.step = s.step;
       job->snap.total_steps = s.total_steps;
       job->snap.elapsed_s = s.elapsed_s;
@@ -264,8 +315,15 @@ void JobQueue::run_job(const std::shared_ptr<Job>& job) {
       if (job->cancel_requested) {
         throw_error(ErrorCode::kCancelled, "generation cancelled after step " + std::to_string(s.step));
       }
+      // After the last step (or an interrupt) the VAE decodes: say so (the
+      // phase log keeps the last step's "denoising" before it).
+      if (s.step >= s.total_steps || job->interrupt_requested) {
+        enter("decoding");
+        touch(*job);
+      }
       return job->interrupt_requested;
     });
+    set_phase("saving");
     // Write the PNGs (atomically), then commit the history row.
     HistoryEntry entry;
     entry.id = job->snap.id;
@@ -295,14 +353,17 @@ void JobQueue::run_job(const std::shared_ptr<Job>& job) {
     job->snap.warnings = req.warnings;
     job->snap.warnings.insert(job->snap.warnings.end(), r.warnings.begin(), r.warnings.end());
     job->snap.state = JobState::kDone;
+    enter("done");
   } catch (const Error& e) {
     std::lock_guard<std::mutex> lock(mu_);
     job->snap.state = e.code() == ErrorCode::kCancelled ? JobState::kCancelled : JobState::kFailed;
+    enter(job_state_name(job->snap.state));
     job->snap.error = e.what();
     job->snap.error_code = static_cast<int>(e.code());
   } catch (const std::exception& e) {
     std::lock_guard<std::mutex> lock(mu_);
     job->snap.state = JobState::kFailed;
+    enter("failed");
     job->snap.error = e.what();
     job->snap.error_code = static_cast<int>(ErrorCode::kRuntime);
   }

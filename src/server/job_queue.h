@@ -52,6 +52,12 @@ struct JobSnapshot {
   std::string model;
   std::string prompt;
   std::string kind = "txt2img";  // "img2img" for an edit (A1111's state.job)
+  // What a running job is doing now (docs/server.md "Phases"): "queued",
+  // "loading" (the model), "encoding" (prompt, init image), "denoising",
+  // "decoding" (VAE), "saving", then "done" / "failed" / "cancelled".
+  std::string phase = "queued";
+  // Each phase entered, in order, with the seconds since the job started running.
+  std::vector<std::pair<std::string, double>> phase_log;
   int step = 0, total_steps = 0;
   double it_per_s = 0, eta_s = 0, elapsed_s = 0;
   std::string error;
@@ -69,33 +75,49 @@ struct JobSnapshot {
   std::vector<std::string> warnings;  // GenerationResult::warnings of a done job
 };
 
+// The phase as people read it: "Queued (position 2)", "Loading model",
+// "Encoding prompt", "Denoising step 3/20", "Decoding", "Saving", "Done",
+// "Failed", "Cancelled" (the SSE stream's `label`, A1111's state.job, the CLI bar).
+std::string job_phase_label(const JobSnapshot& j);
+
 class JobQueue {
  public:
   // `previews` makes the running job's live previews (pipeline/live_preview.h);
   // nullptr: the cheap approximation at every step.
   JobQueue(ModelRegistry& models, History& history, std::shared_ptr<LivePreviewer> previews = nullptr);
-  ~JobQueue();  // cancels everything and joins the worker
+  virtual ~JobQueue();  // cancels everything and joins the worker
 
-  std::string submit(JobRequest request);  // returns the job id
-  bool cancel(const std::string& id);      // false when unknown or already finished
+  // The methods are virtual: `diffuse serve --queue` replaces this local queue
+  // by RedisJobQueue (server/redis_job_queue.h), which runs jobs on remote
+  // workers through Redis Streams and answers the same calls.
+  virtual std::string submit(JobRequest request);  // returns the job id
+  virtual bool cancel(const std::string& id);      // false when unknown or already finished
   // A1111 /interrupt: the running job stops at its next step; one whose
   // params.decode_when_stopped is set then finishes kDone with the partial
   // images (stopped_at_step > 0), others end kCancelled. Returns the number of jobs stopped.
-  int cancel_running();
-  std::optional<JobSnapshot> get(const std::string& id) const;
-  std::vector<JobSnapshot> list() const;   // queued and running, in order, then recent finished
-  std::optional<JobSnapshot> running() const;
+  virtual int cancel_running();
+  virtual std::optional<JobSnapshot> get(const std::string& id) const;
+  virtual std::vector<JobSnapshot> list() const;   // queued and running, in order, then recent finished
+  virtual std::optional<JobSnapshot> running() const;
   // Blocks until the job's version exceeds `seen` or the timeout passes; returns the latest snapshot.
-  std::optional<JobSnapshot> wait_update(const std::string& id, uint64_t seen, std::chrono::milliseconds timeout) const;
+  virtual std::optional<JobSnapshot> wait_update(const std::string& id, uint64_t seen,
+                                                 std::chrono::milliseconds timeout) const;
   // Blocks until the job finished (done, failed or cancelled). `abandoned`,
   // when given, is polled about every 250 ms: once it returns true (the HTTP
   // client went away) the job is cancelled, so nobody waits for its images.
-  JobSnapshot wait_finished(const std::string& id, const std::function<bool()>& abandoned = {});
-  size_t pending() const;
+  virtual JobSnapshot wait_finished(const std::string& id, const std::function<bool()>& abandoned = {});
+  virtual size_t pending() const;
+  // GET /metrics: Prometheus text exposition (queue depth, jobs by state, workers).
+  virtual std::string metrics_text() const;
   // Server shutdown: refuses new jobs, cancels the queued ones and the running
   // one (at its next step) and wakes every waiter. Idempotent; the destructor calls it.
-  void shutdown();
-  bool stopping() const;
+  virtual void shutdown();
+  virtual bool stopping() const;
+
+ protected:
+  struct NoWorker {};
+  // For a subclass that runs jobs elsewhere: no local worker thread.
+  JobQueue(ModelRegistry& models, History& history, NoWorker);
 
  private:
   struct Job {

@@ -82,8 +82,15 @@ void describe_cheaply(ModelEntry& e) {
       }
       const nlohmann::json index = read_json_or_null(p / "model_index.json");
       if (index.is_object() && index.contains("_diffuse_defaults") && index["_diffuse_defaults"].is_object()) {
-        e.model_card = index["_diffuse_defaults"].value("model_card", e.model_card);
+        const nlohmann::json& d = index["_diffuse_defaults"];
+        e.model_card = d.value("model_card", e.model_card);
+        if (d.contains("example_prompts") && d["example_prompts"].is_array()) {
+          e.example_prompts.clear();
+          for (const nlohmann::json& x : d["example_prompts"])
+            if (x.is_string()) e.example_prompts.push_back(x.get<std::string>());
+        }
       }
+      if (fs::is_regular_file(p / "README.md", ec)) e.readme_path = (p / "README.md").string();
     } else {
       set_hash(e, p);
       std::string ext = p.extension().string();

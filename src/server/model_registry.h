@@ -30,6 +30,12 @@ struct ModelEntry {
   std::string sha256;
   std::string license;
   std::string model_card;  // URL
+  // A folder's own README.md (e.g. models/demo/README.md): served at
+  // GET /api/models/{id}/readme, the page's model card when there is no URL.
+  std::string readme_path;
+  // Prompts the model follows (model_index.json _diffuse_defaults.example_prompts):
+  // the page's clickable examples.
+  std::vector<std::string> example_prompts;
   uint64_t size_bytes = 0;
   bool loaded = false;
   int default_width = 512, default_height = 512, default_steps = 50;

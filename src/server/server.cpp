@@ -6,7 +6,9 @@
 
 #include "hub/hub_cache.h"
 #include "server/auth.h"
+#include "server/controlnet_request.h"
 #include "server/edit_request.h"
+#include "server/redis_job_queue.h"
 #include "server/server_state.h"
 
 namespace fs = std::filesystem;
@@ -31,6 +33,7 @@ bool is_loopback(const std::string& host) {
 bool uploads_allowed(const httplib::Request& req) {
   if (req.method != "POST") return false;
   return req.path == "/api/jobs" || req.path == "/sdapi/v1/img2img" || req.path == "/sdapi/v1/png-info" ||
+         req.path == "/sdapi/v1/txt2img" ||  // ControlNet units carry images (controlnet_request.h)
          req.path == "/v1/images/edits" || req.path == "/sdapi/v1/extra-single-image" ||
          req.path == "/sdapi/v1/extra-batch-images";
 }
@@ -171,7 +174,8 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
   s.models = std::make_unique<ModelRegistry>(ro);
   s.history = std::make_unique<History>(options.data_dir);
   s.previews = std::make_shared<LivePreviewer>(options.preview);
-  s.jobs = std::make_unique<JobQueue>(*s.models, *s.history, s.previews);
+  s.jobs = make_job_queue(*s.models, *s.history, s.previews,
+                          QueueOptions{options.queue, options.queue_result_ttl_s});
   s.telemetry = sys::Telemetry::open();
   AdapterLibraryOptions ao;
   ao.lora_dirs = options.lora_dirs;
@@ -251,12 +255,17 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
   http.Get("/api/samplers", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(sampler_catalog_json().dump(), "application/json");
   });
+  // Prometheus text: queue depth, jobs by state, workers (JobQueue::metrics_text).
+  http.Get("/metrics", [&s](const httplib::Request&, httplib::Response& res) {
+    res.set_content(s.jobs->metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
+  });
   register_native_routes(s);
   register_adapter_routes(s);
   register_extras_routes(s);
   register_vae_routes(s);
   register_hires_routes(s);
   register_a1111_routes(s);
+  register_controlnet_routes(s);  // controlnet_request.h
   register_openai_routes(s);
 }
 

@@ -40,6 +40,9 @@ struct ServerOptions {
   // Upscaler model folders (A1111's models/ESRGAN; adapters/upscalers.h): the hires fix's
   // hr_upscaler and /sdapi/v1/upscalers. Empty: models/ESRGAN under the working directory.
   std::vector<std::string> upscaler_dirs;
+  // ControlNet folders (A1111's models/ControlNet; docs/controlnet.md): /controlnet/model_list and the
+  // ControlNet units of /sdapi/v1/txt2img and img2img. Empty: models/ControlNet under the working directory.
+  std::vector<std::string> controlnet_dirs;
   std::string default_vae;
   // Live previews (pipeline/live_preview.h, docs/previews.md): TAESD decoders
   // in preview.taesd_dirs (`diffuse serve` defaults to models/VAE-approx, as
@@ -47,6 +50,11 @@ struct ServerOptions {
   // show_progress_every_n_steps (/sdapi/v1/options) change them at run time.
   PreviewOptions preview;
   LoadOptions load;
+  // The Redis job queue (docs/deploy.md): "redis://[user:pass@]host:port/db"
+  // makes this server a front end whose jobs run on `diffuse worker`s; "" runs
+  // them here. Finished jobs stay in Redis queue_result_ttl_s seconds.
+  std::string queue;
+  int queue_result_ttl_s = 86400;
   void validate() const;           // throws kInvalidArgument (e.g. non-loopback host without api_key / api_auth)
 };
 

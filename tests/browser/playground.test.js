@@ -300,10 +300,13 @@ test('playground: model picker, generate, progress, preview, gallery, history, r
     .every((i) => i.complete && i.naturalWidth === 64 && i.naturalHeight === 64));
 
   const seen = await page.evaluate(() => window.__seen);
-  assert.ok(seen.texts.some((t) => /^Step \d+\/6 · .*(it\/s|s\/it) · ETA /.test(t)),
+  assert.ok(seen.texts.some((t) => /^Denoising step \d+\/6 · .*(it\/s|s\/it) · ETA /.test(t)),
             `progress text showed steps: ${JSON.stringify(seen.texts)}`);
   assert.ok(seen.previews.length >= 1, 'the live preview was updated at least once');
-  assert.ok(seen.previews.every((p) => p.src.startsWith('data:image/png;base64,')));
+  // Live previews (PNG data), then the final image in their place.
+  assert.ok(seen.previews.slice(0, -1).every((p) => p.src.startsWith('data:image/png;base64,')), JSON.stringify(seen.previews));
+  assert.ok(seen.previews[0].src.startsWith('data:image/png;base64,'));
+  assert.match(seen.previews[seen.previews.length - 1].src, /\/images\//);
   assert.match(await page.textContent('#progress-text'), /^Done: 2 images/);
   assert.equal(await page.getAttribute('#progress', 'aria-valuenow'), '100');
   // Once loaded, the picker shows the family, the short hash and the licence the server learned.
@@ -324,9 +327,10 @@ test('playground: model picker, generate, progress, preview, gallery, history, r
   assert.equal(items.length, 2);
   assert.equal(items[1].seed, items[0].seed + 1);
   for (const it of items) {
-    assert.match(it.href, /^\/images\/[A-Za-z0-9_-]+\.png$/);
-    assert.equal(it.href, it.src);
-    assert.ok(it.download.endsWith('.png'));
+    // The stored file, served as an attachment under A1111's name: 00012-<seed>.png.
+    assert.match(it.download, new RegExp(`^\\d{5}-${it.seed}\\.png$`));
+    assert.equal(it.href, `${it.src}?download=${it.download}`);
+    assert.match(it.src, /^\/images\/[A-Za-z0-9_-]+\.png$/);
     assert.match(it.text, new RegExp(`Seed ${it.seed}`));
   }
   // The download is the stored file itself: a PNG with A1111 "parameters" text.
@@ -335,6 +339,7 @@ test('playground: model picker, generate, progress, preview, gallery, history, r
   assert.ok(png.includes(Buffer.from('parameters')), 'PNG keeps its metadata');
   assert.ok(png.includes(Buffer.from(`Seed: ${items[0].seed}`)));
   const download = await Promise.all([page.waitForEvent('download'), page.click('#gallery .gallery-item a[download]')]);
+  assert.equal(download[0].suggestedFilename(), items[0].download);
   const saved = await download[0].path();
   assert.ok(fs.readFileSync(saved).equals(png), 'downloaded bytes equal the stored PNG');
 
@@ -362,27 +367,35 @@ test('playground: model picker, generate, progress, preview, gallery, history, r
   assert.equal(await page.inputValue('#sampler'), 'euler');
   assert.equal(await page.inputValue('#width'), '64');
 
-  // Second run with many steps: Stop cancels it and the UI says so.
+  // Second run with many steps: Stop ends it after the current step and keeps
+  // that step's image (A1111's Interrupt), and the UI says so.
   await fillForm(page, { prompt: 'a very long run', images: 1, steps: 1000, size: 64 });
   await page.click('#generate');
-  await page.waitForFunction(() => /^Step \d+\/1000/.test(document.getElementById('progress-text').textContent),
+  await page.waitForFunction(() => /^Denoising step \d+\/1000/.test(document.getElementById('progress-text').textContent),
                              null, { timeout: 60000 });
   await page.waitForSelector('#queue .queue-item[data-state=running]');
   assert.equal(await page.isDisabled('#stop'), false);
   await page.click('#stop');
-  await page.waitForFunction(() => document.getElementById('progress-text').dataset.state === 'cancelled',
+  await page.waitForFunction(() => document.getElementById('progress-text').dataset.state === 'done',
                              null, { timeout: 30000 });
-  const cancelledText = await page.textContent('#progress-text');
-  assert.match(cancelledText, /^Cancelled at step \d+\/1000/);
+  const stoppedText = await page.textContent('#progress-text');
+  assert.match(stoppedText, /^Stopped at step \d+\/1000: partial image kept/);
   const jobs = await getJson('/api/jobs');
   const longJob = jobs.find((j) => j.prompt === 'a very long run');
-  assert.equal(longJob.state, 'cancelled');
-  assert.ok(longJob.step < 1000);
+  assert.equal(longJob.state, 'done');
+  assert.ok(longJob.stopped_at_step >= 1 && longJob.stopped_at_step < 1000, JSON.stringify(longJob));
+  assert.equal(Number(stoppedText.match(/step (\d+)/)[1]), longJob.stopped_at_step);
   await page.waitForFunction(() => document.querySelectorAll('#queue .queue-item').length === 0);
   await page.waitForFunction(() => document.getElementById('stop').disabled);
-  // A cancelled job adds nothing to the gallery or the history.
-  assert.equal(await page.locator('#gallery .gallery-item').count(), 0);  // the page was reloaded
-  assert.equal((await getJson('/api/history?limit=10')).total, 1);
+  // The partial image is offered: in Results (the page was reloaded, so it is the only one),
+  // in place of the preview, and in the history.
+  await page.waitForFunction(() => document.querySelectorAll('#gallery .gallery-item img').length === 1);
+  const partial = await page.$eval('#gallery .gallery-item', (e) => ({ seed: Number(e.dataset.seed), src: e.querySelector('img').getAttribute('src') }));
+  assert.equal(partial.src, longJob.images[0].url);
+  assert.equal(await page.getAttribute('#preview', 'src'), partial.src);
+  const partialPng = decodePng(Buffer.from(await (await fetch(baseUrl + partial.src)).arrayBuffer()));
+  assert.equal(partialPng.width, 64);
+  assert.equal((await getJson('/api/history?limit=10')).total, 2);
 
   await page.screenshot({ path: path.join(kArtifacts, 'playground-cancelled.png'), fullPage: true });
   assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
@@ -392,7 +405,7 @@ test('playground: queued jobs show positions and can be cancelled from the queue
   const page = await newPage();
   await fillForm(page, { prompt: 'queue head', images: 1, steps: 1000, size: 64 });
   await page.click('#generate');
-  await page.waitForFunction(() => /^Step \d+\/1000/.test(document.getElementById('progress-text').textContent),
+  await page.waitForFunction(() => /^Denoising step \d+\/1000/.test(document.getElementById('progress-text').textContent),
                              null, { timeout: 60000 });
   await page.fill('#prompt', 'queue tail');
   await page.fill('#seed', '1234');
@@ -723,9 +736,295 @@ test('playground: hires fix panel: upscalers from /sdapi/v1/upscalers, a 2x seco
   assert.match(params, /Denoising strength: 0\.5/);
   assert.match(params, /Hires upscale: 2, Hires steps: 2, Hires upscaler: Latent \(bicubic\)/);
   // Progress runs over both passes: 2 steps, then int(2 x 0.5) = 1.
-  const steps = (await page.evaluate(() => window.__seen.texts)).filter((t) => /^Step [1-9]\d*\//.test(t));
-  assert.ok(steps.length > 0 && steps.every((t) => /^Step \d+\/3 /.test(t)), steps.join(' | '));
+  const steps = (await page.evaluate(() => window.__seen.texts)).filter((t) => /^Denoising step [1-9]\d*\//.test(t));
+  assert.ok(steps.length > 0 && steps.every((t) => /^Denoising step \d+\/3 /.test(t)), steps.join(' | '));
   await page.screenshot({ path: path.join(kArtifacts, 'playground-hires.png'), fullPage: true });
   assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
   await page.uncheck('#hires-enable');
+});
+
+// ---------- issue 29: the playground's first five minutes ----------
+
+// Mean colours over the shape and the background of a scene: the final image's
+// pixels farther than 60 (RGB distance) from its border's median are the shape
+// (the demo scorer's rule); `blocks` maps each latent pixel (8 x 8 block) to
+// 1 (all shape), 0 (all background) or -1 (both). Returns {shape, background}
+// means of `img` (the final image, or a preview at latent size) over the blocks.
+function sceneBlocks(final) {
+  const { width, height, channels, px } = final;
+  const ring = [[], [], []];
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (x >= 4 && y >= 4 && x < width - 4 && y < height - 4) continue;
+      for (let c = 0; c < 3; c++) ring[c].push(px[(y * width + x) * channels + c]);
+    }
+  }
+  const bg = ring.map((v) => v.sort((a, b) => a - b)[v.length >> 1]);
+  const lw = width / 8, lh = height / 8, blocks = [];
+  for (let by = 0; by < lh; by++) {
+    for (let bx = 0; bx < lw; bx++) {
+      let fg = 0;
+      for (let y = by * 8; y < by * 8 + 8; y++) {
+        for (let x = bx * 8; x < bx * 8 + 8; x++) {
+          const i = (y * width + x) * channels;
+          fg += Math.hypot(px[i] - bg[0], px[i + 1] - bg[1], px[i + 2] - bg[2]) > 60;
+        }
+      }
+      blocks.push(fg === 64 ? 1 : fg === 0 ? 0 : -1);
+    }
+  }
+  return blocks;
+}
+
+function regionMeans(img, blocks) {
+  const { width, height, channels, px } = img;
+  const scale = width / Math.sqrt(blocks.length);  // 8 for the final image, 1 for a latent-size preview
+  const sums = { 1: [0, 0, 0, 0], 0: [0, 0, 0, 0] };
+  const lw = width / scale;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const k = blocks[Math.floor(y / scale) * lw + Math.floor(x / scale)];
+      if (k < 0) continue;
+      const i = (y * width + x) * channels;
+      for (let c = 0; c < 3; c++) sums[k][c] += px[i + c];
+      sums[k][3]++;
+    }
+  }
+  const mean = (s) => s.slice(0, 3).map((v) => v / Math.max(1, s[3]));
+  return { shape: mean(sums[1]), background: mean(sums[0]), shapeN: sums[1][3], backgroundN: sums[0][3] };
+}
+
+const maxDiff = (a, b) => Math.max(...a.map((v, i) => Math.abs(v - b[i])));
+
+test('playground (issue 29): demo examples, model card, native sizes, phases, preview colours, final image, lightbox, shortcuts', async () => {
+  const page = await newPage();
+  await page.selectOption('#model', 'demo');
+  // Example prompts of the demo model as chips; a click fills the prompt.
+  const demo = (await getJson('/api/models')).find((m) => m.id === 'demo');
+  assert.ok(demo.example_prompts.length >= 3, JSON.stringify(demo.example_prompts));
+  const chips = await page.$$eval('[data-testid=example-prompt]', (els) => els.map((e) => e.textContent));
+  assert.deepEqual(chips, demo.example_prompts);
+  assert.equal(await page.getAttribute('#prompt', 'placeholder'), `e.g. ${demo.example_prompts[0]}`);
+  await page.click(`[data-testid=example-prompt]:nth-of-type(2)`);
+  assert.equal(await page.inputValue('#prompt'), demo.example_prompts[1]);
+  // The model card is the folder's README, shown in place.
+  await page.click('[data-testid=model-card] summary');
+  await page.waitForFunction(() => document.querySelector('[data-testid=model-readme]').textContent.length > 0);
+  assert.match(await page.textContent('[data-testid=model-readme]'), /Diffuse demo model/);
+  // Size presets start at the native 128 and stay near it; off-native sizes get a note.
+  const presets = await page.$$eval('#size-preset option:not([value=custom])', (els) => els.map((e) => e.value));
+  assert.equal(presets[0], '128x128');
+  assert.ok(!presets.includes('512x512') && !presets.includes('768x768'), presets.join(', '));
+  assert.equal(await page.inputValue('#width'), '128');
+  assert.equal(await page.isHidden('[data-testid=size-note]'), true);
+  await page.selectOption('#size-preset', presets[presets.length - 1]);
+  assert.equal(await page.isVisible('[data-testid=size-note]'), true);
+  assert.match(await page.textContent('[data-testid=size-note]'), /trained at 128 × 128/);
+  await page.selectOption('#size-preset', '128x128');
+  assert.equal(await page.isHidden('[data-testid=size-note]'), true);
+  // The seed field shows a 10-digit seed whole.
+  await page.fill('#seed', '4294967295');
+  const seedBox = await page.$eval('#seed', (e) => {
+    // The text's width in the field's font, against the room inside its padding and spin buttons.
+    const cs = getComputedStyle(e);
+    const ctx = document.createElement('canvas').getContext('2d');
+    ctx.font = `${cs.fontSize} ${cs.fontFamily}`;
+    const room = e.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - 16;  // Chromium's spin buttons
+    return { text: ctx.measureText(e.value).width, room };
+  });
+  assert.ok(seedBox.text <= seedBox.room, `the seed field fits 10 digits: ${JSON.stringify(seedBox)}`);
+
+  // The issue's run: "a large red square in the centre, on a blue background", seed 7.
+  await page.fill('#prompt', 'a large red square in the centre, on a blue background');
+  await page.fill('#negative', '');
+  await page.fill('#seed', '7');
+  await page.fill('#steps', '20');
+  await page.fill('#images', '1');
+  await page.selectOption('#sampler', 'euler');
+  await page.fill('#clip-skip', '1');
+  await recordProgress(page);
+  await page.evaluate(() => {
+    window.__titles = [];
+    window.__lastPreview = null;
+    new MutationObserver(() => window.__titles.push(document.title))
+      .observe(document.querySelector('title'), { childList: true, characterData: true, subtree: true });
+    const prev = document.getElementById('preview');
+    new MutationObserver(() => { if (prev.src.startsWith('data:')) window.__lastPreview = prev.src; })
+      .observe(prev, { attributes: true, attributeFilter: ['src'] });
+  });
+  await page.click('#generate');
+  await page.waitForFunction(() => document.getElementById('progress-text').dataset.state === 'done', null, { timeout: 120000 });
+  const seen = await page.evaluate(() => window.__seen);
+  // Named phases; never "Step 0/0".
+  assert.ok(seen.texts.every((t) => !/0\/0/.test(t)), JSON.stringify(seen.texts));
+  assert.ok(seen.texts.some((t) => /^Denoising step \d+\/20 · /.test(t)), JSON.stringify(seen.texts));
+  assert.ok(seen.texts.filter((t) => /^Denoising step/.test(t)).every((t, i, a) => i === 0 || Number(t.match(/\d+/)[0]) >= Number(a[i - 1].match(/\d+/)[0])));
+  const titles = await page.evaluate(() => window.__titles);
+  assert.ok(titles.some((t) => /^\[\d+%\] Denoising step \d+\/20/.test(t)), JSON.stringify(titles));
+  assert.equal(await page.title(), 'Done · Diffuse playground');
+  const done = (await getJson('/api/jobs')).find((j) => j.seed === 7 && j.prompt.startsWith('a large red square'));
+  assert.deepEqual(done.phases.map((p) => p.phase), ['loading', 'encoding', 'denoising', 'decoding', 'saving', 'done']);
+
+  // The last preview's colours are the final image's (shape and background, within 40/255).
+  const lastPreview = await page.evaluate(() => window.__lastPreview);
+  assert.ok(lastPreview, 'a live preview was shown');
+  const preview = decodePng(Buffer.from(lastPreview.split(',')[1], 'base64'));
+  const finalUrl = done.images[0].url;
+  const final = decodePng(Buffer.from(await (await fetch(baseUrl + finalUrl)).arrayBuffer()));
+  assert.equal(preview.width, final.width / 8);
+  const blocks = sceneBlocks(final);
+  const f = regionMeans(final, blocks), p = regionMeans(preview, blocks);
+  assert.ok(f.shapeN > 0 && f.backgroundN > 0);
+  assert.ok(f.shape[0] > 150 && f.shape[2] < 110 && f.background[2] > 150, `a red square on blue: ${JSON.stringify(f)}`);
+  const errShape = maxDiff(p.shape, f.shape), errBg = maxDiff(p.background, f.background);
+  console.log(`preview vs final: shape ${errShape.toFixed(1)}, background ${errBg.toFixed(1)} (/255)`);
+  assert.ok(errShape <= 40 && errBg <= 40, `preview ${JSON.stringify(p)} vs final ${JSON.stringify(f)}`);
+  // After the run the final image replaces the preview.
+  assert.equal(await page.getAttribute('#preview', 'src'), finalUrl);
+  assert.equal(await page.evaluate(() => document.getElementById('preview').naturalWidth), 128);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(kArtifacts, 'playground-demo-first-run.png'), fullPage: false });
+
+  // Clip skip on the page reaches the image's parameters.
+  await page.fill('#clip-skip', '2');
+  await page.fill('#steps', '2');
+  await page.fill('#seed', '8');
+  await page.click('#generate');
+  await page.waitForFunction(() => document.querySelectorAll('#gallery .gallery-item').length === 2, null, { timeout: 120000 });
+  assert.match(await page.textContent('#gallery .gallery-item .params pre'), /Clip skip: 2/);
+  await page.fill('#clip-skip', '1');
+
+  // The queue sits above the results; the history does not repeat this session's images.
+  const qy = (await page.locator('#queue').boundingBox()).y, gy = (await page.locator('#gallery').boundingBox()).y;
+  assert.ok(qy < gy, `queue (${qy}) above the gallery (${gy})`);
+  const ours = (await getJson('/api/jobs')).filter((j) => j.prompt.startsWith('a large red square')).map((j) => j.id);
+  assert.equal(ours.length, 2);
+  await page.waitForFunction((ids) => ids.every((id) => document.querySelector(`#history .history-item[data-id="${id}"] [data-testid=history-in-results]`)), ours);
+  for (const id of ours) assert.equal(await page.locator(`#history .history-item[data-id="${id}"] img`).count(), 0);
+  // A1111 download names: 5-digit number, then the seed.
+  const names = await page.$$eval('#gallery a[download]', (els) => els.map((e) => e.getAttribute('download')));
+  assert.ok(names.every((n) => /^\d{5}-\d+\.png$/.test(n)), names.join(', '));
+  assert.ok(names[1].endsWith('-7.png'), names.join(', '));
+
+  // Lightbox: a thumbnail click opens it (not the raw PNG); arrows, zoom, download, PNG info; Esc closes.
+  const pagesBefore = page.context().pages().length;
+  await page.click('#gallery .gallery-item:nth-child(2) [data-testid=thumb]');
+  await page.waitForSelector('#lightbox[open]');
+  assert.equal(page.context().pages().length, pagesBefore, 'no new tab');
+  assert.equal(await page.getAttribute('#lightbox-img', 'src'), finalUrl);
+  assert.match(await page.textContent('#lightbox-title'), /^2\/2 · seed 7 /);
+  assert.match(await page.textContent('#lightbox-info'), /Seed: 7,/);
+  assert.equal(await page.getAttribute('#lightbox-download', 'download'), names[1]);
+  await page.keyboard.press('ArrowRight');
+  assert.match(await page.textContent('#lightbox-title'), /^1\/2 · seed 8 /);
+  await page.keyboard.press('ArrowLeft');
+  assert.match(await page.textContent('#lightbox-title'), /^2\/2 /);
+  await page.click('#lightbox-zoom');
+  assert.equal(await page.getAttribute('#lightbox-zoom', 'aria-pressed'), 'true');
+  const dl = await Promise.all([page.waitForEvent('download'), page.click('#lightbox-download')]);
+  assert.equal(dl[0].suggestedFilename(), names[1]);
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => !document.getElementById('lightbox').open);
+
+  // Ctrl+Up/Down: A1111's attention editing of the selection, or the word at the caret.
+  await page.fill('#prompt', 'a red circle');
+  await page.evaluate(() => document.getElementById('prompt').setSelectionRange(2, 5));
+  await page.keyboard.press('Control+ArrowUp');
+  assert.equal(await page.inputValue('#prompt'), 'a (red:1.1) circle');
+  await page.keyboard.press('Control+ArrowUp');
+  assert.equal(await page.inputValue('#prompt'), 'a (red:1.2) circle');
+  await page.keyboard.press('Control+ArrowDown');
+  await page.keyboard.press('Control+ArrowDown');
+  assert.equal(await page.inputValue('#prompt'), 'a red circle');
+  await page.evaluate(() => document.getElementById('prompt').setSelectionRange(9, 9));
+  await page.keyboard.press('Control+ArrowDown');
+  assert.equal(await page.inputValue('#prompt'), 'a red (circle:0.9)');
+
+  // Esc stops a run and keeps the partial image.
+  await page.fill('#prompt', 'a small green star');
+  await page.fill('#steps', '1000');
+  await page.fill('#width', '64');
+  await page.fill('#height', '64');
+  await page.click('#generate');
+  await page.waitForFunction(() => /^Denoising step [1-9]\d*\/1000/.test(document.getElementById('progress-text').textContent),
+                             null, { timeout: 60000 });
+  await page.locator('body').press('Escape');
+  await page.waitForFunction(() => document.getElementById('progress-text').dataset.state === 'done', null, { timeout: 30000 });
+  assert.match(await page.textContent('#progress-text'), /^Stopped at step \d+\/1000: partial image kept/);
+
+  // Losing the server: "disconnected, retrying" within 3 s; gone once it answers again.
+  await page.context().setOffline(true);
+  const t0 = Date.now();
+  await page.waitForSelector('[data-testid=conn-notice]:not([hidden])', { timeout: 3000 });
+  const waited = Date.now() - t0;
+  assert.ok(waited <= 3000, `notice after ${waited} ms`);
+  assert.match(await page.textContent('[data-testid=conn-notice]'), /Disconnected from the server, retrying/);
+  await page.context().setOffline(false);
+  await page.waitForSelector('[data-testid=conn-notice][hidden]', { state: 'attached', timeout: 5000 });
+  assert.deepEqual(pageErrors.filter((e) => !/Failed to fetch|ERR_INTERNET_DISCONNECTED/.test(e)), [], 'no JavaScript errors on the page');
+  pageErrors.length = 0;
+});
+
+test('playground (issue 29): on a narrow screen Generate scrolls to the output', async () => {
+  const ctx = await browser.newContext({ viewport: { width: 420, height: 900 } });
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  await page.goto(baseUrl + '/');
+  await page.waitForFunction(() => document.querySelectorAll('#model option[value]:not([value=""])').length > 0);
+  await page.selectOption('#model', 'demo');
+  await page.fill('#prompt', 'a red circle on a blue background');
+  await page.fill('#steps', '2');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  // The output starts below the fold; a tap on Generate (no scrolling by the test) brings it up.
+  assert.ok(await page.evaluate(() => document.getElementById('output-title').getBoundingClientRect().top > window.innerHeight));
+  await page.$eval('#generate', (b) => b.click());
+  await page.waitForFunction(() => {
+    const r = document.getElementById('output-title').getBoundingClientRect();
+    return r.top >= 0 && r.top < window.innerHeight / 2;
+  }, null, { timeout: 5000 });
+  await page.waitForFunction(() => document.getElementById('progress-text').dataset.state === 'done', null, { timeout: 120000 });
+  await page.screenshot({ path: path.join(kArtifacts, 'playground-narrow.png') });
+  await ctx.close();
+  assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+});
+
+test('playground (issue 29): with --api-auth the page works through the browser\'s Basic login', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-auth-'));
+  const child = spawn(kBinary, ['serve', '--port', '0', '--data-dir', dir, '--no-hf-cache', '--api-auth', 'ana:s3cret:x'],
+                      { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  try {
+    const url = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no URL in 60 s:\n${log}`)), 60000);
+      child.stderr.on('data', (b) => {
+        log += b.toString();
+        const m = /diffuse serve: (http:\/\/[^\s/]+:\d+)\//.exec(log);
+        if (m) { clearTimeout(timer); resolve(m[1]); }
+      });
+      child.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
+    });
+    // Without credentials: 401 with a Basic challenge (the browser's login prompt).
+    const bare = await fetch(url + '/');
+    assert.equal(bare.status, 401);
+    assert.match(bare.headers.get('www-authenticate') || '', /^Basic /);
+    // With them (what the user types into that prompt): the page loads and generates.
+    const ctx = await browser.newContext({ httpCredentials: { username: 'ana', password: 's3cret:x' } });
+    const page = await ctx.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(url + '/');
+    await page.waitForFunction(() => document.querySelectorAll('#model option[value]:not([value=""])').length > 0);
+    await page.fill('#prompt', 'a yellow star on a black background');
+    await page.fill('#steps', '2');
+    await page.click('#generate');
+    await page.waitForFunction(() => document.querySelectorAll('#gallery .gallery-item img').length === 1, null, { timeout: 120000 });
+    await page.waitForFunction(() => document.querySelector('#gallery .gallery-item img').naturalWidth > 0);
+    assert.match(await page.textContent('#progress-text'), /^Done: 1 image/);
+    await ctx.close();
+    assert.deepEqual(errors, []);
+  } finally {
+    child.kill('SIGINT');
+    await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -49,6 +49,13 @@ TEST(Cli, ReadmeFirstCommandUsesTheDemoModel) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("built-in demo model"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(out), std::string::npos) << "the path is printed: " << r.out;
+  // The phases, in order (issue 29): loading, encoding, the denoising bar, decoding, saving.
+  size_t at = 0;
+  for (const char* phase : {"loading model ", "encoding prompt\n", "denoising: 100%", "decoding\n", "saving\n"}) {
+    const size_t found = r.out.find(phase, at);
+    EXPECT_NE(found, std::string::npos) << "'" << phase << "' after offset " << at << " in:\n" << r.out;
+    if (found != std::string::npos) at = found;
+  }
   std::ifstream f(out, std::ios::binary);
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   PngImage im = read_png(bytes.data(), bytes.size());

@@ -170,8 +170,8 @@ TEST(Limits, SamplerAndSchedule) {
   p.sampler = std::string("euler\0x", 7);  // embedded NUL is not "euler"
   EXPECT_REJECTED_WITH(p, "unknown sampler");
   p = ok_params();
-  p.schedule = "exponential";
-  EXPECT_REJECTED_WITH(p, "schedule", "'default' or 'karras'", "exponential");
+  p.schedule = "linear_quadratic";  // ComfyUI has it, A1111 and we do not
+  EXPECT_REJECTED_WITH(p, "unknown schedule 'linear_quadratic'", "default, uniform, karras", "align_your_steps", "beta");
   p.schedule = "";
   EXPECT_REJECTED_WITH(p, "schedule");
 }

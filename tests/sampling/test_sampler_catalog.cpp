@@ -21,7 +21,7 @@ const nlohmann::json kSd1Config = {{"beta_end", 0.012},      {"beta_schedule", "
 
 TEST(SamplerCatalog, EveryRowBuildsItsSchedulerWithEachSchedule) {
   const SchedulerConfig cfg = SchedulerConfig::from_json(kSd1Config);
-  ASSERT_EQ(sampler_catalog().size(), 9u);
+  ASSERT_EQ(sampler_catalog().size(), 15u);
   for (const SamplerSpec& r : sampler_catalog()) {
     SCOPED_TRACE(r.name);
     for (const ScheduleSpec& sc : schedule_catalog()) {
@@ -115,7 +115,15 @@ TEST(SamplerCatalog, ResolvesEverySpellingAcceptedBefore) {
   EXPECT_EQ(resolve_sampler("Heun")->sampler->name, std::string("heun"));
   EXPECT_EQ(resolve_sampler("k_heun")->sampler->name, std::string("heun"));
   EXPECT_EQ(resolve_sampler("HeunDiscreteScheduler")->sampler->name, std::string("heun"));
-  EXPECT_FALSE(resolve_sampler("Euler a Karras"));  // euler_a has no karras schedule
+  EXPECT_EQ(resolve_sampler("Euler a Karras")->schedule, Schedule::kKarras);  // k-diffusion runs it on any sigmas
+  EXPECT_FALSE(resolve_sampler("DDIM Karras"));  // ddim has no karras schedule
+  EXPECT_EQ(resolve_sampler("DPM++ SDE Karras")->sampler->name, std::string("dpmpp_sde"));
+  EXPECT_EQ(resolve_sampler("DPM2 a")->sampler->name, std::string("dpm2_a"));
+  EXPECT_EQ(resolve_sampler("k_dpm_2")->sampler->name, std::string("dpm2"));
+  EXPECT_EQ(resolve_sampler("dpmpp_2s_ancestral")->sampler->name, std::string("dpmpp_2s_a"));
+  EXPECT_EQ(resolve_sampler("DPM++ 3M SDE")->sampler->name, std::string("dpmpp_3m_sde"));
+  EXPECT_EQ(resolve_sampler("k_dpmpp_2m_sde")->sampler->name, std::string("dpmpp_2m_sde"));
+  EXPECT_EQ(resolve_sampler("KDPM2AncestralDiscreteScheduler")->sampler->name, std::string("dpm2_a"));
   EXPECT_FALSE(resolve_sampler("nope"));
   EXPECT_FALSE(resolve_sampler(""));
   EXPECT_FALSE(resolve_sampler(std::string("euler\0x", 7)));
@@ -136,10 +144,12 @@ TEST(SamplerCatalog, NoSpellingNamesTwoSamplers) {
     for (const char* s : r.aliases) claim(s, r.name);
     EXPECT_EQ(find_sampler(r.name), &r);
     EXPECT_EQ(&sampler_spec(r.name), &r);
-    EXPECT_EQ(sampler_for_diffusers_class(r.diffusers_class), &r);
+    if (*r.diffusers_class) EXPECT_EQ(sampler_for_diffusers_class(r.diffusers_class), &r);
   }
   EXPECT_EQ(find_sampler("Euler"), nullptr);  // find_sampler takes our names only
-  EXPECT_EQ(sampler_for_diffusers_class("KDPM2DiscreteScheduler"), nullptr);
+  EXPECT_EQ(sampler_for_diffusers_class("KDPM2DiscreteScheduler")->name, std::string("dpm2"));
+  EXPECT_EQ(sampler_for_diffusers_class(""), nullptr);
+  EXPECT_EQ(sampler_for_diffusers_class("DEISMultistepScheduler"), nullptr);
   try {
     sampler_spec("euler_b");
     ADD_FAILURE();
@@ -154,10 +164,33 @@ TEST(SamplerCatalog, Schedules) {
   EXPECT_EQ(find_schedule("Karras")->id, Schedule::kKarras);
   EXPECT_EQ(find_schedule("default")->id, Schedule::kDefault);
   EXPECT_EQ(find_schedule("Automatic")->id, Schedule::kDefault);
-  EXPECT_EQ(find_schedule("exponential"), nullptr);
+  EXPECT_EQ(find_schedule("exponential")->id, Schedule::kExponential);
+  EXPECT_EQ(find_schedule("ddim_uniform")->id, Schedule::kDdim);  // ComfyUI's name
+  EXPECT_EQ(find_schedule("SGMUniform")->id, Schedule::kSgmUniform);  // A1111's alias
+  EXPECT_EQ(find_schedule("SGM Uniform")->id, Schedule::kSgmUniform);  // A1111's label
+  EXPECT_EQ(find_schedule("Align Your Steps")->id, Schedule::kAlignYourSteps);
+  EXPECT_EQ(find_schedule("linear_quadratic"), nullptr);
   EXPECT_EQ(find_schedule(""), nullptr);
   EXPECT_STREQ(schedule_spec(Schedule::kKarras).name, "karras");
-  EXPECT_THROW(make_scheduler("euler", SchedulerConfig::from_json(kSd1Config), "Karras"), Error);  // ours only
+  EXPECT_STREQ(schedule_spec("automatic").name, "default");
+  try {
+    schedule_spec("karas");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("default, uniform, karras, exponential, polyexponential, sgm_uniform, "
+                                         "kl_optimal, align_your_steps, simple, normal, ddim, beta"),
+              std::string::npos)
+        << e.what();
+  }
+  // make_scheduler takes any spelling of a schedule; an unknown one is an invalid argument.
+  EXPECT_NO_THROW(make_scheduler("euler", SchedulerConfig::from_json(kSd1Config), "Karras"));
+  try {
+    make_scheduler("euler", SchedulerConfig::from_json(kSd1Config), "karas");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+  }
 }
 
 TEST(SamplerCatalog, JsonForTheWebPage) {
@@ -178,10 +211,14 @@ TEST(SamplerCatalog, JsonForTheWebPage) {
   }
   const nlohmann::json& heun = j.at("samplers").at(3);
   EXPECT_EQ(heun.at("name"), "heun");
-  EXPECT_EQ(heun.at("schedules"), nlohmann::json({"default", "karras"}));
+  EXPECT_EQ(heun.at("schedules").size(), schedule_catalog().size());
   EXPECT_EQ(heun.at("predictions"), nlohmann::json({"epsilon", "v_prediction", "sample"}));
-  EXPECT_EQ(j.at("schedules").size(), 2u);
-  EXPECT_EQ(j.at("schedules").at(1).at("name"), "karras");
+  EXPECT_EQ(j.at("samplers").at(8).at("name"), "dpmpp_sde");
+  EXPECT_EQ(j.at("samplers").at(8).at("noise"), "brownian");
+  EXPECT_EQ(j.at("samplers").at(13).at("schedules"), nlohmann::json({"default", "karras"}));  // unipc
+  EXPECT_EQ(j.at("schedules").size(), 12u);
+  EXPECT_EQ(j.at("schedules").at(2).at("name"), "karras");
+  EXPECT_EQ(j.at("schedules").at(10).at("aliases"), nlohmann::json({"ddim_uniform"}));
 }
 
 TEST(SamplerCatalog, A1111Shapes) {
@@ -193,19 +230,29 @@ TEST(SamplerCatalog, A1111Shapes) {
     EXPECT_TRUE(s.at("aliases").is_array());
     EXPECT_TRUE(s.at("options").is_object());
   }
-  for (const char* want : {"Euler a", "Euler", "LMS", "Heun", "DPM++ 2M", "DDIM", "PLMS", "UniPC", "LCM"})
+  for (const char* want : {"Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM++ SDE",
+                           "DPM++ 2M SDE", "DPM++ 3M SDE", "DDIM", "PLMS", "UniPC", "LCM"})
     EXPECT_TRUE(names.count(want)) << want;
   EXPECT_EQ(samplers.at(0).at("options"), nlohmann::json({{"uses_ensd", "True"}}));    // Euler a
   EXPECT_EQ(samplers.at(3).at("options"), nlohmann::json({{"second_order", "True"}}));  // Heun
   EXPECT_EQ(samplers.at(3).at("aliases"), nlohmann::json({"k_heun"}));
+  EXPECT_EQ(samplers.at(5).at("options"), nlohmann::json({{"uses_ensd", "True"}, {"second_order", "True"}}));  // DPM2 a
+  EXPECT_EQ(samplers.at(8).at("options"), nlohmann::json({{"second_order", "True"}, {"brownian_noise", "True"}}));
   const nlohmann::json schedulers = a1111_schedulers_json();
-  ASSERT_EQ(schedulers.size(), 2u);
-  EXPECT_EQ(schedulers.at(0).at("name"), "automatic");
+  ASSERT_EQ(schedulers.size(), 12u);
+  // A1111's modules/sd_schedulers.py, in its order.
+  std::vector<std::string> a1111 = {"automatic", "uniform", "karras", "exponential", "polyexponential", "sgm_uniform",
+                                    "kl_optimal", "align_your_steps", "simple", "normal", "ddim", "beta"};
+  for (size_t i = 0; i < a1111.size(); ++i) EXPECT_EQ(schedulers.at(i).at("name"), a1111[i]);
   EXPECT_TRUE(schedulers.at(0).at("aliases").is_null());
-  EXPECT_EQ(schedulers.at(1).at("name"), "karras");
-  EXPECT_EQ(schedulers.at(1).at("label"), "Karras");
-  EXPECT_EQ(schedulers.at(1).at("default_rho"), 7.0);
-  EXPECT_EQ(schedulers.at(1).at("need_inner_model"), false);
+  EXPECT_EQ(schedulers.at(2).at("name"), "karras");
+  EXPECT_EQ(schedulers.at(2).at("label"), "Karras");
+  EXPECT_EQ(schedulers.at(2).at("default_rho"), 7.0);
+  EXPECT_EQ(schedulers.at(2).at("need_inner_model"), false);
+  EXPECT_EQ(schedulers.at(4).at("default_rho"), 1.0);  // polyexponential
+  EXPECT_EQ(schedulers.at(5).at("label"), "SGM Uniform");
+  EXPECT_EQ(schedulers.at(5).at("aliases"), nlohmann::json({"SGMUniform"}));
+  EXPECT_EQ(schedulers.at(5).at("need_inner_model"), true);
 }
 
 TEST(SamplerCatalog, HelpTextListsEverySampler) {
@@ -215,7 +262,10 @@ TEST(SamplerCatalog, HelpTextListsEverySampler) {
   }
   EXPECT_NE(help.find("heun"), std::string::npos);
   EXPECT_NE(help.find("karras"), std::string::npos);
-  EXPECT_EQ(sampler_names_list(), "euler_a, euler, lms, heun, dpmpp_2m, ddim, pndm, unipc, lcm");
+  EXPECT_EQ(sampler_names_list(),
+            "euler_a, euler, lms, heun, dpm2, dpm2_a, dpmpp_2s_a, dpmpp_2m, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, "
+            "ddim, pndm, unipc, lcm");
+  EXPECT_NE(help.find("align_your_steps"), std::string::npos);
 }
 
 }  // namespace

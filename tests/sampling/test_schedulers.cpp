@@ -136,9 +136,10 @@ TEST(SchedulerConfig, AbsentKeysUseEachClassDefault) {
 
 TEST(SchedulerConfig, RejectsBadInput) {
   const auto cfg = SchedulerConfig::from_json(nlohmann::json::object());
-  EXPECT_THROW(make_scheduler("dpmpp_2s_a", cfg), Error);  // not in the catalogue
-  EXPECT_THROW(make_scheduler("euler", cfg, "exponential"), Error);
+  EXPECT_THROW(make_scheduler("dpmpp_4m", cfg), Error);  // not in the catalogue
+  EXPECT_THROW(make_scheduler("euler", cfg, "linear_quadratic"), Error);
   EXPECT_THROW(make_scheduler("ddim", cfg, "karras"), Error);
+  EXPECT_THROW(make_scheduler("unipc", cfg, "exponential"), Error);
   EXPECT_THROW(SchedulerConfig::from_json(nlohmann::json::parse(R"({"steps_offset":"one"})")), Error);
   auto s = make_scheduler("euler", cfg);
   EXPECT_THROW(s->set_timesteps(0), Error);

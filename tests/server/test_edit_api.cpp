@@ -358,7 +358,7 @@ TEST_F(EditApiTest, UploadByteLimitAndBodyLimits) {
   expect_400("/sdapi/v1/img2img", img2img_body(big), "upload limit of 65536 bytes");
 
   // Routes without uploads keep the 1 MiB body limit, even on a kept-alive connection.
-  auto r = c_->Post("/sdapi/v1/txt2img", std::string((1 << 20) + 100, ' '), "application/json");
+  auto r = c_->Post("/sdapi/v1/options", std::string((1 << 20) + 100, ' '), "application/json");
   if (r) {
     EXPECT_EQ(r->status, 413);
   }

@@ -280,7 +280,7 @@ TEST(ServerHardening, HostileUploadsAre4xxAndServerStaysUp) {
   EXPECT_LT(r->status, 500);
   // A route without uploads refuses a body over 1 MiB from its Content-Length, before it arrives.
   const std::string claim = raw_http(srv.port(),
-                                     "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                     "POST /sdapi/v1/options HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                                      "Content-Length: 50000000\r\n\r\n{\"prompt\":",
                                      1500);  // the answer comes at once (the connection then idles)
   EXPECT_EQ(status_of(claim), 413) << claim.substr(0, 200);

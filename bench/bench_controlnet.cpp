@@ -1,0 +1,95 @@
+// The cost of ControlNets per denoising step: one UNet evaluation of a CFG
+// batch (2 latents) with 0, 1 or 2 ControlNets adding their residuals, as
+// pipeline/controlnet_step.cpp runs it (eager), on full-size random weights
+// (speed does not depend on values). Step/arch:0|1/nets:N/cuda:0|1;
+// arch 0 = SD1.5 at 512 px (64x64 latents), 1 = SDXL at 1024 px (128x128).
+// Two ControlNets are the same model run twice (the work of two).
+#include <benchmark/benchmark.h>
+
+#include <map>
+#include <memory>
+
+#include "core/ops.h"
+#include "models/controlnet.h"
+#include "models/unet.h"
+
+using namespace diffuse;
+
+namespace {
+
+struct Models {
+  std::unique_ptr<UNet> unet;
+  std::unique_ptr<ControlNet> cn;
+};
+
+Models& models(int arch, Device device) {
+  static std::map<std::pair<int, Device>, Models> cache;
+  Models& m = cache[{arch, device}];
+  if (!m.unet) {
+    const UNetConfig uc = arch == 0 ? UNetConfig::sd15() : UNetConfig::sdxl_base();
+    const DType dt = device == Device::kCPU ? DType::kF32 : DType::kF16;
+    m.unet = std::make_unique<UNet>(uc, UNet::random_weights(uc, 1, dt), dt, device);
+    const ControlNetConfig cc = ControlNetConfig::from_unet(uc);
+    m.cn = std::make_unique<ControlNet>(cc, ControlNet::random_weights(cc, 2, dt), dt, device);
+  }
+  return m;
+}
+
+void Step(benchmark::State& state) {
+  const int arch = static_cast<int>(state.range(0));
+  const int nets = static_cast<int>(state.range(1));
+  const Device device = state.range(2) ? Device::kCUDA : Device::kCPU;
+  if (!device_available(device)) {
+    state.SkipWithError("device not available");
+    return;
+  }
+  Models& m = models(arch, device);
+  const DType dt = m.unet->dtype();
+  const int64_t side = arch == 0 ? 64 : 128, B = 2;
+  const int D = m.unet->config().cross_attention_dim[0];
+  const Tensor x = Tensor::full({B, 4, side, side}, 0.1f).to(dt).to(device);
+  const Tensor t = Tensor::full({B}, 500.0f).to(device);
+  const Tensor ctx = Tensor::full({B, 77, D}, 0.01f).to(dt).to(device);
+  const Tensor cond = Tensor::full({1, 3, side * 8, side * 8}, 0.5f).to(dt).to(device);
+  Tensor pooled, ids;
+  if (m.unet->config().has_text_time()) {
+    pooled = Tensor::full({B, 1280}, 0.01f).to(dt).to(device);
+    ids = Tensor::from_vector({1024, 1024, 0, 0, 1024, 1024, 1024, 1024, 0, 0, 1024, 1024}, {B, 6}).to(device);
+  }
+  auto step = [&] {
+    if (nets == 0) return m.unet->forward(x, t, ctx, pooled, ids);
+    UNetResiduals sum = m.cn->forward(x, t, ctx, cond, pooled, ids, 1.0f);
+    for (int k = 1; k < nets; ++k) {
+      UNetResiduals r = m.cn->forward(x, t, ctx, cond, pooled, ids, 1.0f);
+      for (size_t j = 0; j < sum.down.size(); ++j) sum.down[j] = add(sum.down[j], r.down[j]);
+      sum.mid = add(sum.mid, r.mid);
+    }
+    return m.unet->forward(x, t, ctx, pooled, ids, nullptr, &sum);
+  };
+  step();  // warm-up: plans, workspaces
+  backend_for(device).synchronize();
+  for (auto _ : state) {
+    Tensor out = step();
+    backend_for(device).synchronize();
+    benchmark::DoNotOptimize(out);
+  }
+  state.counters["nets"] = nets;
+}
+
+}  // namespace
+
+BENCHMARK(Step)  // CPU: one step per case (tens of seconds each)
+    ->ArgNames({"arch", "nets", "cuda"})
+    ->Args({0, 0, 0})->Args({0, 1, 0})->Args({0, 2, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1)
+    ->UseRealTime();
+BENCHMARK(Step)
+    ->ArgNames({"arch", "nets", "cuda"})
+    ->Args({0, 0, 1})->Args({0, 1, 1})->Args({0, 2, 1})
+    ->Args({1, 0, 1})->Args({1, 1, 1})->Args({1, 2, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(10)
+    ->UseRealTime();
+
+BENCHMARK_MAIN();
