@@ -13,10 +13,6 @@ namespace {
 
 constexpr size_t kKeepFinished = 256;
 
-double now_unix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 std::string new_job_id(uint64_t counter) {
   static thread_local std::mt19937_64 rng(std::random_device{}());
   char buf[32];
@@ -26,6 +22,10 @@ std::string new_job_id(uint64_t counter) {
 }
 
 }  // namespace
+
+double now_unix() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 const char* job_state_name(JobState s) {
   switch (s) {

@@ -26,6 +26,8 @@ namespace diffuse::server {
 
 enum class JobState { kQueued, kRunning, kDone, kFailed, kCancelled };
 const char* job_state_name(JobState s);
+// Seconds since the Unix epoch: the clock every job's times are read from.
+double now_unix();
 
 struct JobRequest {
   std::string model;  // registry id

@@ -2,9 +2,17 @@
 // (docs/deploy.md "How the queue works" explains them; KEDA scales on the
 // streams and the group named here).
 #pragma once
+#include <cstdio>
 #include <string>
 
 namespace diffuse::server::queue {
+
+// A time (server::now_unix) as the job hashes store it: seconds, to the millisecond.
+inline std::string unix_text(double t) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", t);
+  return buf;
+}
 
 // One stream per model: "diffuse:jobs:<model id>". Each entry is {id: job id}.
 inline std::string stream_key(const std::string& model) { return "diffuse:jobs:" + model; }

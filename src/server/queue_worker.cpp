@@ -14,6 +14,7 @@
 #include "adapters/upscalers.h"
 #include "io/png.h"
 #include "pipeline/hires.h"
+#include "server/job_queue.h"
 #include "server/queue_codec.h"
 #include "server/queue_keys.h"
 #include "server/redis_client.h"
@@ -25,16 +26,6 @@ namespace diffuse::server {
 namespace {
 
 using nlohmann::json;
-
-double now_unix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::string unix_text(double t) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", t);
-  return buf;
-}
 
 std::string default_worker_name() {
   char host[256] = {0};
@@ -140,7 +131,7 @@ struct QueueWorker::Impl {
               const std::vector<std::pair<std::string, std::string>>& fields) {
     std::vector<std::string> args = {"EVAL",      queue::kFinishScript, "4",         queue::job_key(job), stream,
                                      queue::kFinished, queue::kStats,   entry,       o.name,
-                                     state,       unix_text(now_unix()), std::to_string(o.result_ttl_s), job};
+                                     state,       queue::unix_text(now_unix()), std::to_string(o.result_ttl_s), job};
     for (const auto& [k, v] : fields) {
       args.push_back(k);
       args.push_back(v);
@@ -156,7 +147,7 @@ struct QueueWorker::Impl {
   void process(const std::string& stream, const std::string& entry, const std::string& job) {
     if (job.empty()) return ack(stream, entry);
     const std::string key = queue::job_key(job);
-    const int64_t attempt = redis->command({"EVAL", queue::kStartScript, "1", key, o.name, unix_text(now_unix())}).as_int(-1);
+    const int64_t attempt = redis->command({"EVAL", queue::kStartScript, "1", key, o.name, queue::unix_text(now_unix())}).as_int(-1);
     if (attempt <= 0) return ack(stream, entry);  // expired, finished, or cancelled while queued
     if (attempt > o.max_attempts) {
       return finish(stream, entry, job, "failed",

@@ -22,16 +22,6 @@ constexpr size_t kKeepFinished = 256;
 constexpr auto kPollPeriod = std::chrono::milliseconds(50);
 constexpr auto kSyncPeriod = std::chrono::seconds(2);
 
-double now_unix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::string unix_text(double t) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", t);
-  return buf;
-}
-
 // 16 hex digits: random, so ids from several front ends never collide.
 std::string new_job_id() {
   static thread_local std::mt19937_64 rng(std::random_device{}() ^ (static_cast<uint64_t>(getpid()) << 32));
@@ -220,7 +210,7 @@ std::string RedisJobQueue::submit(JobRequest request) {
            {"model", s.model},
            {"prompt", s.prompt},
            {"kind", s.kind},
-           {"created", unix_text(s.created)},
+           {"created", queue::unix_text(s.created)},
            {"seed", std::to_string(s.seed)},
            {"echo", s.echo.dump()},
            {"request", spec.dump()},
@@ -242,7 +232,7 @@ std::string RedisJobQueue::submit(JobRequest request) {
 
 bool RedisJobQueue::cancel(const std::string& id) {
   const RedisReply r = redis_.command({"EVAL", queue::kCancelScript, "3", queue::job_key(id), queue::kFinished,
-                                       queue::kStats, unix_text(now_unix()), std::to_string(options_.result_ttl_s), id});
+                                       queue::kStats, queue::unix_text(now_unix()), std::to_string(options_.result_ttl_s), id});
   const int64_t v = r.as_int(-1);
   if (v == 1) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -488,10 +478,10 @@ void RedisJobQueue::poll_loop() {
 
 void RedisJobQueue::sync_finished(RedisClient& redis) {
   const double now = now_unix();
-  redis.command({"ZREMRANGEBYSCORE", queue::kFinished, "-inf", unix_text(now - options_.result_ttl_s)});
+  redis.command({"ZREMRANGEBYSCORE", queue::kFinished, "-inf", queue::unix_text(now - options_.result_ttl_s)});
   // A little overlap: a job whose finish time was written by a worker with a slower clock.
   const RedisReply r =
-      redis.command({"ZRANGEBYSCORE", queue::kFinished, unix_text(synced_until_ - 30), "+inf", "WITHSCORES"});
+      redis.command({"ZRANGEBYSCORE", queue::kFinished, queue::unix_text(synced_until_ - 30), "+inf", "WITHSCORES"});
   double newest = synced_until_;
   for (size_t i = 0; i + 1 < r.elements.size(); i += 2) {
     const std::string id = r.elements[i].str;
