@@ -1,7 +1,8 @@
 // The v2 fixture models the tests probe: the 9-channel inpainting models and
 // the tiny SDXL refiner of the v2 golden set. Only their JSONs and safetensors
 // headers are read, so the project carries just those
-// (tests/data/v2-headers, README there), and v2_fixtures_dir() rebuilds them
+// (tests/data/v2-headers, README there; the build unpacks them into
+// DIFFUSE_V2_HEADERS), and v2_fixtures_dir() rebuilds them
 // as sparse files; $DIFFUSE_FIXTURES_V2 points at the full set instead.
 #pragma once
 #include <gtest/gtest.h>
@@ -81,7 +82,8 @@ inline std::string fixtures_v2_dir() {
   static std::once_flag once;
   static std::string dir;
   std::call_once(once, [] {
-    const std::filesystem::path src = std::filesystem::path(DIFFUSE_SOURCE_DIR) / "tests/data/v2-headers";
+    // The build unpacks tests/data/v2-headers/skeletons.tar.xz here (target test_data).
+    const std::filesystem::path src = DIFFUSE_V2_HEADERS;
     const std::filesystem::path dst = std::filesystem::path(temp_dir()) / "v2";
     if (std::filesystem::exists(src / "README.md")) v2_detail::materialise(src, dst);
     dir = dst.string();
@@ -94,7 +96,7 @@ inline std::string fixtures_v2_dir() {
   do {                                                                                               \
     if (!std::filesystem::exists(::diffuse::testing::fixtures_v2_dir() + "/README.md"))              \
       FAIL() << "the v2 fixture models are not in " << ::diffuse::testing::fixtures_v2_dir()         \
-             << " (tests/data/v2-headers is missing, or DIFFUSE_FIXTURES_V2 is wrong)";              \
+             << " (the build did not unpack tests/data/v2-headers, or DIFFUSE_FIXTURES_V2 is wrong)"; \
   } while (0)
 
 // The model folder of v2 fixture `name` ("sd1_inpaint", "sdxl_refiner", ...).

@@ -6,15 +6,22 @@ JSONs of the v2 9-channel inpainting models and the SDXL refiner (they stop
 before any weight is read). So this keeps, for each of those models, its
 JSON files as they are, each .safetensors as <name>.header.json (the header
 only), and each relative link to a v1 component as its target text.
-tests/fixtures_v2.h turns that back into sparse safetensors files of the
-right size, with the links pointing at the v1 test data.
+All of it, with README.md, goes into one reproducible skeletons.tar.xz
+(JSON headers compress ~17x). The build unpacks it (CMake target test_data)
+into <build>/test-data/v2-headers, and tests/fixtures_v2.h turns that back into
+sparse safetensors files of the right size, with the links pointing at the v1
+test data.
 
 Usage: python3 tests/data/v2-headers/make.py /path/to/shared/fixtures/v2
 """
+import io
 import json
+import lzma
 import os
 import struct
 import sys
+import tarfile
+import tempfile
 
 MODELS = ["sd1_inpaint", "sd2_inpaint", "sdxl_inpaint", "sdxl_refiner"]
 EXTRA_FILES = ["sd1_inpaint/single_file.safetensors"]
@@ -41,16 +48,33 @@ def copy_entry(src_root, rel, dst_root):
             d.write(s.read())
 
 
+def pack(tree, readme, out):
+    """tree's files and README.md as a tar.xz that depends only on their bytes."""
+    rels = sorted(os.path.relpath(os.path.join(d, f), tree) for d, _, fs in os.walk(tree) for f in fs)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for rel, path in [("README.md", readme)] + [(r, os.path.join(tree, r)) for r in rels]:
+            with open(path, "rb") as f:
+                data = f.read()
+            info = tarfile.TarInfo(rel)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            t.addfile(info, io.BytesIO(data))
+    with open(out, "wb") as f:
+        f.write(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+
+
 def main():
     src_root = sys.argv[1]
-    dst_root = os.path.dirname(os.path.abspath(__file__))
-    for m in MODELS:
-        base = os.path.join(src_root, m, "model")
-        for dirpath, _, files in os.walk(base):
-            for name in files:
-                copy_entry(src_root, os.path.relpath(os.path.join(dirpath, name), src_root), dst_root)
-    for rel in EXTRA_FILES:
-        copy_entry(src_root, rel, dst_root)
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as tree:
+        for m in MODELS:
+            base = os.path.join(src_root, m, "model")
+            for dirpath, _, files in os.walk(base):
+                for name in files:
+                    copy_entry(src_root, os.path.relpath(os.path.join(dirpath, name), src_root), tree)
+        for rel in EXTRA_FILES:
+            copy_entry(src_root, rel, tree)
+        pack(tree, os.path.join(here, "README.md"), os.path.join(here, "skeletons.tar.xz"))
 
 
 if __name__ == "__main__":
