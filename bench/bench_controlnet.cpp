@@ -12,6 +12,7 @@
 #include "core/ops.h"
 #include "models/controlnet.h"
 #include "models/unet.h"
+#include "unet_step_inputs.h"
 
 using namespace diffuse;
 
@@ -45,17 +46,9 @@ void Step(benchmark::State& state) {
   }
   Models& m = models(arch, device);
   const DType dt = m.unet->dtype();
-  const int64_t side = arch == 0 ? 64 : 128, B = 2;
-  const int D = m.unet->config().cross_attention_dim[0];
-  const Tensor x = Tensor::full({B, 4, side, side}, 0.1f).to(dt).to(device);
-  const Tensor t = Tensor::full({B}, 500.0f).to(device);
-  const Tensor ctx = Tensor::full({B, 77, D}, 0.01f).to(dt).to(device);
-  const Tensor cond = Tensor::full({1, 3, side * 8, side * 8}, 0.5f).to(dt).to(device);
-  Tensor pooled, ids;
-  if (m.unet->config().has_text_time()) {
-    pooled = Tensor::full({B, 1280}, 0.01f).to(dt).to(device);
-    ids = Tensor::from_vector({1024, 1024, 0, 0, 1024, 1024, 1024, 1024, 0, 0, 1024, 1024}, {B, 6}).to(device);
-  }
+  const UNetStepInputs in = unet_step_inputs(*m.unet, arch, device);
+  const Tensor &x = in.x, &t = in.t, &ctx = in.ctx, &pooled = in.pooled, &ids = in.ids;
+  const Tensor cond = Tensor::full({1, 3, in.side * 8, in.side * 8}, 0.5f).to(dt).to(device);
   auto step = [&] {
     if (nets == 0) return m.unet->forward(x, t, ctx, pooled, ids);
     UNetResiduals sum = m.cn->forward(x, t, ctx, cond, pooled, ids, 1.0f);

@@ -24,7 +24,10 @@
 #     to end (the same UNet / VAE / scheduler code runs in the models,
 #     sampling, Pipeline.* and server tests);
 #   - Soak.*: 500 HTTP requests with 50 generations (the hardening tests drive
-#     the same handlers; `ctest --test-dir build-asan -R Soak` runs it).
+#     the same handlers; `ctest --test-dir build-asan -R Soak` runs it);
+#   - */SamplerPairs.*: ~600 whole generations, every sampler x schedule pair
+#     on three families (each sampler's and schedule's code runs under the
+#     sanitizers in tests/sampling: test_k_samplers, test_schedulers, ...).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${DIFFUSE_ASAN_BUILD:-$ROOT/build-asan}
@@ -66,7 +69,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/scripts/lsan.supp:print_suppressions=0}
 export OMP_WAIT_POLICY=PASSIVE
 status=0
-ctest --test-dir "$BUILD" -LE "cuda|browser" -E "PipelineRuns\.MatchDiffusers|^Soak\." \
+ctest --test-dir "$BUILD" -LE "cuda|browser" -E "PipelineRuns\.MatchDiffusers|^Soak\.|SamplerPairs\." \
   --output-on-failure -j"$JOBS" --timeout 900 || status=$?
 tested=$(date +%s)
 

@@ -20,6 +20,8 @@ Action add_make_checkpoint(CLI::App& app);
 Action add_demo_eval(CLI::App& app);
 Action add_upscale(CLI::App& app);
 Action add_worker(CLI::App& app);  // cmd_worker.cpp: the Redis job queue's worker
+Action add_preprocess(CLI::App& app);  // cmd_preprocess.cpp: ControlNet preprocessors on a PNG
+Action add_probe(CLI::App& app);       // cmd_probe.cpp: what a model file is (ControlNet or checkpoint)
 
 // Exit codes (README): 0 ok, 1 runtime error, 2 usage error, 130 interrupted.
 constexpr int kExitOk = 0, kExitRuntime = 1, kExitUsage = 2, kExitInterrupted = 130;

@@ -18,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "cli/vae_option.h"
+#include "cli/bench_controlnet.h"
 #include "cli/hires_flags.h"
 #include "cli/refiner_flags.h"
 #include "core/ops.h"
@@ -35,7 +36,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct BenchOptions {
-  std::string arch = "sd15", model, device = "auto", precision, sampler = "euler";
+  std::string arch = "sd15", model, device = "auto", precision, sampler;  // sampler "": euler (or the kind's)
+  std::string kind;  // --kind: a few-step model's defaults (pipeline/few_step.h)
   int size = 0, steps = 0, images = 4, threads = 0;
   bool json = false, skip_batch = false;
   std::string init_image, mask;  // an img2img / inpainting run after the text-to-image ones
@@ -45,6 +47,8 @@ struct BenchOptions {
   std::string vae;   // --vae (cli/vae_option.h): every run decodes with it
   HiresFlags hires;  // a hires-fix run after the text-to-image ones (docs/hires-fix.md)
   RefinerFlags refiner;  // a base + refiner run after them (docs/refiner.md)
+  int controlnets = 0;   // --controlnet N: every run with N random ControlNets (cli/bench_controlnet.h)
+  std::vector<ControlNetUnit> control_units;
 };
 
 // What every timed run generates: the baselines' prompt at the bench's size,
@@ -60,6 +64,7 @@ GenerationParams bench_params(const BenchOptions& o) {
   p.vae_tiling = vae_tiling_from_name(o.vae_tiling);
   p.vae = o.vae;  // --vae, resolved to a path (vae_option.h)
   p.cfg_scale = o.cfg_scale;
+  p.controlnets = o.control_units;
   return p;
 }
 
@@ -284,7 +289,8 @@ int run_bench(BenchOptions o) {
   o.device = device.name;  // the report names what ran: "cpu", "cuda:0"
   if (!o.precision.empty()) load.precision = precision_from_name(o.precision);
   const bool cpu = load.device == Device::kCPU;
-  if (o.steps == 0) o.steps = cpu ? 3 : 30;
+  load.random_kind = o.kind;
+  DIFFUSE_CHECK_ARG(o.kind.empty() || o.model.empty(), "--kind is for random weights; a --model's kind is detected");
 
   RssMonitor rss;
   auto t0 = Clock::now();
@@ -292,12 +298,29 @@ int run_bench(BenchOptions o) {
   double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const double rss_loaded_gib = current_rss_bytes() / double(1ull << 30);  // weights (+ what loading kept)
   const ModelInfo& info = pipe->info();
+  // A few-step model (--kind, or a --model detected as one) runs with its kind's defaults where
+  // flags are absent; other models with the baselines' (euler, 3 / 30 steps).
+  const bool few_step = !info.kind.empty();
+  if (o.steps == 0) o.steps = few_step ? info.default_steps : cpu ? 3 : 30;
+  if (o.sampler.empty()) o.sampler = few_step ? info.default_sampler : "euler";
+  if (few_step && o.cfg_scale < 0) o.cfg_scale = info.default_cfg;
+  if (few_step)
+    std::fprintf(stderr, "diffuse bench: few-step %s model: %d steps, cfg %g, %s\n", info.kind.c_str(), o.steps,
+                 o.cfg_scale, o.sampler.c_str());
   if (o.size == 0) o.size = info.default_width;
   std::string arch = o.model.empty() ? o.arch : std::string(family_name(info.family));
   const Precision prec = load.precision.value_or(cpu ? Precision::kFp32 : Precision::kFp16);
-  std::fprintf(stderr, "diffuse bench: %s @ %dx%d on %s, %s, %s, %d steps, CFG on (loaded in %.2f s)\n",
+  // --controlnet N: N ControlNets of the model's family act at every step of every run.
+  const RandomControlNets control_nets(info.family, o.controlnets, o.size, o.size);
+  o.control_units = control_nets.units();
+  if (o.controlnets > 0)
+    std::fprintf(stderr, "diffuse bench: %d random %s ControlNet(s) at every step (weights made in %.1f s)\n",
+                 o.controlnets, family_name(info.family), control_nets.write_s());
+  // CFG runs when the scale is above 1, except on a UNet that takes the guidance as an embedding (LCM).
+  const bool cfg_on = (o.cfg_scale < 0 ? info.default_cfg : o.cfg_scale) > 1.0f && !info.guidance_embedding;
+  std::fprintf(stderr, "diffuse bench: %s @ %dx%d on %s, %s, %s, %d steps, CFG %s (loaded in %.2f s)\n",
                info.name.c_str(), o.size, o.size, o.device.c_str(), precision_name(prec), o.sampler.c_str(), o.steps,
-               load_s);
+               cfg_on ? "on" : "off", load_s);
 
   // A cold run first (its first step also picks the cuDNN/cuBLASLt plans),
   // then the timed runs: steady state, as a server sees it.
@@ -349,7 +372,8 @@ int run_bench(BenchOptions o) {
     }
   }
   // Without CFG (a guidance scale of 1 or less) a step is one batch-1 UNet call.
-  if (o.cfg_scale >= 0 && o.cfg_scale <= 1) unet_tflop /= 2;
+  // An LCM-distilled UNet takes the guidance as its embedding: one batch too.
+  if ((o.cfg_scale >= 0 && o.cfg_scale <= 1) || info.guidance_embedding) unet_tflop /= 2;
   auto tflops = [](double tflop, double ms) { return tflop > 0 && ms > 0 ? tflop / (ms / 1e3) : 0.0; };
   nlohmann::json j = {
       {"model", info.name},
@@ -360,6 +384,7 @@ int run_bench(BenchOptions o) {
       {"steps", o.steps},
       {"sampler", o.sampler},
       {"cfg_scale", o.cfg_scale < 0 ? nlohmann::json(nullptr) : nlohmann::json(o.cfg_scale)},
+      {"controlnets", o.controlnets},
       {"load_s", load_s},
       {"time_to_first_step_s", cold.first_step_s},
       {"cold_whole_image_s", cold.total_s},
@@ -414,7 +439,8 @@ int run_bench(BenchOptions o) {
   }
   std::printf("%-28s %14s", "", "1 image");
   if (!o.skip_batch) std::printf(" %14s", (std::to_string(o.images) + " images").c_str());
-  std::printf("\n%-28s %14.1f", "UNet step, CFG (ms)", one.step_ms);
+  if (o.controlnets > 0) std::printf("\n%-28s %14d", "ControlNets per step", o.controlnets);
+  std::printf("\n%-28s %14.1f", o.controlnets > 0 ? "step + ControlNets, CFG (ms)" : "UNet step, CFG (ms)", one.step_ms);
   if (!o.skip_batch) std::printf(" %14.1f", four.step_ms);
   std::printf("\n%-28s %14.2f", "it/s", 1e3 / one.step_ms);
   if (!o.skip_batch) std::printf(" %14.2f", 1e3 / four.step_ms);
@@ -487,6 +513,7 @@ Action add_bench(CLI::App& app) {
       "  diffuse bench --arch sd15 --device cuda --init-image photo.png --strength 0.6   (img2img too)\n"
       "  diffuse bench --arch sd15 --size 512 --steps 4 --no-batch --hires 2x --hires-denoise 0.5   (a hires fix too)\n"
       "  diffuse bench --arch sdxl --device cuda --refiner random --refiner-switch-at 0.8   (base + refiner too)\n"
+      "  diffuse bench --arch sd15 --device cpu --steps 2 --no-batch --controlnet 2   (step time with 2 ControlNets)\n"
       "On CUDA it reports peak device memory (allocator high-water mark, split into the denoising and\n"
       "VAE phases). Environment switches for comparisons: DIFFUSE_CUDA_GRAPH=0 (eager steps),\n"
       "DIFFUSE_CUDA_LAYOUT=nchw (no channels-last), DIFFUSE_CUDA_TF32=0 (exact f32 for SDXL's upcast\n"
@@ -498,7 +525,11 @@ Action add_bench(CLI::App& app) {
   c->add_option("--steps", o->steps, "Denoising steps (default: 3 on cpu, 30 on cuda)");
   c->add_option("--images", o->images, "Images in the batched run (default: 4)");
   c->add_option("--precision", o->precision, "fp32, bf16 or fp16");
-  c->add_option("--sampler", o->sampler, "Sampler (default: euler, as the baselines)");
+  c->add_option("--sampler", o->sampler, "Sampler (default: euler, as the baselines; with --kind the kind's)");
+  c->add_option("--kind", o->kind,
+                "Random weights of a few-step model: turbo, lcm (adds the UNet's guidance embedding, "
+                "time_cond_proj_dim 256), lightning or hyper; its steps, CFG, sampler and size are the defaults")
+      ->check(CLI::IsMember({"turbo", "lcm", "lightning", "hyper"}));
   c->add_option("--cfg-scale", o->cfg_scale,
                 "Guidance scale (default: the family's, 7.5 / SDXL 5); <= 1 runs one UNet batch per step "
                 "instead of two, as few-step LCM / Turbo runs do");
@@ -513,6 +544,10 @@ Action add_bench(CLI::App& app) {
   c->add_option("--vae", o->vae, kVaeHelp);
   add_hires_flags(c, o->hires);
   add_refiner_flags(c, o->refiner);  // --refiner MODEL or "random" (the published refiner, random weights)
+  c->add_option("--controlnet", o->controlnets,
+                "Run every generation with N ControlNets (0, 1 or 2) of the model's family, random full-size "
+                "weights: the step time then includes them (docs/controlnet.md)")
+      ->check(CLI::Range(0, 2));
   c->add_flag("--json", o->json, "Print the results as JSON");
   return [o]() {
     o->vae = resolve_vae_option(o->vae, {kDefaultVaeDir});

@@ -13,6 +13,7 @@
 #include "cli/hires_flags.h"
 #include "cli/progress_bar.h"
 #include "cli/controlnet_flags.h"
+#include "cli/ip_adapter_flags.h"
 #include "cli/refiner_flags.h"
 #include "core/thread_pool.h"
 #include "hub/hub_cache.h"
@@ -37,6 +38,7 @@ struct GenerateOptions {
   std::optional<std::string> negative_prompt;
   int steps = 0, width = 0, height = 0, images = 1, clip_skip = 1, threads = 0;
   float cfg_scale = -1.0f;
+  std::optional<double> eta;  // TCD's gamma
   int64_t seed = -1;
   bool json = false;
   std::string original_size, crops, target_size;
@@ -54,6 +56,7 @@ struct GenerateOptions {
   HiresFlags hires;  // docs/hires-fix.md
   RefinerFlags refiner;  // docs/refiner.md
   ControlNetFlags controlnet;  // docs/controlnet.md
+  IpAdapterFlags ip_adapter;   // docs/ip-adapter.md
 };
 
 // The folders A1111 keeps under its root, here under the working directory.
@@ -181,6 +184,7 @@ int run_generate(const GenerateOptions& o) {
   p.height = o.height;
   p.steps = o.steps;
   p.cfg_scale = o.cfg_scale;
+  p.eta = o.eta;
   // Sampler and schedule names are usage errors (exit 2) listing the valid ones, before any model loads;
   // a schedule takes A1111's and ComfyUI's spellings too (automatic, ddim_uniform, ...).
   p.sampler = o.sampler.empty() ? std::string() : std::string(sampler_spec(o.sampler).name);
@@ -235,6 +239,7 @@ int run_generate(const GenerateOptions& o) {
   apply_hires_flags(o.hires, p);
   apply_refiner_flags(o.refiner, p);
   apply_controlnet_flags(o.controlnet, p);
+  apply_ip_adapter_flags(o.ip_adapter, o.controlnet.dirs, p);
   const std::string written_prompt = apply_loras(o, p);
   p.validate();  // bad flags fail before a multi-GB model is loaded
 
@@ -250,6 +255,11 @@ int run_generate(const GenerateOptions& o) {
   for (const std::string& w : info.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::fprintf(stderr, "model: %s (%s, %s, [%s]) loaded in %.2fs\n", info.name.c_str(), family_name(info.family),
                prediction_name(info.prediction), info.short_hash.c_str(), load_s);
+  if (!info.kind.empty()) {  // a few-step model (pipeline/few_step.h): its defaults apply where flags are absent
+    std::fprintf(stderr, "few-step model: %s (%s%s): defaults %d steps, cfg %g, sampler %s\n", info.kind.c_str(),
+                 info.kind_guessed ? "guessed: " : "", info.kind_reason.c_str(), info.default_steps,
+                 info.default_cfg, info.default_sampler.c_str());
+  }
   load_refiner(o.refiner, *pipe, load, p);  // --refiner: the second model, beside the first
 
   ProgressBar bar("denoising");
@@ -345,10 +355,13 @@ Action add_generate(CLI::App& app) {
   c->add_option("-p,--prompt", o->prompt,
                 "The prompt; A1111 syntax: (word:1.3), [word], BREAK, <lora:name:weight>, embedding names; >75 tokens ok");
   c->add_option("-n,--negative-prompt", o->negative_prompt, "What the image should not show");
-  c->add_option("--steps", o->steps, "Denoising steps (default: 50; the demo model: 20)")->check(CLI::Range(1, 1000));
-  c->add_option("--cfg-scale", o->cfg_scale, "Classifier-free guidance scale (default: 7.5; SDXL 5.0; <=1: off)");
+  c->add_option("--steps", o->steps, "Denoising steps (default: 50; the demo model: 20; few-step models: their kind's, e.g. turbo 1, lcm 4)")->check(CLI::Range(1, 1000));
+  c->add_option("--cfg-scale", o->cfg_scale, "Classifier-free guidance scale (default: 7.5; SDXL 5.0; <=1: off; turbo / lightning / hyper 0); "
+                "an LCM-distilled UNet takes it as its guidance embedding (default 8), not as CFG");
   c->add_option("--sampler", o->sampler, "Sampler: " + sampler_names_list() + " (default: the model's scheduler)");
   c->add_option("--schedule", o->schedule, "Sigma schedule: " + schedule_names_list() + " (see Samplers below)");
+  c->add_option("--eta", o->eta, "Stochasticity of the tcd sampler, TCD's gamma: 0 deterministic .. 1 (default: 0.3)")
+      ->check(CLI::Range(0.0, 1.0));
   c->add_option("-W,--width", o->width, "Image width, a multiple of 8 (default: the model's native size: 512 SD1, 768 SD2-v, 1024 SDXL, 128 demo)");
   c->add_option("-H,--height", o->height, "Image height, a multiple of 8");
   c->add_option("-s,--seed", o->seed, "Seed; -1 picks a random one and prints it (default: -1)");
@@ -420,6 +433,7 @@ Action add_generate(CLI::App& app) {
   add_hires_flags(c, o->hires);
   add_refiner_flags(c, o->refiner);
   add_controlnet_flags(c, o->controlnet);
+  add_ip_adapter_flags(c, o->ip_adapter);
   c->add_option("-o,--output", o->output, "Output PNG (default: diffuse-SEED.png)");
   c->add_flag("--json", o->json, "Print seeds, paths and timings as JSON on stdout");
   return [o, c]() -> int {

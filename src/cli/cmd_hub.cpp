@@ -16,6 +16,7 @@
 #include "models/probe.h"
 #include "pipeline/data_dir.h"
 #include "pipeline/demo_model.h"
+#include "pipeline/pipeline.h"
 #include "sys/devices.h"
 
 namespace fs = std::filesystem;
@@ -45,6 +46,7 @@ struct Peek {
   std::string variant = "?";  // "base", "inpaint", ...
   std::string label = "?";    // for the table: "sd1 inpaint (9-channel)"
   std::string precision = "?";
+  std::string few_step;       // "turbo", "lcm", ... ("" = none), "?" appended when guessed
 };
 
 Peek peek_model(const fs::path& p) {
@@ -55,6 +57,11 @@ Peek peek_model(const fs::path& p) {
     out.variant = info.variant_spec().name;
     out.label = info.label();
     out.precision = info.precision;
+    const ModelInfo m = describe_model(p.string());  // a few-step model's kind (pipeline/few_step.h)
+    if (!m.kind.empty()) {
+      out.few_step = m.kind + (m.kind_guessed ? "?" : "");
+      out.label += " " + out.few_step;
+    }
   } catch (const std::exception&) {
     // Listed with "?" rather than hidden: the user can still try to load it.
   }
@@ -146,7 +153,7 @@ Action add_models(CLI::App& app) {
   c->add_flag("--hash", o->hash, "Compute missing A1111 hashes (reads each file once; cached afterwards)");
   return [o]() {
     struct Row {
-      std::string name, source, path, family, variant, label, precision, size, hash;
+      std::string name, source, path, family, variant, label, precision, size, hash, few_step;
     };
     std::vector<Row> rows;
     hub::HubOptions hub = hub::HubOptions::from_env();
@@ -167,7 +174,8 @@ Action add_models(CLI::App& app) {
           hash = "?";
         }
       }
-      rows.push_back({name, source, path.string(), pk.family, pk.variant, pk.label, pk.precision, human_size(size), hash});
+      rows.push_back({name, source, path.string(), pk.family, pk.variant, pk.label, pk.precision, human_size(size), hash,
+                      pk.few_step});
     };
     if (auto demo = demo_model_path()) {
       add("demo", "built-in", *demo, folder_bytes(*demo));  // `--model demo`, and generate's default
@@ -195,7 +203,9 @@ Action add_models(CLI::App& app) {
       nlohmann::json j = nlohmann::json::array();
       for (const Row& r : rows) {
         j.push_back({{"name", r.name}, {"source", r.source}, {"path", r.path}, {"family", r.family}, {"variant", r.variant},
-                     {"precision", r.precision}, {"size", r.size}, {"hash", r.hash}});
+                     {"precision", r.precision}, {"size", r.size}, {"hash", r.hash},
+                     // a few-step model's kind ("turbo", "lcm", "lightning", "hyper"; "?" appended when guessed)
+                     {"few_step", r.few_step.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.few_step)}});
       }
       std::cout << j.dump(2) << std::endl;
       return kExitOk;

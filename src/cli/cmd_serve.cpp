@@ -29,6 +29,10 @@ Action add_serve(CLI::App& app) {
       "Example: diffuse serve --models ~/models --lora-dir ~/models/Lora --port 7860");
   c->add_option("--models", o->model_dirs, "Folder of models (diffusers folders, .safetensors, .ckpt); repeatable");
   c->add_option("--model", o->model_files, "A single model (file or diffusers folder); repeatable");
+  c->add_option("--random-model", o->random_models,
+                "A full-size architecture with random weights, listed first as random-<arch> (sd15, sd21 or sdxl): "
+                "measures the server's speed without a checkpoint (tools/bench_live.py); its images are noise; repeatable")
+      ->check(CLI::IsMember({"sd15", "sd21", "sdxl"}));
   c->add_option("--host", o->host, "Address to bind (default 127.0.0.1; others need --api-key or --api-auth)");
   c->add_option("--port", o->port, "Port (default 7860; 0 = any free port)");
   c->add_option("--data-dir", o->data_dir, "Where history.db and images/ live (default ~/.local/share/diffuse)");

@@ -2,6 +2,7 @@
 //   --controlnet MODEL[:WEIGHT]   a ControlNet file / folder, or a name in --controlnet-dir (repeatable)
 //   --control-image FILE          its control image, paired with the --controlnet of the same rank
 //   --control-start / --control-end / --control-mode / --control-resize / --guess-mode
+//   --preprocess NAME / --preprocess-res / --preprocess-a / --preprocess-b
 //                                 one value for every unit, or one per unit
 //   --controlnet-dir DIR          where names are looked up (default models/ControlNet, as A1111)
 #pragma once
@@ -16,6 +17,9 @@ namespace diffuse::cli {
 struct ControlNetFlags {
   std::vector<std::string> models, images, modes, resizes, dirs;
   std::vector<double> starts, ends;
+  // The preprocessor run on each control image (image/control_preprocess.h) and its sliders.
+  std::vector<std::string> preprocess;
+  std::vector<double> preprocess_res, preprocess_a, preprocess_b;
   bool guess_mode = false;
 };
 

@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
                                       cli::add_pull(app),     cli::add_models(app),  cli::add_serve(app),
                                       cli::add_bench(app),    cli::add_make_checkpoint(app),
                                       cli::add_demo_eval(app),    cli::add_upscale(app),
-                                      cli::add_worker(app)};
+                                      cli::add_worker(app),   cli::add_preprocess(app),
+                                      cli::add_probe(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -95,6 +95,10 @@ UNetShapes infer_unet(const TensorIndex& index, const FamilySpec& family, std::v
   }
   const int t = static_cast<int>(u.dim("time_embed.0.weight", 0));
   c.time_embedding_dim = t == 0 || t == 4 * c0 ? 0 : t;
+  // LCM-distilled UNets: cond_proj [c0, time_cond_proj_dim], under its LDM-style name or the
+  // diffusers name that the diffusers -> original conversion script leaves.
+  c.time_cond_proj_dim = static_cast<int>(std::max(u.dim("time_embed.cond_proj.weight", 1),
+                                                   u.dim("time_embedding.cond_proj.weight", 1)));
   out.add_input = static_cast<int>(u.dim("label_emb.0.0.weight", 1));
   if (out.add_input > 0) {
     c.addition_embed_type = "text_time";

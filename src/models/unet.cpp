@@ -185,8 +185,10 @@ Tensor resnet_forward(const Tensor& x, const Tensor& temb_act, const UNet::Resne
 // Attention (attention_processor.py): to_q/k/v without bias, scale dim_head^-0.5, to_out.0;
 // returns x + attention(n, ctx), the residual riding in the output projection. An undefined ctx
 // means self-attention (keys and values from n).
+// With an image prompt, cross-attention layer `ip_layer` also attends to each source's image
+// tokens through its own to_k_ip / to_v_ip (IP-Adapter), added with the layer's scale.
 Tensor attention_residual(const Tensor& x, const Tensor& n, const Tensor& ctx_in, const UNet::Attention& a,
-                          int heads) {
+                          int heads, const UNetImagePrompt* ip = nullptr, size_t ip_layer = 0) {
   const bool self = !ctx_in.defined();
   const Tensor& ctx = self ? n : ctx_in;
   const int64_t c = a.q_w.dim(0);
@@ -206,21 +208,33 @@ Tensor attention_residual(const Tensor& x, const Tensor& n, const Tensor& ctx_in
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(q.dim(-1) / heads));
   Tensor o = attention(q, k, v, heads, scale);                 // [B, L, C]
+  if (ip && !self) {
+    for (const UNetImagePrompt::Source& src : ip->sources) {
+      const UNetImagePrompt::Layer& l = src.layers[ip_layer];
+      if (l.scale == 0.0f) continue;
+      const Tensor ki = linear(src.tokens, l.k_w);                 // [B, N, C]
+      const Tensor vi = linear(src.tokens, l.v_w);                 // [B, N, C]
+      o = axpby(o, 1.0f, attention(q, ki, vi, heads, scale), l.scale);  // text + scale * image
+    }
+  }
   return linear(o, a.out_w, a.out_b, Activation::kNone, x);    // [B, L, C]
 }
 
 // Transformer2DModel (continuous input): GroupNorm(eps 1e-6), proj_in,
 // BasicTransformerBlocks (LayerNorm eps 1e-5), proj_out, residual.
-Tensor transformer_forward(const Tensor& x, const Tensor& ctx, const UNet::Transformer& t, int groups) {
+// `ip` (optional): the image prompt, whose layer ip_first belongs to this transformer's first block.
+Tensor transformer_forward(const Tensor& x, const Tensor& ctx, const UNet::Transformer& t, int groups,
+                           const UNetImagePrompt* ip = nullptr, size_t ip_first = 0) {
   const int64_t B = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   Tensor h = group_norm(x, groups, t.norm_w, t.norm_b, 1e-6f);  // [B, C, H, W]
   h = h.permute({0, 2, 3, 1}).reshape({B, H * W, C});            // [B, HW, C] (a view when channels-last)
   h = linear(h, t.proj_in_w, t.proj_in_b);                       // [B, HW, C]
-  for (const auto& blk : t.blocks) {
+  for (size_t bi = 0; bi < t.blocks.size(); ++bi) {
+    const auto& blk = t.blocks[bi];
     Tensor n = layer_norm(h, blk.norm1_w, blk.norm1_b, 1e-5f);               // [B, HW, C]
     h = attention_residual(h, n, Tensor(), blk.attn1, t.heads);               // self-attention
     n = layer_norm(h, blk.norm2_w, blk.norm2_b, 1e-5f);
-    h = attention_residual(h, n, ctx, blk.attn2, t.heads);                    // cross-attention on [B, L, D]
+    h = attention_residual(h, n, ctx, blk.attn2, t.heads, ip, ip_first + bi);  // cross-attention on [B, L, D]
     n = layer_norm(h, blk.norm3_w, blk.norm3_b, 1e-5f);
     Tensor f = geglu(linear(n, blk.ff_in_w, blk.ff_in_b));                    // [B, HW, 4C]
     h = linear(f, blk.ff_out_w, blk.ff_out_b, Activation::kNone, h);          // [B, HW, C]
@@ -260,6 +274,7 @@ std::vector<std::pair<std::string, Shape>> UNet::expected_tensors(const UNetConf
   const int c0 = c.block_out_channels[0], T = c.time_embed_dim();
   TensorList out;
   declare_conv(out, "conv_in.", c0, c.in_channels, c.conv_in_kernel);
+  if (c.has_guidance_embedding()) declare_linear(out, "time_embedding.cond_proj.", c0, c.time_cond_proj_dim, false);
   declare_linear(out, "time_embedding.linear_1.", T, c0);
   declare_linear(out, "time_embedding.linear_2.", T, T);
   if (c.has_text_time()) {
@@ -289,6 +304,7 @@ void UNet::bind() {
   conv_in_w_ = b.get("conv_in.weight"), conv_in_b_ = b.get("conv_in.bias");
   time_w1_ = b.get("time_embedding.linear_1.weight"), time_b1_ = b.get("time_embedding.linear_1.bias");
   time_w2_ = b.get("time_embedding.linear_2.weight"), time_b2_ = b.get("time_embedding.linear_2.bias");
+  time_cond_w_ = b.maybe("time_embedding.cond_proj.weight");
   add_w1_ = b.maybe("add_embedding.linear_1.weight"), add_b1_ = b.maybe("add_embedding.linear_1.bias");
   add_w2_ = b.maybe("add_embedding.linear_2.weight"), add_b2_ = b.maybe("add_embedding.linear_2.bias");
   down_.clear();
@@ -316,7 +332,8 @@ void UNet::replace_weight(const std::string& name, const Tensor& value) {
 }
 
 Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor& context, const Tensor& text_embeds,
-                     const Tensor& time_ids, UNetIntermediates* im, const UNetResiduals* residuals) const {
+                     const Tensor& time_ids, UNetIntermediates* im, const UNetResiduals* residuals,
+                     const Tensor& timestep_cond) const {
   const UNetConfig& c = config_;
   const int groups = c.norm_num_groups;
   const int64_t factor = int64_t{1} << (c.num_blocks() - 1);  // one downsampler per block but the last
@@ -353,6 +370,20 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
   // Time embedding (Timesteps -> TimestepEmbedding).
   const int c0 = c.block_out_channels[0];
   Tensor t_emb = timestep_embedding(t, c0, c.flip_sin_to_cos, c.freq_shift).to(act_dtype_);  // [B, c0]
+  if (time_cond_w_.defined()) {
+    // LCM: TimestepEmbedding adds cond_proj(timestep_cond) before linear_1.
+    DIFFUSE_CHECK_ARG(timestep_cond.ndim() == 2 && (timestep_cond.dim(0) == B || timestep_cond.dim(0) == 1) &&
+                          timestep_cond.dim(1) == c.time_cond_proj_dim,
+                      "[unet] this UNet (time_cond_proj_dim " + std::to_string(c.time_cond_proj_dim) +
+                          ") needs timestep_cond [" + std::to_string(B) + ", " + std::to_string(c.time_cond_proj_dim) +
+                          "] (the guidance-scale embedding), got " + shape_str(timestep_cond.shape()));
+    Tensor cond = timestep_cond.to(device_).to(act_dtype_);                                  // [B or 1, D]
+    if (cond.dim(0) != B) cond = concat(std::vector<Tensor>(static_cast<size_t>(B), cond), 0);  // [B, D]
+    t_emb = linear(cond, time_cond_w_, Tensor(), Activation::kNone, t_emb);                 // [B, c0]: t_emb + W cond
+  } else {
+    DIFFUSE_CHECK_ARG(!timestep_cond.defined(), "[unet] timestep_cond " + shape_str(timestep_cond.shape()) +
+                                                    " given to a UNet without time_cond_proj_dim");
+  }
   Tensor emb = mlp_embedding(t_emb, time_w1_, time_b1_, time_w2_, time_b2_);             // [B, T]
   if (im) im->time_embedding = emb;
   if (add_w1_.defined()) {
@@ -377,6 +408,12 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
   }
   const Tensor temb = silu(emb);  // [B, T]: the SiLU every ResnetBlock2D applies before time_emb_proj
 
+  // IP-Adapter: its layers are numbered in diffusers' processor order (down, up, mid).
+  UNetImagePrompt ip_local;
+  const UNetImagePrompt* ip = residuals ? residuals->image_prompt : nullptr;
+  if (ip) ip = prepare_image_prompt(*ip, B, ip_local);
+  size_t ip_down = 0, ip_up = cross_attention_count(down_), ip_mid = ip_up + cross_attention_count(up_);
+
   Tensor h = conv2d(x, conv_in_w_, conv_in_b_, 1, c.conv_in_kernel / 2);  // [B, c0, H, W]
   if (im) im->conv_in = h;
   std::vector<Tensor> skips = {h};
@@ -386,7 +423,10 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
   for (const Block& blk : down_) {
     for (size_t j = 0; j < blk.resnets.size(); ++j) {
       h = resnet_forward(h, temb, blk.resnets[j], groups, c.norm_eps);                   // [B, Ci, h, w]
-      if (j < blk.attentions.size()) h = transformer_forward(h, ctx, blk.attentions[j], groups);
+      if (j < blk.attentions.size()) {
+        h = transformer_forward(h, ctx, blk.attentions[j], groups, ip, ip_down);
+        ip_down += blk.attentions[j].blocks.size();
+      }
       skips.push_back(h);
     }
     if (blk.sample_w.defined()) {
@@ -415,7 +455,8 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
   if (!mid_.resnets.empty()) {
     h = resnet_forward(h, temb, mid_.resnets[0], groups, c.norm_eps);  // [B, Cn, h, w]
     for (size_t a = 0; a < mid_.attentions.size(); ++a) {
-      h = transformer_forward(h, ctx, mid_.attentions[a], groups);
+      h = transformer_forward(h, ctx, mid_.attentions[a], groups, ip, ip_mid);
+      ip_mid += mid_.attentions[a].blocks.size();
       h = resnet_forward(h, temb, mid_.resnets[a + 1], groups, c.norm_eps);
     }
   }
@@ -433,7 +474,10 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
       h = concat({h, skips.back()}, 1);                                                  // [B, C + Cskip, h, w]
       skips.pop_back();
       h = resnet_forward(h, temb, blk.resnets[j], groups, c.norm_eps);                   // [B, Ci, h, w]
-      if (j < blk.attentions.size()) h = transformer_forward(h, ctx, blk.attentions[j], groups);
+      if (j < blk.attentions.size()) {
+        h = transformer_forward(h, ctx, blk.attentions[j], groups, ip, ip_up);
+        ip_up += blk.attentions[j].blocks.size();
+      }
     }
     if (blk.sample_w.defined()) {
       Tensor up = upsample_nearest2x(h);                                                 // [B, Ci, 2h, 2w]
@@ -454,6 +498,63 @@ Tensor UNet::forward(const Tensor& sample, const Tensor& timesteps, const Tensor
   }
   h = conv2d(h, conv_out_w_, conv_out_b_, 1, c.conv_out_kernel / 2);                     // [B, Cout, H, W]
   return h.contiguous().to(sample.dtype()).to(sample.device());
+}
+
+size_t UNet::cross_attention_count(const std::vector<Block>& blocks) {
+  size_t n = 0;
+  for (const Block& b : blocks) n += cross_attention_count(b);
+  return n;
+}
+
+size_t UNet::cross_attention_count(const Block& block) {
+  size_t n = 0;
+  for (const Transformer& t : block.attentions) n += t.blocks.size();
+  return n;
+}
+
+std::vector<std::pair<std::string, int>> UNet::cross_attention_names(const UNetConfig& config) {
+  // diffusers' attn_processors walks named_children: down_blocks and up_blocks are
+  // registered in __init__ before mid_block.
+  const Layout l = layout_of(config);
+  std::vector<std::pair<std::string, int>> out;
+  auto add_block = [&](const BlockLayout& b) {
+    for (int a = 0; a < b.attentions; ++a)
+      for (int d = 0; d < b.transformer_layers[a]; ++d)
+        out.emplace_back(b.prefix + "attentions." + std::to_string(a) + ".transformer_blocks." + std::to_string(d) +
+                             ".attn2",
+                         b.channels);
+  };
+  for (const auto& b : l.down) add_block(b);
+  for (const auto& b : l.up) add_block(b);
+  add_block(l.mid);
+  return out;
+}
+
+const UNetImagePrompt* UNet::prepare_image_prompt(const UNetImagePrompt& ip, int64_t batch,
+                                                  UNetImagePrompt& local) const {
+  const size_t layers = cross_attention_count(down_) + cross_attention_count(up_) + cross_attention_count(mid_);
+  const int64_t d = config_.cross_attention_dim[0];
+  bool convert = false;
+  for (size_t s = 0; s < ip.sources.size(); ++s) {
+    const UNetImagePrompt::Source& src = ip.sources[s];
+    const std::string what = "[unet] image prompt source " + std::to_string(s);
+    DIFFUSE_CHECK_ARG(src.layers.size() == layers, what + " has " + std::to_string(src.layers.size()) +
+                                                       " layers for this UNet's " + std::to_string(layers) +
+                                                       " cross-attentions");
+    DIFFUSE_CHECK_ARG(src.tokens.defined() && src.tokens.ndim() == 3 && src.tokens.dim(0) == batch &&
+                          src.tokens.dim(2) == d,
+                      what + ": tokens must be [" + std::to_string(batch) + ", N, " + std::to_string(d) + "], got " +
+                          (src.tokens.defined() ? shape_str(src.tokens.shape()) : std::string("none")));
+    convert = convert || src.tokens.device() != device_ || src.tokens.dtype() != act_dtype_;
+    for (const auto& l : src.layers) convert = convert || l.k_w.device() != device_ || l.v_w.device() != device_;
+  }
+  if (!convert) return &ip;
+  local = ip;
+  for (auto& src : local.sources) {
+    src.tokens = src.tokens.to(device_).to(act_dtype_);
+    for (auto& l : src.layers) l.k_w = l.k_w.to(device_), l.v_w = l.v_w.to(device_);
+  }
+  return &local;
 }
 
 TensorMap UNet::random_weights(const UNetConfig& config, uint64_t seed, DType dtype) {

@@ -10,9 +10,10 @@
 // Supported block types: CrossAttnDownBlock2D, DownBlock2D, CrossAttnUpBlock2D,
 // UpBlock2D; mid blocks UNetMidBlock2DCrossAttn, UNetMidBlock2D (one resnet) or
 // none, and per-layer transformer depths (the distilled UNets of SSD-1B, Segmind
-// Vega and BK-SDM). Other config options that change the
-// architecture (class embeddings, time_cond_proj_dim, scale_shift resnets...)
-// are rejected with Error(kUnsupported) naming the field.
+// Vega and BK-SDM), and LCM-distilled UNets' guidance condition
+// (time_cond_proj_dim: TimestepEmbedding.cond_proj). Other config options that
+// change the architecture (class embeddings, scale_shift resnets...) are
+// rejected with Error(kUnsupported) naming the field.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -68,6 +69,10 @@ struct UNetConfig {
   int addition_time_embed_dim = 0;  // SDXL: 256
   int projection_class_embeddings_input_dim = 0;  // SDXL: pooled 1280 + 6 * 256 = 2816
   int time_embedding_dim = 0;  // 0 = block_out_channels[0] * 4
+  // LCM-distilled UNets (LCM_Dreamshaper_v7, lcm-sdxl: 256): the width of the guidance-scale
+  // embedding (guidance_scale_embedding below) that TimestepEmbedding.cond_proj (a Linear
+  // without bias) adds to the sinusoidal timestep embedding; 0 = none (the JSON's null).
+  int time_cond_proj_dim = 0;
   int conv_in_kernel = 3;
   int conv_out_kernel = 3;
 
@@ -93,7 +98,16 @@ struct UNetConfig {
   std::vector<std::string> architecture_differences(const UNetConfig& other) const;
   int time_embed_dim() const { return time_embedding_dim > 0 ? time_embedding_dim : block_out_channels[0] * 4; }
   bool has_text_time() const { return addition_embed_type == "text_time"; }
+  bool has_guidance_embedding() const { return time_cond_proj_dim > 0; }
 };
+
+// diffusers' get_guidance_scale_embedding (LatentConsistencyModelPipeline and
+// StableDiffusion(XL)Pipeline for UNets with time_cond_proj_dim; VDM's
+// sinusoidal embedding): for each w, [sin(1000 w f_i), cos(1000 w f_i)] with
+// f_i = exp(-i log(10000) / (dim/2 - 1)), i < dim/2, zero-padded to an odd
+// dim, in float32 as torch computes it. The pipelines pass w = guidance_scale - 1.
+// Returns [w.size(), dim] f32 on the CPU.
+Tensor guidance_scale_embedding(const std::vector<float>& w, int dim);
 
 // Activations of top-level modules (diffusers forward-hook names), filled by
 // forward() when asked for. down[i] is the hidden state of down_blocks.i.
@@ -108,9 +122,35 @@ struct UNetIntermediates {
 // (conv_in's output, then every resnet(+attention) output and downsampler output
 // of the down blocks, in order), mid to the mid block's output. Each has the
 // shape of what it is added to, with the UNet's batch.
+struct UNetImagePrompt;  // below
+
 struct UNetResiduals {
   std::vector<Tensor> down;
   Tensor mid;
+  // IP-Adapter image tokens for the decoupled cross-attention (nullptr: none).
+  // They ride here so that every caller that passes residuals can pass them.
+  const UNetImagePrompt* image_prompt = nullptr;
+};
+
+// IP-Adapter's decoupled cross-attention (diffusers' IPAdapterAttnProcessor2_0):
+// every cross-attention (attn2) of the UNet adds, before its to_out projection,
+//   scale * attention(q, tokens @ to_k_ip^T, tokens @ to_v_ip^T)
+// to its text attention, per source (one per adapter; a source's images are
+// concatenated along the token axis). layers[i] belongs to the i-th
+// cross-attention in diffusers' attn-processor order, which is the order of
+// the adapter file's ip_adapter.<2i+1> keys: the down blocks, then the up
+// blocks, then the mid block, each attention's transformer blocks in turn
+// (UNet::cross_attention_names).
+struct UNetImagePrompt {
+  struct Layer {
+    Tensor k_w, v_w;     // to_k_ip / to_v_ip [C, D], on the UNet's device
+    float scale = 1.0f;  // 0 skips the layer (diffusers skips it too)
+  };
+  struct Source {
+    Tensor tokens;              // [B, N, D] in the UNet's batch order (CFG: [negative x n, positive x n])
+    std::vector<Layer> layers;  // one per cross-attention
+  };
+  std::vector<Source> sources;
 };
 
 class UNet {
@@ -125,11 +165,14 @@ class UNet {
   // sample [B, in_channels, h, w] (h and w divisible by 2^(number of downsamplers)),
   // timesteps [B] or [1] (f32, fractional allowed), context [B, L, cross_attention_dim].
   // SDXL ("text_time"): text_embeds [B, P] (pooled) and time_ids [B, 6].
+  // time_cond_proj_dim > 0 (LCM): timestep_cond [B, time_cond_proj_dim] (guidance_scale_embedding;
+  // diffusers' timestep_cond), required; other UNets take none.
   // Inputs may live on any device / floating dtype; they are converted to the
   // model's. The result [B, out_channels, h, w] has sample's dtype and device.
   Tensor forward(const Tensor& sample, const Tensor& timesteps, const Tensor& context,
                  const Tensor& text_embeds = {}, const Tensor& time_ids = {},
-                 UNetIntermediates* intermediates = nullptr, const UNetResiduals* residuals = nullptr) const;
+                 UNetIntermediates* intermediates = nullptr, const UNetResiduals* residuals = nullptr,
+                 const Tensor& timestep_cond = {}) const;
 
   const UNetConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }  // weights
@@ -154,6 +197,10 @@ class UNet {
   // Every (diffusers name, shape) the config expects: the one list that serves
   // loading, random init and the key tests.
   static std::vector<std::pair<std::string, Shape>> expected_tensors(const UNetConfig& config);
+  // The cross-attentions in diffusers' attn-processor order, as (processor
+  // name without ".processor", e.g. "down_blocks.1.attentions.0.transformer_blocks.0.attn2",
+  // its width C): UNetImagePrompt's layer order.
+  static std::vector<std::pair<std::string, int>> cross_attention_names(const UNetConfig& config);
 
   // Weight groups, resolved once at load (public only so the .cpp helpers can name them).
   struct Resnet {
@@ -184,6 +231,11 @@ class UNet {
 
  private:
   void bind();  // the slots below, from weights_
+  // Checks an image prompt against this UNet and the batch; returns it, or `local`
+  // holding a copy moved to the UNet's device and activation dtype.
+  const UNetImagePrompt* prepare_image_prompt(const UNetImagePrompt& ip, int64_t batch, UNetImagePrompt& local) const;
+  static size_t cross_attention_count(const std::vector<Block>& blocks);
+  static size_t cross_attention_count(const Block& block);
 
   UNetConfig config_;
   DType dtype_;
@@ -192,6 +244,7 @@ class UNet {
   WeightTable weights_;
   Tensor conv_in_w_, conv_in_b_;
   Tensor time_w1_, time_b1_, time_w2_, time_b2_;
+  Tensor time_cond_w_;  // time_embedding.cond_proj (LCM); undefined when none
   Tensor add_w1_, add_b1_, add_w2_, add_b2_;  // SDXL add_embedding
   std::vector<Block> down_, up_;
   Block mid_;

@@ -66,7 +66,7 @@ void reject_unsupported(const nlohmann::json& j) {
   auto unsupported = [](const std::string& key, const nlohmann::json& v) {
     throw_error(ErrorCode::kUnsupported, "unet config: " + key + "=" + v.dump() + " is not supported");
   };
-  for (const char* key : {"class_embed_type", "num_class_embeds", "time_cond_proj_dim", "encoder_hid_dim",
+  for (const char* key : {"class_embed_type", "num_class_embeds", "encoder_hid_dim",
                           "encoder_hid_dim_type", "time_embedding_act_fn", "timestep_post_act",
                           "cross_attention_norm"}) {
     if (has(j, key)) unsupported(key, j.at(key));
@@ -136,6 +136,7 @@ UNetConfig UNetConfig::from_json(const nlohmann::json& j) {
     if (has(j, "projection_class_embeddings_input_dim"))
       c.projection_class_embeddings_input_dim = j.at("projection_class_embeddings_input_dim").get<int>();
     if (has(j, "time_embedding_dim")) c.time_embedding_dim = j.at("time_embedding_dim").get<int>();
+    if (has(j, "time_cond_proj_dim")) c.time_cond_proj_dim = j.at("time_cond_proj_dim").get<int>();
     if (has(j, "conv_in_kernel")) c.conv_in_kernel = j.at("conv_in_kernel").get<int>();
     if (has(j, "conv_out_kernel")) c.conv_out_kernel = j.at("conv_out_kernel").get<int>();
     c.validate();
@@ -193,6 +194,8 @@ void UNetConfig::validate() const {
         "text_time needs addition_time_embed_dim and projection_class_embeddings_input_dim");
   sup(downsample_padding == 1, "downsample_padding=" + std::to_string(downsample_padding) + " is not supported");
   arg(conv_in_kernel % 2 == 1 && conv_out_kernel % 2 == 1, "conv kernels must be odd");
+  arg(time_cond_proj_dim == 0 || time_cond_proj_dim >= 4,
+      "time_cond_proj_dim=" + std::to_string(time_cond_proj_dim) + " must be null or >= 4");
   for (int i = 0; i < n; ++i) {
     const int c = block_out_channels[i];
     arg(c > 0 && c % norm_num_groups == 0,
@@ -237,6 +240,7 @@ std::vector<std::string> UNetConfig::architecture_differences(const UNetConfig& 
                            projection_class_embeddings_input_dim == o.projection_class_embeddings_input_dim),
       "addition_time_embed_dim / projection_class_embeddings_input_dim");
   cmp(time_embed_dim() == o.time_embed_dim(), "time_embedding_dim");
+  cmp(time_cond_proj_dim == o.time_cond_proj_dim, "time_cond_proj_dim");
   cmp(conv_in_kernel == o.conv_in_kernel && conv_out_kernel == o.conv_out_kernel, "conv_in_kernel / conv_out_kernel");
   if (!out.empty()) return out;  // the layouts below need the same block structure
   // Heads and depths only where a block has attention (the layout holds exactly those).

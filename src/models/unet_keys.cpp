@@ -26,6 +26,7 @@ std::vector<ModuleRename> module_table(const UNetConfig& config) {
   const unet_detail::Layout l = unet_detail::layout_of(config);
   std::vector<ModuleRename> t = {
       {"time_embed.0.", "time_embedding.linear_1."}, {"time_embed.2.", "time_embedding.linear_2."},
+      {"time_embed.cond_proj.", "time_embedding.cond_proj."},
       {"label_emb.0.0.", "add_embedding.linear_1."}, {"label_emb.0.2.", "add_embedding.linear_2."},
       {"input_blocks.0.0.", "conv_in."},             {"out.0.", "conv_norm_out."},
       {"out.2.", "conv_out."},
@@ -90,6 +91,9 @@ std::map<std::string, std::string> unet_ldm_to_diffusers(const std::vector<std::
                                                          const UNetConfig& config) {
   std::map<std::string, std::string> inverse;
   for (const auto& [diffusers, ldm] : diffusers_to_ldm(config)) inverse[ldm] = diffusers;
+  // LCM: diffusers' convert_diffusers_to_original_stable_diffusion.py has no rule for
+  // cond_proj and leaves its diffusers name under model.diffusion_model.
+  if (config.has_guidance_embedding()) inverse[kLdmCondProjAlias] = "time_embedding.cond_proj.weight";
   std::map<std::string, std::string> out;
   std::vector<std::string> unknown;
   for (const auto& k : ldm_keys) {

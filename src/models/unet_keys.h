@@ -3,6 +3,8 @@
 // role of diffusers' convert_ldm_unet_checkpoint, written as data):
 //
 //   time_embed.{0,2}            time_embedding.linear_{1,2}
+//   time_embed.cond_proj        time_embedding.cond_proj            (LCM; also read under
+//                               its diffusers name, kLdmCondProjAlias)
 //   label_emb.0.{0,2}           add_embedding.linear_{1,2}          (SDXL)
 //   input_blocks.0.0            conv_in
 //   input_blocks.{n}.0 / .1     down_blocks.{i}.resnets.{j} / attentions.{j}
@@ -23,6 +25,10 @@
 #include "models/unet.h"
 
 namespace diffuse {
+
+// The other name single files give an LCM UNet's cond_proj: diffusers'
+// convert_diffusers_to_original_stable_diffusion.py keeps the diffusers name.
+inline constexpr const char* kLdmCondProjAlias = "time_embedding.cond_proj.weight";
 
 // Maps LDM names (prefix "model.diffusion_model." already stripped) to
 // diffusers names. Name-level only (no tensors). Throws Error(kIo) listing the

@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "core/ops.h"
+#include "core/runtime_options.h"
 #include "io/infotext.h"
 #include "models/unet.h"
 #include "pipeline/controlnet_library.h"
@@ -47,11 +48,16 @@ const char* resize_mode_label(image::ResizeMode m) {
 }
 
 // [1, 3, H, W] f32 in [0, 1]: diffusers' control image processor (do_normalize=False).
-Tensor control_tensor(const image::Rgb& im) {
+// With an inpaint mask (its size): -1 in every channel where the mask is > 127
+// (diffusers' make_inpaint_condition, sd-webui-controlnet's inpaint hint).
+Tensor control_tensor(const image::Rgb& im, const image::Gray& mask) {
   const int64_t hw = static_cast<int64_t>(im.width) * im.height;
   std::vector<float> v(static_cast<size_t>(3 * hw));
-  for (int64_t i = 0; i < hw; ++i)
-    for (int c = 0; c < 3; ++c) v[static_cast<size_t>(c * hw + i)] = static_cast<float>(im.px[static_cast<size_t>(i * 3 + c)]) / 255.0f;
+  for (int64_t i = 0; i < hw; ++i) {
+    const bool masked = !mask.empty() && mask.px[static_cast<size_t>(i)] > 127;
+    for (int c = 0; c < 3; ++c)
+      v[static_cast<size_t>(c * hw + i)] = masked ? -1.0f : static_cast<float>(im.px[static_cast<size_t>(i * 3 + c)]) / 255.0f;
+  }
   return Tensor::from_vector(v, {1, 3, im.height, im.width});
 }
 
@@ -107,6 +113,7 @@ const char* control_mode_a1111_label(ControlMode m) {
 }
 
 void validate_controlnet_units(const std::vector<ControlNetUnit>& units) {
+  DIFFUSE_CHECK_ARG(units.size() <= 32, "at most 32 ControlNet units, got " + std::to_string(units.size()));
   for (size_t i = 0; i < units.size(); ++i) {
     const ControlNetUnit& u = units[i];
     const std::string who = "ControlNet unit " + std::to_string(i);
@@ -114,6 +121,8 @@ void validate_controlnet_units(const std::vector<ControlNetUnit>& units) {
     DIFFUSE_CHECK_ARG(!u.image.empty(), who + ": no control image given");
     DIFFUSE_CHECK_ARG(u.image.px.size() == static_cast<size_t>(u.image.width) * u.image.height * 3,
                       who + ": the control image's pixels do not match its size");
+    DIFFUSE_CHECK_ARG(u.mask.px.size() == static_cast<size_t>(u.mask.width) * u.mask.height,
+                      who + ": the inpaint mask's pixels do not match its size");
     DIFFUSE_CHECK_ARG(std::isfinite(u.weight) && u.weight >= 0.0f && u.weight <= 2.0f,
                       who + ": weight must be between 0 and 2, got " + float_number(u.weight));
     DIFFUSE_CHECK_ARG(std::isfinite(u.guidance_start) && u.guidance_start >= 0.0 && u.guidance_start <= 1.0,
@@ -208,27 +217,78 @@ ControlStep::ControlStep(ControlNetCache& cache, const std::vector<ControlNetUni
     unit.params = u;
     unit.model = e.model;
     const image::Rgb sized = image::resize(u.image, in.width, in.height, u.resize_mode);
-    unit.image = to_preferred_layout(control_tensor(sized).to(in.act_dtype).to(in.device));
+    const image::Gray mask = u.mask.empty() ? image::Gray{} : image::resize(u.mask, in.width, in.height, u.resize_mode);
+    unit.image = to_preferred_layout(control_tensor(sized, mask).to(in.act_dtype).to(in.device));
     units_.push_back(std::move(unit));
   }
   const int64_t batch = in.cfg ? 2 * in.images : in.images;
   std::vector<float> table;
   for (float t : in.timesteps) table.insert(table.end(), static_cast<size_t>(batch), t);
   t_table_ = Tensor::from_vector(table, {static_cast<int64_t>(in.timesteps.size()), batch}).to(in.device);
+  use_graph_ = in.device != Device::kCPU && runtime_options().cuda_graph;
+}
+
+uint32_t ControlStep::acting(int step) const {
+  const int run = in_.end - in_.begin;  // diffusers' len(timesteps)
+  const int i = step - in_.begin;
+  uint32_t set = 0;
+  for (size_t k = 0; k < units_.size() && k < 32; ++k) {
+    const ControlNetUnit& p = units_[k].params;
+    const bool keep = !(static_cast<double>(i) / run < p.guidance_start ||
+                        static_cast<double>(i + 1) / run > p.guidance_end);
+    if (keep && p.weight != 0.0f) set |= 1u << k;  // diffusers runs weight 0 with scale 0: residuals of zeros
+  }
+  return set;
 }
 
 Tensor ControlStep::unet_forward(const Tensor& model_in, int step) const {
   const Tensor t = t_table_.select(0, step);  // [B]
+  const uint32_t set = acting(step);
+  for (uint32_t b = set; b; b &= b - 1) ++evals_;
+  if (!use_graph_) return eager(model_in, t, set);
+  // As the plain UNet step (pipeline.cpp UNetStepper): fixed input buffers, one
+  // eager call per acting set (plans, workspaces), then capture and replays.
+  if (!x_.defined()) {
+    x_ = Tensor::empty(model_in.shape(), model_in.dtype(), in_.device);
+    t_ = Tensor::empty(t.shape(), DType::kF32, in_.device);
+  }
+  DIFFUSE_CHECK(model_in.shape() == x_.shape(), ErrorCode::kInvalidArgument, "[controlnet] UNet input shape changed mid-run");
+  const Tensor x = model_in.contiguous();
+  copy_bytes(x_.raw_data(), in_.device, x.raw_data(), in_.device, x.nbytes());
+  copy_bytes(t_.raw_data(), in_.device, t.raw_data(), in_.device, t.nbytes());
+  Captured& c = graphs_[set];
+  if (c.calls++ == 0) return eager(x_, t_, set);
+  if (!c.graph) {
+    try {
+      c.graph = backend_for(in_.device).capture([&] { c.out = eager(x_, t_, set); });
+    } catch (const Error& e) {
+      if (runtime_options().cuda_log) std::fprintf(stderr, "[controlnet] graph capture failed: %s\n", e.what());
+      c.graph.reset();
+    }
+    if (!c.graph) {  // some op could not be captured: eager for the rest of this run
+      release();
+      use_graph_ = false;
+      return eager(model_in, t, set);
+    }
+  }
+  c.graph->replay();
+  ++replays_;
+  return c.out;
+}
+
+void ControlStep::release() const {
+  graphs_.clear();
+  x_ = t_ = Tensor();
+}
+
+Tensor ControlStep::eager(const Tensor& model_in, const Tensor& t, uint32_t set) const {
   const int64_t n = in_.images;
-  const int run = in_.end - in_.begin;  // diffusers' len(timesteps)
-  const int i = step - in_.begin;
   UNetResiduals sum;
   bool any = false;
-  for (const Unit& u : units_) {
+  for (size_t j = 0; j < units_.size(); ++j) {
+    const Unit& u = units_[j];
     const ControlNetUnit& p = u.params;
-    const bool keep = !(static_cast<double>(i) / run < p.guidance_start ||
-                        static_cast<double>(i + 1) / run > p.guidance_end);
-    if (!keep || p.weight == 0.0f) continue;  // diffusers runs it with scale 0: residuals of zeros
+    if (j >= 32 || !(set & (1u << j))) continue;
     const ControlNet& cn = *u.model;
     const int cin = cn.config().unet.in_channels;
     Tensor x = model_in.dim(1) > cin ? model_in.slice(1, 0, cin) : model_in;  // 9-channel inpainting UNets
@@ -242,7 +302,6 @@ Tensor ControlStep::unet_forward(const Tensor& model_in, int step) const {
       tt = t.slice(0, n, 2 * n);
     }
     UNetResiduals r = cn.forward(x, tt, ctx, u.image, pooled, ids, p.weight, p.guess_mode);
-    ++evals_;
     if (p.control_mode != ControlMode::kBalanced && !p.guess_mode) {
       // Soft injection (sd-webui-controlnet): residual k of K + 1 times 0.825^(K - k), the mid one 1.
       const int K = static_cast<int>(r.down.size());
@@ -261,8 +320,10 @@ Tensor ControlStep::unet_forward(const Tensor& model_in, int step) const {
       sum.mid = add(sum.mid, r.mid);
     }
   }
-  if (!any) return in_.unet->forward(model_in, t, in_.context, in_.pooled, in_.time_ids);
-  return in_.unet->forward(model_in, t, in_.context, in_.pooled, in_.time_ids, nullptr, &sum);
+  sum.image_prompt = in_.image_prompt;  // IP-Adapter tokens ride along (nullptr: none)
+  if (!any) return in_.unet->forward(model_in, t, in_.context, in_.pooled, in_.time_ids, nullptr,
+                                     in_.image_prompt ? &sum : nullptr, in_.timestep_cond);
+  return in_.unet->forward(model_in, t, in_.context, in_.pooled, in_.time_ids, nullptr, &sum, in_.timestep_cond);
 }
 
 }  // namespace diffuse

@@ -34,6 +34,10 @@ struct ControlNetUnit {
   // The control image to the output size: just resize (diffusers), crop and resize, resize and fill.
   image::ResizeMode resize_mode = image::ResizeMode::kJustResize;
   bool guess_mode = false;  // diffusers' guess_mode: log-spaced scales 0.1..1, conditional half only
+  // Inpaint units (the inpaint / inpaint_only preprocessors, image/control_preprocess.h):
+  // white (> 127 after resizing with the image) = masked; the ControlNet sees -1
+  // there (control_v11p_sd15_inpaint's convention). Empty: no mask.
+  image::Gray mask;
   // For the infotext (A1111's "ControlNet N" field): the preprocessor that made
   // the image, and whether pixel-perfect sizing was asked for.
   std::string module = "none";

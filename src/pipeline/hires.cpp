@@ -66,7 +66,7 @@ image::Rgb resize_nearest(const image::Rgb& in, int width, int height) {
 // `strength` picks for img2img (pipeline.cpp's diffusers rule).
 int pass_ticks(const Pipeline::Impl& m, const std::string& sampler, const std::string& schedule, int steps,
                double strength) {
-  std::unique_ptr<Scheduler> s = make_scheduler(sampler, SchedulerConfig::from_json(m.scheduler_config), schedule);
+  std::unique_ptr<Scheduler> s = make_scheduler(sampler, m.sampling_config(), schedule);
   s->set_timesteps(steps);
   const int total = static_cast<int>(s->timesteps().size());
   if (strength >= 1.0) return total;

@@ -17,6 +17,7 @@
 #include "models/probe.h"
 #include "models/weights.h"
 #include "pipeline/data_dir.h"
+#include "pipeline/few_step.h"
 #include "pipeline/pipeline_impl.h"
 #include "sampling/sampler_catalog.h"
 
@@ -61,7 +62,9 @@ Prediction prediction_of_unet(const UNet& unet) {
   Tensor x = Tensor::full({1, c.in_channels, 8, 8}, 0.5f);
   Tensor t = Tensor::full({1}, 999.0f);
   Tensor ctx = Tensor::full({1, 2, c.cross_attention_dim.at(0)}, 0.5f);
-  Tensor out = unet.forward(x, t, ctx).to(DType::kF32).to(Device::kCPU);
+  // An LCM UNet also needs its guidance embedding (w = 0: guidance scale 1).
+  const Tensor cond = c.has_guidance_embedding() ? guidance_scale_embedding({0.0f}, c.time_cond_proj_dim) : Tensor();
+  Tensor out = unet.forward(x, t, ctx, {}, {}, nullptr, nullptr, cond).to(DType::kF32).to(Device::kCPU);
   std::vector<float> o = out.to_f32_vector();
   double mean = 0;
   for (float v : o) mean += v - 0.5;
@@ -294,6 +297,8 @@ std::unique_ptr<Pipeline::Impl> load_pipeline_impl(const std::string& path_str, 
     impl->scheduler_config["prediction_type"] = prediction_name(*options.prediction);
   }
   set_model_defaults(info, spec, impl->scheduler_config);
+  // A few-step model's kind and defaults (few_step.h), under the folder's own.
+  apply_few_step_defaults(info, impl->scheduler_config, impl->unet->config(), !config_dir.empty());
   if (folder) apply_folder_defaults(info, impl->unet->config().sample_size, model_index, path_str);
 
   // 5. Hash (A1111 "Model hash" = sha256[:10] of the checkpoint file).
@@ -322,6 +327,7 @@ ModelInfo describe_model(const std::string& path_str) {
   else
     scheduler = scheduler_config_for(spec, checkpoint.prediction.value_or(Prediction::kEpsilon));
   set_model_defaults(info, spec, scheduler);
+  apply_few_step_defaults(info, scheduler, checkpoint.configs.unet, folder && fs::exists(path / "scheduler" / "scheduler_config.json"));
   if (folder) apply_folder_defaults(info, checkpoint.configs.unet.sample_size, read_json(path / "model_index.json"), path_str);
   if (const char* why = checkpoint.variant_spec().txt2img_unsupported) info.warnings.push_back(why);
   return info;
@@ -334,7 +340,13 @@ std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, co
   auto impl = std::make_unique<Pipeline::Impl>();
   ModelInfo& info = impl->info;
   info.family = spec.family;
-  info.name = "random-" + arch;
+  const FewStepKind* kind = nullptr;
+  if (!options.random_kind.empty()) {
+    kind = find_few_step_kind(options.random_kind);
+    DIFFUSE_CHECK_ARG(kind != nullptr, "unknown few-step kind '" + options.random_kind + "' (one of " +
+                                           few_step_kind_names() + ")");
+  }
+  info.name = "random-" + arch + (kind ? "-" + std::string(kind->name) : "");
   info.path = "(random weights)";
   impl->device = options.device;
   impl->precision = options.precision.value_or(options.device == Device::kCPU ? Precision::kFp32 : Precision::kFp16);
@@ -345,7 +357,9 @@ std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, co
   // The family's published configs with the one random initialiser (models/weights.h),
   // generated directly in the compute dtype to halve peak memory.
   const DType wdt = impl->dtype;
-  impl->unet = std::make_unique<UNet>(spec.unet, random_weights(UNet::expected_tensors(spec.unet), seed, wdt),
+  UNetConfig unet_config = spec.unet;
+  if (kind && std::string(kind->name) == "lcm") unet_config.time_cond_proj_dim = 256;
+  impl->unet = std::make_unique<UNet>(unet_config, random_weights(UNet::expected_tensors(unet_config), seed, wdt),
                                       impl->dtype, options.device);
   const DType vae_dtype = spec.vae_dtype(impl->dtype, spec.vae);
   impl->vae = std::make_unique<Vae>(spec.vae, random_weights(Vae::expected_tensors(spec.vae), seed + 1, vae_dtype),
@@ -367,6 +381,7 @@ std::unique_ptr<Pipeline::Impl> random_pipeline_impl(const std::string& arch, co
   impl->scheduler_config = scheduler_config_for(spec, spec.prediction);
   impl->scheduler_config["_class_name"] = "EulerDiscreteScheduler";  // the baselines' sampler
   set_model_defaults(info, spec, impl->scheduler_config);
+  if (kind) apply_few_step_defaults(info, impl->scheduler_config, impl->unet->config(), false);
   info.sha256 = "0000000000";
   info.short_hash = "random";
   return impl;

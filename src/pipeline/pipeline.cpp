@@ -65,9 +65,10 @@ std::string a1111_sampler_name(const std::string& s) {
 class UNetStepper {
  public:
   // timesteps: every step's timestep, uploaded once as a [steps, batch] table.
+  // timestep_cond: an LCM UNet's guidance embedding (UNet::forward), else undefined.
   UNetStepper(const Pipeline::Impl& m, const Tensor& context, const Tensor& pooled, const Tensor& time_ids,
-              int64_t batch, const std::vector<float>& timesteps)
-      : m_(m), context_(context), pooled_(pooled), time_ids_(time_ids) {
+              int64_t batch, const std::vector<float>& timesteps, const Tensor& timestep_cond = {})
+      : m_(m), context_(context), pooled_(pooled), time_ids_(time_ids), cond_(timestep_cond) {
     std::vector<float> table;
     for (float t : timesteps) table.insert(table.end(), static_cast<size_t>(batch), t);
     t_table_ = Tensor::from_vector(table, {static_cast<int64_t>(timesteps.size()), batch}).to(m.device);
@@ -77,7 +78,7 @@ class UNetStepper {
   // model_in: [B, C, h, w] in the activation dtype on the device; the UNet's output likewise.
   Tensor operator()(const Tensor& model_in, int step) {
     const Tensor t = t_table_.select(0, step);
-    if (!use_graph_) return m_.unet->forward(model_in, t, context_, pooled_, time_ids_);
+    if (!use_graph_) return m_.unet->forward(model_in, t, context_, pooled_, time_ids_, nullptr, extras(), cond_);
     if (!x_.defined()) {
       x_ = Tensor::empty(model_in.shape(), model_in.dtype(), m_.device);
       t_ = Tensor::empty(t.shape(), DType::kF32, m_.device);
@@ -86,7 +87,7 @@ class UNetStepper {
     const Tensor x = model_in.contiguous();
     copy_bytes(x_.raw_data(), m_.device, x.raw_data(), m_.device, x.nbytes());
     copy_bytes(t_.raw_data(), m_.device, t.raw_data(), m_.device, t.nbytes());
-    auto eager = [&] { return m_.unet->forward(x_, t_, context_, pooled_, time_ids_); };
+    auto eager = [&] { return m_.unet->forward(x_, t_, context_, pooled_, time_ids_, nullptr, extras(), cond_); };
     if (calls_++ == 0) return eager();
     if (!graph_) {
       try {
@@ -106,6 +107,9 @@ class UNetStepper {
     return out_;
   }
 
+  // IP-Adapter tokens for every call (they ride in UNetResiduals; nullptr: none). Set before the first call.
+  void set_image_prompt(const UNetImagePrompt* ip) { extras_.image_prompt = ip; }
+
   // After the last step: the graph, its private memory pool and the step buffers go back to the
   // allocator, so the VAE decode that follows does not stack on top of them (peak memory).
   void release() {
@@ -115,7 +119,9 @@ class UNetStepper {
 
  private:
   const Pipeline::Impl& m_;
-  Tensor context_, pooled_, time_ids_;
+  Tensor context_, pooled_, time_ids_, cond_;
+  UNetResiduals extras_;
+  const UNetResiduals* extras() const { return extras_.image_prompt ? &extras_ : nullptr; }
   Tensor t_table_;
   bool use_graph_ = false;
   Tensor x_, t_, out_;
@@ -331,10 +337,13 @@ void GenerationParams::validate() const {
                     "negative_prompts must have one entry per prompt");
   DIFFUSE_CHECK_ARG(clip_skip >= 1 && clip_skip <= 12, "clip skip must be between 1 and 12");
   DIFFUSE_CHECK_ARG(seed >= -1, "seed must be >= 0, or -1 for a random seed");
+  DIFFUSE_CHECK_ARG(!eta || (std::isfinite(*eta) && *eta >= 0.0 && *eta <= 1.0),
+                    "eta must be between 0 and 1, got " + std::to_string(eta.value_or(0.0)));
   bool known_schedule = false;
   for (const ScheduleSpec& sc : schedule_catalog()) known_schedule |= schedule == sc.name;
   DIFFUSE_CHECK_ARG(known_schedule, "unknown schedule '" + schedule + "' (one of " + schedule_names_list() + ")");
   validate_controlnet_units(controlnets);
+  validate_ip_adapter(ip_adapter);
   if (!sampler.empty()) {
     DIFFUSE_CHECK_ARG(find_sampler(sampler) != nullptr,
                       "unknown sampler '" + sampler + "' (available: " + sampler_names_list() + ")");
@@ -389,6 +398,12 @@ std::unique_ptr<Pipeline> Pipeline::random(const std::string& arch, const LoadOp
 }
 
 const ModelInfo& Pipeline::info() const { return impl_->info; }
+
+SchedulerConfig Pipeline::Impl::sampling_config() const {
+  SchedulerConfig config = SchedulerConfig::from_json(scheduler_config);
+  config.model_family = info.family == Family::kSDXL ? "sdxl" : "";
+  return config;
+}
 
 size_t Pipeline::Impl::park() {
   if (parked || device == Device::kCPU) return 0;
@@ -562,7 +577,10 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   std::vector<std::string> negatives = p.negative_prompts;
   const bool negative_is_none = negatives.empty() && !p.negative_prompt.has_value();
   if (negatives.empty()) negatives.assign(n, p.negative_prompt.value_or(""));
-  const bool cfg = p.cfg_scale > 1.0f;  // diffusers: do_classifier_free_guidance
+  // diffusers' do_classifier_free_guidance: an LCM-distilled UNet (time_cond_proj_dim) takes the
+  // guidance scale as its w-embedding instead (step 5).
+  const bool guidance_embedding = m.unet->config().has_guidance_embedding();
+  const bool cfg = p.cfg_scale > 1.0f && !guidance_embedding;
   const bool editing = plan.has_value();
   const bool inpainting = editing && (!plan->mask.empty() || (plan->passthrough && !p.edit.mask.empty()));
 
@@ -603,6 +621,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
     if (!lora_hashes.empty()) f.extra.emplace_back("Lora hashes", lora_hashes);
     if (!embeddings.used().empty()) f.extra.emplace_back("TI hashes", embeddings.hashes_infotext());
     for (const auto& kv : controlnet_infotext(p.controlnets)) f.extra.push_back(kv);
+    if (p.ip_adapter.active()) f.extra.push_back(ip_adapter_infotext(p.ip_adapter, static_cast<int>(p.controlnets.size())));
     f.version = std::string("diffuse ") + DIFFUSE_VERSION_STRING;
     im.parameters = format_infotext(f);
     return im;
@@ -649,9 +668,21 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
 
   // 2. Scheduler. An edit starts part-way down the schedule (diffusers'
   // get_timesteps): the last min(int(steps * strength), steps) steps run.
-  SchedulerConfig scheduler_config = SchedulerConfig::from_json(m.scheduler_config);
-  scheduler_config.model_family = m.info.family == Family::kSDXL ? "sdxl" : "";  // align_your_steps' table
-  std::unique_ptr<Scheduler> scheduler = make_scheduler(p.sampler, scheduler_config, p.schedule);
+  SchedulerConfig sampling = m.sampling_config();
+  sampling.eta = p.eta;  // TCD's gamma
+  {
+    // A sampler that cannot run this model's prediction type is a usage error naming those that can.
+    const Prediction pred = sampling.prediction_type.value_or(Prediction::kEpsilon);
+    const SamplerSpec& row = sampler_spec(p.sampler);
+    if (!row.supports(pred)) {
+      std::string ok;
+      for (const SamplerSpec& r : sampler_catalog())
+        if (r.supports(pred)) ok += (ok.empty() ? "" : ", ") + std::string(r.name);
+      throw_error(ErrorCode::kInvalidArgument, "sampler '" + p.sampler + "' does not support this model's prediction type " +
+                                                   prediction_name(pred) + " (samplers that do: " + ok + ")");
+    }
+  }
+  std::unique_ptr<Scheduler> scheduler = make_scheduler(p.sampler, sampling, p.schedule);
   scheduler->set_timesteps(p.steps);
   int begin = 0;
   result.steps_run = p.steps;
@@ -672,7 +703,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   // round(T - fraction * T) splits the schedule; the first pass takes the
   // timesteps >= it, the second those below (one more for a second-order
   // sampler, so that a Heun step is never split).
-  const int train_steps = SchedulerConfig::from_json(m.scheduler_config).num_train_timesteps.value_or(1000);
+  const int train_steps = m.sampling_config().num_train_timesteps.value_or(1000);
   auto cutoff_of = [&](double fraction) {
     return static_cast<double>(std::nearbyint(train_steps - fraction * train_steps));
   };
@@ -841,11 +872,29 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   // a progress callback asks.
   t0 = Clock::now();
   const std::vector<float>& timesteps = scheduler->timesteps();
-  UNetStepper unet_step(m, batch.context, batch.pooled, time_ids, unet_batch, timesteps);
+  // An LCM UNet's guidance embedding of w = cfg_scale - 1 (diffusers' StableDiffusion(XL)Pipeline).
+  const Tensor timestep_cond =
+      guidance_embedding
+          ? guidance_scale_embedding(std::vector<float>(static_cast<size_t>(unet_batch), p.cfg_scale - 1.0f),
+                                     m.unet->config().time_cond_proj_dim)
+                .to(m.act_dtype)
+                .to(m.device)
+          : Tensor();
+  UNetStepper unet_step(m, batch.context, batch.pooled, time_ids, unet_batch, timesteps, timestep_cond);
   // ControlNets (controlnet_step.h): their residuals join the UNet at the steps they act in
   // (not in an SDXL refiner's pass: they are made for the base model).
   ControlStepInputs control_in{m.unet.get(), info.name, family_name(info.family), m.dtype, m.act_dtype, m.device,
-                               p.width, p.height, n, cfg, batch.context, batch.pooled, time_ids, timesteps, begin, end};
+                               p.width, p.height, n, cfg, batch.context, batch.pooled, time_ids, timesteps, begin, end,
+                               timestep_cond};
+  // IP-Adapter (ip_adapter_step.h): the reference images' tokens for every
+  // cross-attention, on both passes' UNet calls (not in a refiner's pass: made for the base model).
+  const std::unique_ptr<UNetImagePrompt> image_prompt =
+      info.refiner ? nullptr
+                   : prepare_image_prompt(*m.ip_adapter_cache, p.ip_adapter,
+                                          {m.unet.get(), std::string(family_name(info.family)) + " model '" + info.name + "'",
+                                           m.dtype, m.act_dtype, m.device, n, cfg});
+  unet_step.set_image_prompt(image_prompt.get());
+  control_in.image_prompt = image_prompt.get();
   const ControlStep control(*m.controlnet_cache, info.refiner ? std::vector<ControlNetUnit>{} : p.controlnets,
                             control_in);
   // Every draw of an ancestral / stochastic sampler, from the same generator in
@@ -894,6 +943,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   }
   result.timings.loop_transfers = transfer_stats().count() - transfers_before.count() - callback_transfers;
   unet_step.release();
+  control.release();  // its CUDA graphs too (controlnet_step.h)
   backend_for(m.device).synchronize();  // the loop only enqueued work: time it when done
   result.timings.denoise_s = seconds_since(t0);
   result.final_latents = latents.to(Device::kCPU);

@@ -15,6 +15,7 @@
 #include "models/family.h"
 #include "models/vae.h"  // VaeConfig
 #include "pipeline/controlnet_unit.h"  // ControlNetUnit
+#include "pipeline/ip_adapter_params.h"  // IpAdapterParams
 #include "sampling/rng.h"  // RngKind
 
 namespace diffuse {
@@ -31,6 +32,10 @@ struct LoadOptions {
   std::string config_dir;
   std::optional<Precision> precision;     // default: fp32 on CPU, fp16 on CUDA (bf16 for SD2 attention-safe)
   std::optional<Prediction> prediction;   // override detection (single files have no config)
+  // Pipeline::random only: a few-step kind (pipeline/few_step.h: turbo, lcm, lightning, hyper) whose
+  // defaults the random model takes; "lcm" also gives its UNet the guidance embedding
+  // (time_cond_proj_dim 256, as LCM_Dreamshaper_v7 / lcm-sdxl).
+  std::string random_kind;
 };
 
 struct ModelInfo {
@@ -45,6 +50,13 @@ struct ModelInfo {
   int default_width = 512, default_height = 512, default_steps = 50;
   float default_cfg = 7.5f;
   std::string default_sampler;  // e.g. "pndm" for SD1 folders
+  // A few-step model's kind (pipeline/few_step.h): "turbo", "lcm", "lightning", "hyper"; "" = a
+  // regular model. The defaults above are that kind's then.
+  std::string kind;
+  bool kind_guessed = false;  // from the name or the scheduler's shape rather than the model's configs
+  std::string kind_reason;    // why: "its name contains 'turbo'"
+  // The UNet takes the guidance scale as an embedding (LCM-distilled, time_cond_proj_dim), never as CFG.
+  bool guidance_embedding = false;
   std::string license;
   // Live-preview latent -> RGB factors fitted to this model's VAE
   // (model_index.json _diffuse_defaults.preview_factors, made by
@@ -168,7 +180,10 @@ struct GenerationParams {
   std::vector<std::string> negative_prompts;
   int width = 0, height = 0;    // 0: family default
   int steps = 0;                // 0: family default
-  float cfg_scale = -1.0f;      // < 0: family default; <= 1 disables CFG
+  float cfg_scale = -1.0f;      // < 0: family default; <= 1 disables CFG. An LCM-distilled UNet
+                                // (time_cond_proj_dim) takes it as its guidance embedding, never as CFG
+  // TCD's gamma (0 deterministic .. 1 fully stochastic); unset = 0.3. A1111's "eta" field.
+  std::optional<double> eta;
   std::string sampler;          // "" = model default; else a name in sampling/sampler_catalog.h (euler_a, heun, ...)
   std::string schedule = "default";  // a schedule of the catalogue: default|karras
   int64_t seed = -1;            // -1: random (the chosen seed is reported)
@@ -229,6 +244,9 @@ struct GenerationParams {
   // ControlNets (docs/controlnet.md): each with its control image, weight and
   // schedule window; several add up (pipeline/controlnet_step.cpp).
   std::vector<ControlNetUnit> controlnets;
+  // IP-Adapter (docs/ip-adapter.md): reference images as an image prompt
+  // (pipeline/ip_adapter_step.cpp).
+  IpAdapterParams ip_adapter;
 
   void validate() const;  // throws kInvalidArgument with the limit that was broken
 };

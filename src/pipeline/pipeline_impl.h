@@ -13,6 +13,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "pipeline/controlnet_step.h"
+#include "pipeline/ip_adapter_step.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/vae_override.h"
 #include "sampling/scheduler.h"
@@ -41,6 +42,10 @@ struct Pipeline::Impl {
   std::unique_ptr<UNet> unet;
   std::unique_ptr<Vae> vae;
   nlohmann::json scheduler_config;  // as shipped (scheduler/scheduler_config.json)
+  // scheduler_config parsed, with what the sampling layer needs to know of the
+  // model (its family: align_your_steps' tables). Every pass builds its
+  // Scheduler from this.
+  SchedulerConfig sampling_config() const;
   bool force_zeros_for_empty_prompt = false;
   // The SDXL refiner's time ids: an aesthetic score instead of the target size
   // (model_index.json requires_aesthetics_score; single files: the family row's 5 time ids).
@@ -78,6 +83,8 @@ struct Pipeline::Impl {
   std::shared_ptr<EmbeddingCache> embedding_cache = std::make_shared<EmbeddingCache>();  // files read, by mtime
   // ControlNets read for GenerationParams::controlnets, kept while calls ask for them.
   std::shared_ptr<ControlNetCache> controlnet_cache = std::make_shared<ControlNetCache>();
+  // The IP-Adapter and image encoder read for GenerationParams::ip_adapter.
+  std::shared_ptr<IpAdapterCache> ip_adapter_cache = std::make_shared<IpAdapterCache>();
   Conditioning zero_conditioning(const Conditioning& like) const;
   // Pads the shorter conditioning with empty-prompt chunks so both have the same length (A1111).
   void match_lengths(Conditioning& a, Conditioning& b, int clip_skip) const;

@@ -72,9 +72,10 @@ std::shared_ptr<Pipeline> resolve_refiner(Pipeline& base, const Pipeline::Impl& 
 // The refiner's steps for the progress total before it runs: the timesteps
 // below the cut-off (denoising_start's rule, pipeline.cpp), on the base's schedule.
 int steps_after_switch(const Pipeline::Impl& base, const GenerationParams& p, double switch_at) {
-  std::unique_ptr<Scheduler> s = make_scheduler(p.sampler, SchedulerConfig::from_json(base.scheduler_config), p.schedule);
+  const SchedulerConfig config = base.sampling_config();
+  std::unique_ptr<Scheduler> s = make_scheduler(p.sampler, config, p.schedule);
   s->set_timesteps(p.steps);
-  const int train = SchedulerConfig::from_json(base.scheduler_config).num_train_timesteps.value_or(1000);
+  const int train = config.num_train_timesteps.value_or(1000);
   const double cutoff = std::nearbyint(train - switch_at * train);
   int count = 0;
   for (float t : s->timesteps()) count += static_cast<double>(t) < cutoff ? 1 : 0;

@@ -26,21 +26,7 @@ class LcmScheduler final : public Scheduler {
   }
 
   void build_timesteps(int n) override {
-    const int N = train_.num_train_timesteps;
-    DIFFUSE_CHECK_ARG(original_steps_ >= 1 && original_steps_ <= N,
-                      "[lcm] original_inference_steps must be in [1, " + std::to_string(N) + "]");
-    DIFFUSE_CHECK_ARG(n >= 1 && n <= original_steps_, "[lcm] num_inference_steps must be in [1, " +
-                                                          std::to_string(original_steps_) +
-                                                          "] (original_inference_steps), got " + std::to_string(n));
-    // The distillation schedule: k - 1, 2k - 1, ..., original_steps * k - 1, taken in reverse at
-    // floor(linspace(0, len, n, endpoint=False)).
-    const int k = N / original_steps_;
-    std::vector<int64_t> origin;
-    for (int i = original_steps_; i >= 1; --i) origin.push_back(static_cast<int64_t>(i) * k - 1);
-    const double step = static_cast<double>(origin.size()) / n;
-    timesteps_.clear();
-    for (int i = 0; i < n; ++i)
-      timesteps_.push_back(static_cast<float>(origin[static_cast<size_t>(std::floor(i * step + 0.0))]));
+    timesteps_ = consistency_timesteps(train_.num_train_timesteps, original_steps_, n, "lcm");
   }
 
   // diffusers draws no noise on the last step.
@@ -91,6 +77,27 @@ class LcmScheduler final : public Scheduler {
 };
 
 }  // namespace
+
+std::vector<float> consistency_timesteps(int num_train_timesteps, int original_steps, int n, const char* who) {
+  const int N = num_train_timesteps;
+  const std::string w = std::string("[") + who + "] ";
+  DIFFUSE_CHECK_ARG(original_steps >= 1 && original_steps <= N,
+                    w + "original_inference_steps must be in [1, " + std::to_string(N) + "], got " +
+                        std::to_string(original_steps));
+  DIFFUSE_CHECK_ARG(n >= 1 && n <= original_steps,
+                    w + "this schedule has " + std::to_string(original_steps) +
+                        " timesteps (original_inference_steps), so steps must be in [1, " +
+                        std::to_string(original_steps) + "], got " + std::to_string(n));
+  // The distillation schedule: k - 1, 2k - 1, ..., original_steps * k - 1 with the skipping
+  // step k = N // original_steps, taken in reverse at floor(linspace(0, len, n, endpoint=False)).
+  const int k = N / original_steps;
+  std::vector<int64_t> origin;
+  for (int i = original_steps; i >= 1; --i) origin.push_back(static_cast<int64_t>(i) * k - 1);
+  const double step = static_cast<double>(origin.size()) / n;
+  std::vector<float> out;
+  for (int i = 0; i < n; ++i) out.push_back(static_cast<float>(origin[static_cast<size_t>(std::floor(i * step))]));
+  return out;
+}
 
 std::unique_ptr<Scheduler> make_lcm(const SchedulerConfig& c) { return std::make_unique<LcmScheduler>(c); }
 

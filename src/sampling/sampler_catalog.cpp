@@ -67,6 +67,11 @@ const std::vector<SamplerSpec>& rows() {
       {"lcm", "LCM", "Latent Consistency Model sampling, for LCM-distilled models (Luo et al. 2023)", "LCMScheduler",
        "LCM", {"lcm"}, "lcm", {}, false, /*stochastic=*/true, "generator", kEps | kV | kX0, kDefaultOnly, 1, 1,
        sched::make_lcm},
+      // Neither A1111 nor ComfyUI has TCD in core: the names are those of the Forge / ComfyUI
+      // extensions that add it (sd-forge's "TCD" sampler, ComfyUI-TCD's "TCD" sampler).
+      {"tcd", "TCD", "Trajectory Consistency Distillation, gamma = eta (Zheng et al. 2024)", "TCDScheduler", "TCD",
+       {"tcd"}, "tcd", {}, false, /*stochastic=*/true, "generator", kEps | kV | kX0, kDefaultOnly, 1, 1,
+       sched::make_tcd},
   };
   return kSamplers;
 }

@@ -3,7 +3,7 @@
 // euler (EulerDiscreteScheduler), euler_a (EulerAncestralDiscreteScheduler),
 // heun (HeunDiscreteScheduler), dpmpp_2m (DPMSolverMultistepScheduler,
 // dpmsolver++ order 2), unipc (UniPCMultistepScheduler, bh2) and lcm
-// (LCMScheduler). One file per class; sampler_catalog.h names them.
+// (LCMScheduler) and tcd (TCDScheduler). One file per class; sampler_catalog.h names them.
 //
 // Numerics follow diffusers: tables that diffusers builds with numpy in
 // float64 (timesteps, interpolated / Karras sigmas) are built in double on the
@@ -83,8 +83,11 @@ struct SchedulerConfig {
   // k-diffusion schedules (sigma_schedules.h) rather than default / karras,
   // which each class builds by its own diffusers rules;
   Schedule sigma_schedule = Schedule::kDefault;
-  // the model's family, "sdxl" or "" (align_your_steps has an SDXL table and an SD 1.5 one).
+  // the model's family, "sdxl" or "" (align_your_steps has an SDXL table and an SD 1.5 one);
   std::string model_family;
+  // the call's eta: TCD's gamma (the stochasticity of each step, 0 = deterministic, 1 = fully
+  // stochastic; diffusers' TCDScheduler.step(eta=...)), unset = 0.3 (TCDScheduler.step's default).
+  std::optional<double> eta;
 
   // Reads the keys above from a shipped scheduler_config.json (other keys,
   // such as _class_name, are ignored). Throws kInvalidArgument on a key of the

@@ -80,8 +80,17 @@ A1111Request parse_a1111_request(Server::State& s, const nlohmann::json& body) {
   p.negative_prompt = json_field<std::string>(body, "negative_prompt", "");
   a.seed = json_field<int64_t>(body, "seed", -1);
   if (a.seed < 0) a.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+  // A few-step model (pipeline/few_step.h) fills what the request leaves out with its own
+  // defaults (sampler, steps, CFG, size); other models with A1111's.
+  const std::optional<ModelEntry> entry = s.models->find(a.model);
+  const bool few_step = entry && !entry->kind.empty();
   std::string sampler = json_field<std::string>(body, "sampler_name", "");
-  if (sampler.empty()) sampler = json_field<std::string>(body, "sampler_index", "Euler");
+  if (sampler.empty()) sampler = json_field<std::string>(body, "sampler_index", "");
+  if (sampler.empty() && few_step && !entry->default_sampler.empty()) {
+    sampler = entry->default_sampler;
+    a.notes.push_back("sampler: " + sampler + ", the " + entry->kind + " model's default (the request gave none)");
+  }
+  if (sampler.empty()) sampler = "Euler";
   const SamplerChoice choice = resolve_sampler_or_throw(sampler);
   p.sampler = choice.sampler->name;
   // "scheduler" (A1111 1.9+: a name, label or alias of /sdapi/v1/schedulers; ComfyUI's names too)
@@ -109,13 +118,16 @@ A1111Request parse_a1111_request(Server::State& s, const nlohmann::json& body) {
   if (has_field(body, "steps")) {
     p.steps = json_field<int>(body, "steps", 50);
   } else {
-    const std::optional<ModelEntry> entry = s.models->find(a.model);
     p.steps = entry ? entry->default_steps : 50;
     a.notes.push_back("steps: " + std::to_string(p.steps) + ", the model's default (the request gave none)");
   }
-  p.cfg_scale = json_field<float>(body, "cfg_scale", 7.0f);
-  p.width = json_field<int>(body, "width", 512);
-  p.height = json_field<int>(body, "height", 512);
+  p.cfg_scale = json_field<float>(body, "cfg_scale", few_step ? entry->default_cfg : 7.0f);
+  p.width = json_field<int>(body, "width", few_step ? entry->default_width : 512);
+  p.height = json_field<int>(body, "height", few_step ? entry->default_height : 512);
+  if (few_step && !has_field(body, "cfg_scale"))
+    a.notes.push_back("cfg_scale: " + nlohmann::json(p.cfg_scale).dump() + ", the " + entry->kind + " model's default");
+  // eta: TCD's gamma (A1111's DDIM / ancestral eta field; only the tcd sampler reads it).
+  if (has_field(body, "eta") && !body["eta"].is_null()) p.eta = json_field<double>(body, "eta", 0.3);
   {
     std::lock_guard<std::mutex> lock(s.current_mu);
     p.clip_skip = s.default_clip_skip;

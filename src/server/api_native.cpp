@@ -20,6 +20,7 @@
 
 #include "server/base64.h"
 #include "server/controlnet_request.h"
+#include "server/ip_adapter_request.h"
 #include "server/edit_request.h"
 #include "server/hires_request.h"
 #include "server/refiner_request.h"
@@ -44,6 +45,8 @@ nlohmann::json model_json(const ModelEntry& m) {
           {"source", m.source},
           {"size_bytes", m.size_bytes},
           {"loaded", m.loaded},
+          {"kind", m.kind.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.kind)},
+          {"kind_guessed", m.kind_guessed},
           {"defaults",
            {{"width", m.default_width},
             {"height", m.default_height},
@@ -128,6 +131,7 @@ void register_native_routes(Server::State& s) {
         }
       }
       images += native_controlnet_image_bytes(body);  // "controlnets": [{"image": ...}] (controlnet_request.h)
+      images += native_ip_adapter_image_bytes(body);  // "ip_adapter": {"image(s)": ...} (ip_adapter_request.h)
       if (!body.is_object() || req.body.size() - images > s.options.max_body_bytes) {
         return send_error(res, 413, "the request body is larger than " + std::to_string(s.options.max_body_bytes) +
                                         " bytes besides its images (init_image, mask)");
@@ -154,6 +158,8 @@ void register_native_routes(Server::State& s) {
     p.width = json_field<int>(body, "width", 0);
     p.height = json_field<int>(body, "height", 0);
     p.clip_skip = json_field<int>(body, "clip_skip", 1);
+    // TCD's gamma (0..1; validate() refuses others), unset: 0.3.
+    if (body.contains("eta") && !body["eta"].is_null()) p.eta = json_field<double>(body, "eta", 0.3);
     p.vae_tiling = vae_tiling_from_name(json_field<std::string>(body, "vae_tiling", "auto"));
     // An sd_vae name ("Automatic", "None", a file of the VAE folders); resolved with the adapters below (400).
     p.vae = json_field<std::string>(body, "vae", "");
@@ -183,6 +189,12 @@ void register_native_routes(Server::State& s) {
     }
     // "controlnets": ControlNet units (controlnet_request.h); after the edit, whose init image a unit may use.
     if (!apply_native_controlnet(s, body, r.model, p, &r.echo, res)) return;
+    // "ip_adapter": the IP-Adapter (ip_adapter_request.h), named in the ControlNet folders.
+    if (!apply_native_ip_adapter(s, body, r.model,
+                                 s.options.controlnet_dirs.empty() ? std::vector<std::string>{"models/ControlNet"}
+                                                                   : s.options.controlnet_dirs,
+                                 p, &r.echo, res))
+      return;
     // An edit without a size (0) works at the init image's, rounded down to multiples of 8 (a warning says so).
     r.echo["seed"] = p.seed;
     r.echo["model"] = r.model;

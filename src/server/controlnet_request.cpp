@@ -3,10 +3,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <random>
 
 #include "models/controlnet.h"
 #include "pipeline/controlnet_library.h"
+#include "server/controlnet_preprocess_api.h"
 #include "server/edit_request.h"
+#include "server/ip_adapter_request.h"
 
 namespace diffuse::server {
 namespace {
@@ -52,13 +55,8 @@ ControlMode unit_control_mode(const nlohmann::json& v, const std::string& field)
 }
 
 ControlNetUnit parse_unit(Server::State& s, const nlohmann::json& u, const std::string& who, const GenerationParams& p,
-                          const UploadLimits& limits, image::ResizeMode default_resize) {
+                          const UploadLimits& limits, image::ResizeMode default_resize, uint32_t numpy_seed) {
   ControlNetUnit unit;
-  const std::string module = json_field<std::string>(u, "module", "none");
-  DIFFUSE_CHECK_ARG(module == "none" || module == "None" || module.empty(),
-                    who + ".module: the preprocessor '" + module + "' is not available (only \"none\": send the "
-                          "control map itself, e.g. canny edges made beforehand)");
-  unit.module = "none";
   unit.path = resolve_controlnet(json_field<std::string>(u, "model", ""), controlnet_dirs(s));
   unit.weight = json_field<float>(u, "weight", 1.0f);
   unit.guidance_start = json_field<double>(u, "guidance_start", 0.0);
@@ -85,12 +83,14 @@ ControlNetUnit parse_unit(Server::State& s, const nlohmann::json& u, const std::
     DIFFUSE_CHECK_ARG(p.edit.active(), who + ".image: no control image (txt2img needs one; img2img uses the init image)");
     unit.image = p.edit.init_image;
   }
+  // The preprocessor (module, processor_res, threshold_a/b, pixel_perfect): controlnet_preprocess_api.h.
+  preprocess_controlnet_unit(u, who, p, numpy_seed, limits, !img.is_null(), unit);
   return unit;
 }
 
 // Units of a list (disabled ones skipped) into p.controlnets, each checked.
 void parse_units(Server::State& s, const nlohmann::json& args, const std::string& where, const std::string& model,
-                 image::ResizeMode default_resize, GenerationParams& p) {
+                 image::ResizeMode default_resize, uint32_t numpy_seed, GenerationParams& p) {
   UploadLimits limits;
   limits.max_bytes = s.options.max_upload_bytes;
   limits.max_side = s.options.max_upload_side;
@@ -98,7 +98,11 @@ void parse_units(Server::State& s, const nlohmann::json& args, const std::string
     const std::string who = where + "[" + std::to_string(i) + "]";
     DIFFUSE_CHECK_ARG(args[i].is_object(), who + " must be an object (a ControlNet unit)");
     if (!json_field<bool>(args[i], "enabled", true)) continue;
-    p.controlnets.push_back(parse_unit(s, args[i], who, p, limits, default_resize));
+    if (is_ip_adapter_unit(args[i])) {  // IP-Adapter units go to p.ip_adapter (ip_adapter_request.h)
+      parse_ip_adapter_unit(s, args[i], who, model, controlnet_dirs(s), limits, p);
+      continue;
+    }
+    p.controlnets.push_back(parse_unit(s, args[i], who, p, limits, default_resize, numpy_seed));
     // A ControlNet of another published family than the model: refused before the job is queued.
     const ControlNetProbe probe = probe_controlnet(p.controlnets.back().path);
     DIFFUSE_CHECK(!probe.is_union, ErrorCode::kInvalidArgument,
@@ -126,7 +130,11 @@ bool apply_a1111_controlnet(Server::State& s, const nlohmann::json& body, const 
   try {
     DIFFUSE_CHECK_ARG(cn.is_object() && cn.contains("args") && cn["args"].is_array(),
                       "alwayson_scripts.controlnet must be {\"args\": [unit, ...]}");
-    parse_units(s, cn["args"], "alwayson_scripts.controlnet.args", model, image::ResizeMode::kCropAndResize, p);
+    // The shuffle preprocessor's numpy seed comes from the request's seed (random when -1, as A1111's).
+    int64_t seed = json_field<int64_t>(body, "seed", -1);
+    if (seed < 0) seed = p.seed >= 0 ? p.seed : static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+    parse_units(s, cn["args"], "alwayson_scripts.controlnet.args", model, image::ResizeMode::kCropAndResize,
+                controlnet_numpy_seed(seed), p);
     return true;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kOutOfMemory || e.code() == ErrorCode::kCancelled) throw;
@@ -135,18 +143,43 @@ bool apply_a1111_controlnet(Server::State& s, const nlohmann::json& body, const 
   }
 }
 
+// The history keeps a note instead of each unit's base64 image / mask.
+static void summarize_unit_images(nlohmann::json& units) {
+  if (!units.is_array()) return;
+  for (auto& u : units) {
+    if (!u.is_object()) continue;
+    for (const char* key : {"image", "mask"})
+      if (u.contains(key) && u[key].is_string())
+        u[key] = "(image, " + std::to_string(u[key].get_ref<const std::string&>().size()) + " bytes of base64)";
+  }
+}
+
+static const nlohmann::json* alwayson_controlnet_args(const nlohmann::json& body) {
+  if (!body.is_object() || !body.contains("alwayson_scripts") || !body["alwayson_scripts"].is_object()) return nullptr;
+  const nlohmann::json& scripts = body["alwayson_scripts"];
+  for (auto e = scripts.begin(); e != scripts.end(); ++e)
+    if (lower(e.key()) == "controlnet" && e.value().is_object() && e.value().contains("args"))
+      return &e.value()["args"];
+  return nullptr;
+}
+
 bool apply_native_controlnet(Server::State& s, const nlohmann::json& body, const std::string& model,
                              GenerationParams& p, nlohmann::json* echo, httplib::Response& res) {
+  // A1111's alwayson_scripts.controlnet works on /api/jobs too (the web page's ControlNet panel sends it).
+  if (alwayson_controlnet_args(body)) {
+    if (!apply_a1111_controlnet(s, body, model, p, res)) return false;
+    if (echo && echo->is_object() && echo->contains("alwayson_scripts")) {
+      for (auto e = (*echo)["alwayson_scripts"].begin(); e != (*echo)["alwayson_scripts"].end(); ++e)
+        if (lower(e.key()) == "controlnet" && e.value().is_object() && e.value().contains("args"))
+          summarize_unit_images(e.value()["args"]);
+    }
+  }
   if (!body.contains("controlnets") || body["controlnets"].is_null()) return true;
   try {
     DIFFUSE_CHECK_ARG(body["controlnets"].is_array(), "controlnets must be a list of units ([{\"model\", \"image\", ...}])");
-    parse_units(s, body["controlnets"], "controlnets", model, image::ResizeMode::kJustResize, p);
-    if (echo && echo->contains("controlnets") && (*echo)["controlnets"].is_array()) {
-      for (auto& u : (*echo)["controlnets"]) {  // history keeps a note, not the base64
-        if (u.is_object() && u.contains("image") && u["image"].is_string())
-          u["image"] = "(image, " + std::to_string(u["image"].get_ref<const std::string&>().size()) + " bytes of base64)";
-      }
-    }
+    parse_units(s, body["controlnets"], "controlnets", model, image::ResizeMode::kJustResize,
+                controlnet_numpy_seed(p.seed >= 0 ? p.seed : 0), p);
+    if (echo && echo->contains("controlnets")) summarize_unit_images((*echo)["controlnets"]);
     return true;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kOutOfMemory || e.code() == ErrorCode::kCancelled) throw;
@@ -157,9 +190,14 @@ bool apply_native_controlnet(Server::State& s, const nlohmann::json& body, const
 
 size_t native_controlnet_image_bytes(const nlohmann::json& body) {
   size_t n = 0;
-  if (!body.is_object() || !body.contains("controlnets") || !body["controlnets"].is_array()) return 0;
-  for (const auto& u : body["controlnets"])
-    if (u.is_object() && u.contains("image") && u["image"].is_string()) n += u["image"].get_ref<const std::string&>().size();
+  auto count = [&n](const nlohmann::json& units) {
+    if (!units.is_array()) return;
+    for (const auto& u : units)
+      for (const char* key : {"image", "mask"})
+        if (u.is_object() && u.contains(key) && u[key].is_string()) n += u[key].get_ref<const std::string&>().size();
+  };
+  if (body.is_object() && body.contains("controlnets")) count(body["controlnets"]);
+  if (const nlohmann::json* args = alwayson_controlnet_args(body)) count(*args);
   return n;
 }
 
@@ -170,10 +208,7 @@ void register_controlnet_routes(Server::State& s) {
     for (const ControlNetEntry& e : list_controlnets(controlnet_dirs(s))) names.push_back(e.title());
     res.set_content(nlohmann::json{{"model_list", names}}.dump(), "application/json");
   });
-  http.Get("/controlnet/module_list", [](const httplib::Request&, httplib::Response& res) {
-    const nlohmann::json detail = {{"none", {{"model_free", false}, {"sliders", nlohmann::json::array()}}}};
-    res.set_content(nlohmann::json{{"module_list", {"none"}}, {"module_detail", detail}}.dump(), "application/json");
-  });
+  register_controlnet_preprocess_routes(s);  // /controlnet/module_list, /controlnet/detect
   http.Get("/controlnet/version", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"version": 2})", "application/json");
   });

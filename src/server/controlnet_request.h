@@ -1,14 +1,16 @@
 // The ControlNet part of the HTTP APIs (docs/controlnet.md), as
 // sd-webui-controlnet defines it:
 //   /sdapi/v1/txt2img and img2img: "alwayson_scripts": {"controlnet": {"args": [unit, ...]}}
-//   with per unit "enabled", "image" (base64 PNG; or {"image": ...}; img2img
-//   without one: the init image), "module" ("none": the image is the control map),
+//   with per unit "enabled", "image" (base64 PNG; or {"image": ..., "mask": ...};
+//   img2img without one: the init image), "module" (a preprocessor of
+//   /controlnet/module_list: none, canny, invert, tile_resample, blur_gaussian,
+//   shuffle, inpaint, inpaint_only; controlnet_preprocess_api.h), "mask" (inpaint),
 //   "model" (a name of /controlnet/model_list, with or without " [hash]"),
 //   "weight", "guidance_start", "guidance_end", "control_mode" (0-2 or its label),
 //   "resize_mode" (0-2 or "Just Resize" / "Crop and Resize" / "Resize and Fill";
 //   default Crop and Resize, as the extension), "pixel_perfect", "guess_mode";
-//   processor_res / threshold_a / threshold_b / low_vram are accepted and unused
-//   (no preprocessor needs them);
+//   "processor_res", "threshold_a", "threshold_b" (the preprocessor's sliders; -1
+//   or absent: its default); low_vram is accepted and unused;
 //   GET /controlnet/model_list, /controlnet/module_list, /controlnet/version,
 //   /controlnet/settings.
 // The models are the files and folders of ServerOptions::controlnet_dirs.
@@ -21,7 +23,7 @@
 namespace diffuse::server {
 
 // Fills p.controlnets from the request; answers 400 naming the unit and field
-// (unknown model, preprocessor other than none, an image that does not decode,
+// (unknown model, unknown or unavailable preprocessor, a slider out of range, an image that does not decode,
 // a ControlNet of another family than `model`'s, bad numbers) and returns false.
 bool apply_a1111_controlnet(Server::State& s, const nlohmann::json& body, const std::string& model,
                             GenerationParams& p, httplib::Response& res);

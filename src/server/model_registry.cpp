@@ -19,6 +19,9 @@ namespace fs = std::filesystem;
 namespace diffuse::server {
 namespace {
 
+// The path of a --random-model entry: this prefix, then the architecture.
+constexpr const char* kRandomPrefix = "random:";
+
 bool is_checkpoint_file(const fs::path& p) {
   std::string ext = p.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
@@ -52,6 +55,8 @@ void copy_defaults(ModelEntry& e, const ModelInfo& info) {
   e.default_steps = info.default_steps;
   e.default_cfg = info.default_cfg;
   e.default_sampler = info.default_sampler;
+  e.kind = info.kind;
+  e.kind_guessed = info.kind_guessed;
   e.license = info.license;
 }
 
@@ -135,6 +140,15 @@ void ModelRegistry::scan_locked() {
       found.push_back(entry_for(p, source));
     }
   };
+  for (const std::string& arch : options_.random_archs) {
+    ModelEntry e;
+    e.id = "random-" + arch;
+    e.path = kRandomPrefix + arch;
+    e.source = "random";
+    e.family = arch == "sdxl" ? "sdxl" : arch == "sd21" ? "sd2" : "sd1";
+    e.default_width = e.default_height = arch == "sd15" ? 512 : arch == "sd21" ? 768 : 1024;
+    found.push_back(e);
+  }
   for (const std::string& f : options_.model_files) add_path(f, fs::is_directory(f) ? "folder" : "file");
   for (const std::string& dir : options_.model_dirs) {
     std::error_code ec;
@@ -227,7 +241,9 @@ std::shared_ptr<Pipeline> ModelRegistry::acquire(const std::string& id, int extr
   while (!loaded_.empty() && static_cast<int>(loaded_.size()) >= std::max(1, options_.max_loaded) + extra_slots)
     loaded_.pop_back();
   lock.unlock();
-  std::shared_ptr<Pipeline> pipe(Pipeline::load(path, options_.load));
+  std::shared_ptr<Pipeline> pipe(path.rfind(kRandomPrefix, 0) == 0
+                                     ? Pipeline::random(path.substr(std::strlen(kRandomPrefix)), options_.load)
+                                     : Pipeline::load(path, options_.load));
   lock.lock();
   // Another request may have loaded the same model meanwhile: keep one copy.
   for (auto it = loaded_.begin(); it != loaded_.end(); ++it) {

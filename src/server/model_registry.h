@@ -41,6 +41,8 @@ struct ModelEntry {
   int default_width = 512, default_height = 512, default_steps = 50;
   float default_cfg = 7.5f;
   std::string default_sampler;
+  std::string kind;  // a few-step model's kind (pipeline/few_step.h: "turbo", "lcm", ...), "" = none
+  bool kind_guessed = false;
 };
 
 class ModelRegistry {
@@ -48,6 +50,11 @@ class ModelRegistry {
   struct Options {
     std::vector<std::string> model_dirs;   // --models
     std::vector<std::string> model_files;  // single files / folders given directly
+    // Full-size architectures (sd15, sd21, sdxl) with deterministic random
+    // weights (Pipeline::random), listed first as "random-<arch>": the speed of
+    // the server's whole path (diffuse serve --random-model; tools/bench_live.py)
+    // without a checkpoint. Their images are noise.
+    std::vector<std::string> random_archs;
     bool scan_hf_cache = true;
     int max_loaded = 1;
     LoadOptions load;

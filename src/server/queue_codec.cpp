@@ -46,7 +46,6 @@ json encode_job_request(const JobRequest& r) {
   auto refuse = [](const char* what) {
     throw_error(ErrorCode::kUnsupported, std::string(what) + " is not available through the job queue (--queue) yet");
   };
-  if (!p.controlnets.empty()) refuse("ControlNet");
   if (p.refiner.model) refuse("a preloaded refiner");
   if (p.initial_latents.defined() || p.init_latents.defined() || p.generator) refuse("starting from given latents");
   if (p.output_latents) refuse("output_latents");
@@ -104,6 +103,30 @@ json encode_job_request(const JobRequest& r) {
                    {"noise", e.outpaint.fill == image::OutpaintSpec::Fill::kNoise},
                    {"seam", e.outpaint.seam},
                    {"feather", e.outpaint.feather}}}};
+  }
+  if (!p.controlnets.empty()) {
+    json units = json::array();
+    for (const ControlNetUnit& u : p.controlnets) {
+      units.push_back({{"path", u.path},
+                       {"image", rgb_json(u.image)},
+                       {"weight", u.weight},
+                       {"guidance_start", u.guidance_start},
+                       {"guidance_end", u.guidance_end},
+                       {"control_mode", control_mode_name(u.control_mode)},
+                       {"resize_mode", static_cast<int>(u.resize_mode)},
+                       {"guess_mode", u.guess_mode},
+                       {"module", u.module},
+                       {"pixel_perfect", u.pixel_perfect},
+                       {"mask", u.mask.empty() ? json(nullptr) : gray_json(u.mask)}});  // inpaint units
+    }
+    g["controlnets"] = units;
+  }
+  if (p.ip_adapter.active()) {
+    const IpAdapterParams& ip = p.ip_adapter;
+    json images = json::array();
+    for (const image::Rgb& im : ip.images) images.push_back(rgb_json(im));
+    g["ip_adapter"] = {{"model", ip.model},         {"image_encoder", ip.image_encoder}, {"images", images},
+                       {"scale", ip.scale},         {"block_scales", ip.block_scales},   {"module", ip.module}};
   }
   if (p.refiner.enabled()) {
     g["refiner"] = {{"path", p.refiner.path},
@@ -184,6 +207,33 @@ JobRequest decode_job_request(const json& j) {
       x.outpaint.fill = o.at("noise").get<bool>() ? image::OutpaintSpec::Fill::kNoise : image::OutpaintSpec::Fill::kEdge;
       x.outpaint.seam = o.at("seam").get<int>();
       x.outpaint.feather = o.at("feather").get<int>();
+    }
+    if (g.contains("controlnets")) {
+      for (const json& u : g["controlnets"]) {
+        ControlNetUnit x;
+        x.path = u.at("path").get<std::string>();
+        x.image = image_from<image::Rgb>(u.at("image"), 3, "a ControlNet image");
+        x.weight = u.at("weight").get<float>();
+        x.guidance_start = u.at("guidance_start").get<double>();
+        x.guidance_end = u.at("guidance_end").get<double>();
+        x.control_mode = control_mode_from_name(u.at("control_mode").get<std::string>());
+        x.resize_mode = static_cast<image::ResizeMode>(u.at("resize_mode").get<int>());
+        x.guess_mode = u.at("guess_mode").get<bool>();
+        x.module = u.at("module").get<std::string>();
+        x.pixel_perfect = u.at("pixel_perfect").get<bool>();
+        if (u.contains("mask") && !u["mask"].is_null()) x.mask = image_from<image::Gray>(u["mask"], 1, "a ControlNet mask");
+        p.controlnets.push_back(std::move(x));
+      }
+    }
+    if (g.contains("ip_adapter")) {
+      const json& u = g["ip_adapter"];
+      IpAdapterParams& x = p.ip_adapter;
+      x.model = u.at("model").get<std::string>();
+      x.image_encoder = u.at("image_encoder").get<std::string>();
+      for (const json& im : u.at("images")) x.images.push_back(image_from<image::Rgb>(im, 3, "an IP-Adapter image"));
+      x.scale = u.at("scale").get<float>();
+      x.block_scales = u.at("block_scales").get<std::string>();
+      x.module = u.at("module").get<std::string>();
     }
     if (g.contains("refiner")) {
       const json& f = g["refiner"];

@@ -35,7 +35,8 @@ bool uploads_allowed(const httplib::Request& req) {
   return req.path == "/api/jobs" || req.path == "/sdapi/v1/img2img" || req.path == "/sdapi/v1/png-info" ||
          req.path == "/sdapi/v1/txt2img" ||  // ControlNet units carry images (controlnet_request.h)
          req.path == "/v1/images/edits" || req.path == "/sdapi/v1/extra-single-image" ||
-         req.path == "/sdapi/v1/extra-batch-images";
+         req.path == "/sdapi/v1/extra-batch-images" ||
+         req.path == "/controlnet/detect";  // preprocessor input images (controlnet_preprocess_api.h)
 }
 
 const char* mime_for(const std::string& name) {
@@ -65,6 +66,10 @@ void ServerOptions::validate() const {
                     "binding to " + host + " exposes the server beyond this machine: set --api-key or --api-auth");
   parse_api_auth(api_auth);  // throws on a malformed user:password list
   DIFFUSE_CHECK_ARG(max_loaded >= 1, "--max-loaded must be at least 1");
+  for (const std::string& arch : random_models) {
+    DIFFUSE_CHECK_ARG(arch == "sd15" || arch == "sd21" || arch == "sdxl",
+                      "--random-model '" + arch + "': the architectures are sd15, sd21 and sdxl");
+  }
 }
 
 int http_status_for(const Error& e) {
@@ -168,6 +173,7 @@ Server::Server(ServerOptions options) : state_(std::make_unique<State>()) {
   ModelRegistry::Options ro;
   ro.model_dirs = options.model_dirs;
   ro.model_files = options.model_files;
+  ro.random_archs = options.random_models;
   ro.scan_hf_cache = options.scan_hf_cache;
   ro.max_loaded = options.max_loaded;
   ro.load = options.load;

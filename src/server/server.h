@@ -15,6 +15,7 @@ struct ServerOptions {
   int port = 7860;                 // 0 = any free port (tests)
   std::vector<std::string> model_dirs;
   std::vector<std::string> model_files;
+  std::vector<std::string> random_models;  // --random-model: sd15 / sd21 / sdxl with random weights (benchmarks)
   bool scan_hf_cache = true;
   std::string data_dir;            // history.db + images/; default ~/.local/share/diffuse
   std::string api_key;             // required (Bearer / X-API-Key, or as the Basic password) when set

@@ -30,6 +30,7 @@ let baseUrl = '';
 let dataDir = '';
 let loraDir = '';      // the server's --lora-dir and --embeddings-dir
 let embDir = '';
+let cnDir = '';        // the server's --controlnet-dir
 let browser = null;
 let serverLog = '';
 const pageErrors = [];
@@ -38,6 +39,7 @@ const pageErrors = [];
 function startServer() {
   return new Promise((resolve, reject) => {
     const args = ['serve', '--port', '0', '--model', kModelDir, '--data-dir', dataDir, '--no-hf-cache',
+                  '--controlnet-dir', cnDir,  // the ControlNet panel's test writes its model there
                   '--lora-dir', loraDir, '--embeddings-dir', embDir];
     const child = spawn(kBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const timer = setTimeout(() => reject(new Error(`server did not print its URL in 60 s:\n${serverLog}`)), 60000);
@@ -203,6 +205,7 @@ before(async () => {
   fs.mkdirSync(kArtifacts, { recursive: true });
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-browser-'));
   writeAdapterFolders();
+  cnDir = fs.mkdtempSync(path.join(os.tmpdir(), 'diffuse-cn-'));
   await startServer();
   // Root has no user namespace sandbox in containers; the page is ours and local.
   browser = await chromium.launch({ executablePath: kChromium, headless: true,
@@ -218,7 +221,7 @@ after(async () => {
     await exited;
     clearTimeout(t);
   }
-  for (const d of [dataDir, loraDir, embDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
+  for (const d of [dataDir, loraDir, embDir, cnDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
 });
 
 async function newPage() {
@@ -493,6 +496,9 @@ test('playground: upload an image, paint a mask, inpaint; pixels away from the s
 
   await recordProgress(page);
   await page.click('#generate');
+  // The mask strokes scrolled the page down: bring the results into view (their images load lazily).
+  await page.waitForSelector('#gallery .gallery-item img', { state: 'attached', timeout: 120000 });
+  await page.locator('#gallery .gallery-item img').first().scrollIntoViewIfNeeded();
   await page.waitForFunction(() => {
     const imgs = [...document.querySelectorAll('#gallery .gallery-item img')];
     return imgs.length === 1 && imgs[0].complete && imgs[0].naturalWidth > 0;
@@ -1027,4 +1033,130 @@ test('playground (issue 29): with --api-auth the page works through the browser\
     await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+// ---------- ControlNet panel (web/controlnet.js) ----------
+
+// A tiny diffusers ControlNet for the sd1 fixture model: the UNet's config with
+// a small hint block, the encoder tensors' shapes from the UNet's header, every
+// value random (deterministic); zero convs small.
+function writeControlNetFolder(dir) {
+  const unetDir = path.join(kModelDir, 'unet');
+  const cfg = JSON.parse(fs.readFileSync(path.join(unetDir, 'config.json'), 'utf8'));
+  const buf = fs.readFileSync(path.join(unetDir, 'diffusion_pytorch_model.safetensors'));
+  const header = JSON.parse(buf.toString('utf8', 8, 8 + Number(buf.readBigUInt64LE(0))));
+  let seed = 12345;
+  const random = (shape, amp) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      data[i] = ((seed >>> 8) / 16777216 - 0.5) * 2 * amp;
+    }
+    return { shape, data };
+  };
+  const tensors = {};
+  for (const [k, v] of Object.entries(header)) {
+    if (/^(conv_in|time_embedding|down_blocks|mid_block)\./.test(k)) tensors[k] = random(v.shape, 0.1);
+  }
+  const hint = [4, 8, 8, 16];
+  const conv = (name, cout, cin, k, amp) => {
+    tensors[`${name}.weight`] = random([cout, cin, k, k], amp);
+    tensors[`${name}.bias`] = random([cout], amp);
+  };
+  conv('controlnet_cond_embedding.conv_in', hint[0], 3, 3, 0.3);
+  for (let i = 0; i + 1 < hint.length; i++) {
+    conv(`controlnet_cond_embedding.blocks.${2 * i}`, hint[i], hint[i], 3, 0.3);
+    conv(`controlnet_cond_embedding.blocks.${2 * i + 1}`, hint[i + 1], hint[i], 3, 0.3);
+  }
+  const widths = cfg.block_out_channels;
+  conv('controlnet_cond_embedding.conv_out', widths[0], hint[hint.length - 1], 3, 0.3);
+  // Skips of the down path: conv_in, each block's layers, and its downsampler (all but the last block).
+  const skips = [widths[0]];
+  widths.forEach((w, b) => {
+    for (let l = 0; l < cfg.layers_per_block; l++) skips.push(w);
+    if (b + 1 < widths.length) skips.push(w);
+  });
+  skips.forEach((w, k) => conv(`controlnet_down_blocks.${k}`, w, w, 1, 0.05));
+  conv('controlnet_mid_block', widths[widths.length - 1], widths[widths.length - 1], 1, 0.05);
+  cfg._class_name = 'ControlNetModel';
+  cfg.conditioning_embedding_out_channels = hint;
+  delete cfg.up_block_types;
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg, null, 1));
+  writeSafetensors(path.join(dir, 'diffusion_pytorch_model.safetensors'), tensors);
+}
+
+test('playground: ControlNet panel: models, preprocessor preview, a generation with a unit', async () => {
+  writeControlNetFolder(path.join(cnDir, 'control_tiny_sd1_canny'));
+  const page = await newPage();
+  await fillForm(page, { prompt: 'a lighthouse at dusk', images: 1, steps: 2, size: 64 });
+  await page.selectOption('#model', { index: 1 });  // the sd1 fixture model (the ControlNet's family)
+  for (const [id, v] of [['#prompt', 'a lighthouse at dusk'], ['#steps', '2'], ['#width', '64'], ['#height', '64']]) await page.fill(id, v);
+  await page.selectOption('#sampler', 'euler');
+  await page.click('#controlnet-panel summary');
+  // The lists come from the A1111 extension's routes.
+  const models = (await getJson('/controlnet/model_list')).model_list;
+  assert.equal(models.length, 1, JSON.stringify(models));
+  await page.waitForFunction(() => document.querySelectorAll('#cn-model option[value]:not([value=""])').length === 1);
+  assert.deepEqual(await page.$$eval('#cn-model option', (els) => els.map((e) => e.value)), models);
+  const modules = await page.$$eval('#cn-module option:not([disabled])', (els) => els.map((e) => e.value));
+  assert.deepEqual(modules, (await getJson('/controlnet/module_list')).module_list);
+  assert.ok(await page.$('#cn-module option[value="depth_midas"][disabled]'), 'network preprocessors are listed, not usable');
+
+  // An image, canny: the preview is the server's edge map (black and white only) at the processor resolution.
+  const file = path.join(dataDir, 'cn-input.png');
+  fs.writeFileSync(file, encodePng(96, 64, 3, testPicture(96, 64)));
+  await page.setInputFiles('#cn-file', file);
+  await page.selectOption('#cn-module', 'canny');
+  await page.waitForFunction(() => /^Preprocessed with canny/.test(document.getElementById('cn-status').textContent),
+                             null, { timeout: 30000 });
+  assert.equal(await page.inputValue('#cn-a'), '100');
+  assert.equal(await page.inputValue('#cn-b'), '200');
+  await page.fill('#cn-res', '128');
+  await page.click('#cn-preview');
+  await page.waitForFunction(() => {
+    const img = document.getElementById('cn-result-img');
+    return img.complete && img.naturalHeight === 128;
+  }, null, { timeout: 30000 });
+  const stats = await page.evaluate(() => {
+    const img = document.getElementById('cn-result-img');
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let white = 0, other = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i] === 255 && d[i + 1] === 255 && d[i + 2] === 255) white++;
+      else if (d[i] !== 0 || d[i + 1] !== 0 || d[i + 2] !== 0) other++;
+    }
+    return { width: c.width, white, other };
+  });
+  assert.equal(stats.width, 192);  // 96x64 with the short side at 128
+  assert.equal(stats.other, 0, 'an edge map has only black and white pixels');
+  assert.ok(stats.white > 50, `edges found: ${stats.white}`);
+  assert.equal(await page.isChecked('#cn-enable'), true, 'adding an image turns the unit on');
+  await page.screenshot({ path: path.join(kArtifacts, 'playground-controlnet.png'), fullPage: true });
+
+  // Generate: the job carries alwayson_scripts.controlnet; the image's parameters name the unit.
+  await page.fill('#cn-weight', '0.8');
+  const sent = page.waitForRequest((r) => r.url().endsWith('/api/jobs') && r.method() === 'POST');
+  await page.click('#generate');
+  const body = JSON.parse((await sent).postData());
+  const unit = body.alwayson_scripts.controlnet.args[0];
+  assert.equal(unit.module, 'canny');
+  assert.equal(unit.model, models[0]);
+  assert.equal(unit.weight, 0.8);
+  assert.equal(unit.processor_res, 128);
+  assert.match(unit.image, /^data:image\/png;base64,/);
+  await page.waitForFunction(() => document.querySelector('#gallery .gallery-item img') ||
+                             /failed|Failed|error/.test(document.getElementById('progress-text').textContent),
+                             null, { timeout: 120000 });
+  const params = await page.textContent('#gallery .gallery-item .params pre');
+  assert.match(params, /ControlNet 0: "Module: canny, Model: control_tiny_sd1_canny \[[0-9a-f]{8}\], Weight: 0\.8, /);
+  assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+  // Off again for the tests that follow.
+  await page.uncheck('#cn-enable');
 });

@@ -39,4 +39,4 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/openai ]; then
   npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
 fi
-exec node --test --test-reporter=spec playground.test.js
+exec node --test --test-concurrency=1 --test-reporter=spec playground.test.js live.test.js

@@ -196,9 +196,10 @@ TEST(Limits, MaxStepsStayInsideTheTrainingSchedule) {
       } catch (const Error& e) {
         EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
         EXPECT_NE(std::string(e.what()).find("steps"), std::string::npos) << e.what();
-        // Only the leading-spacing ports at 1000, and lcm (at most its 50
+        // Only the leading-spacing ports at 1000, and lcm / tcd (at most their 50
         // original_inference_steps), refuse.
-        EXPECT_TRUE(name == "lcm" || ((name == "ddim" || name == "pndm") && steps == 1000)) << e.what();
+        EXPECT_TRUE(name == "lcm" || name == "tcd" || ((name == "ddim" || name == "pndm") && steps == 1000))
+            << e.what();
         continue;
       }
       const std::vector<float> ts = s->timesteps();

@@ -271,6 +271,31 @@ TEST(Refiner, SingleFileMatchesFolder) {
 
 // ---- the hand-off in one call (GenerationParams::refiner) ----------------------------------
 
+// The progress total of a call is known before the refiner runs: it counts the
+// base schedule's timesteps below the switch. align_your_steps has an SDXL
+// table and an SD 1.5 one, so the count must use the model's family or the
+// last tick would not reach the total.
+TEST(Refiner, ProgressTotalFollowsTheFamilysSchedule) {
+  DIFFUSE_REQUIRE_FIXTURES();
+  for (const int steps : {10, 13, 20}) {
+    GenerationParams p = handoff_base_params();
+    p.denoising_end = 1.0;
+    p.output_latents = false;
+    p.refiner.model = refiner();
+    p.refiner.switch_at = 0.5;
+    p.steps = steps;
+    p.schedule = "align_your_steps";
+    std::vector<std::pair<int, int>> progress;
+    const GenerationResult r = base().generate(p, [&](const StepProgress& s) {
+      progress.emplace_back(s.step, s.total_steps);
+      return false;
+    });
+    ASSERT_FALSE(progress.empty());
+    for (const auto& [step, total] : progress) EXPECT_EQ(total, r.timings.unet_evals) << steps << " steps";
+    EXPECT_EQ(progress.back().first, progress.back().second) << steps << " steps";
+  }
+}
+
 TEST(Refiner, OneCallHandOffMatchesDiffusers) {
   DIFFUSE_REQUIRE_FIXTURES();
   const nlohmann::json& run = refiner_run("base_to_refiner");

@@ -21,7 +21,7 @@ const nlohmann::json kSd1Config = {{"beta_end", 0.012},      {"beta_schedule", "
 
 TEST(SamplerCatalog, EveryRowBuildsItsSchedulerWithEachSchedule) {
   const SchedulerConfig cfg = SchedulerConfig::from_json(kSd1Config);
-  ASSERT_EQ(sampler_catalog().size(), 15u);
+  ASSERT_EQ(sampler_catalog().size(), 16u);  // A1111's list, lcm, and tcd (docs/few-step.md)
   for (const SamplerSpec& r : sampler_catalog()) {
     SCOPED_TRACE(r.name);
     for (const ScheduleSpec& sc : schedule_catalog()) {
@@ -264,7 +264,7 @@ TEST(SamplerCatalog, HelpTextListsEverySampler) {
   EXPECT_NE(help.find("karras"), std::string::npos);
   EXPECT_EQ(sampler_names_list(),
             "euler_a, euler, lms, heun, dpm2, dpm2_a, dpmpp_2s_a, dpmpp_2m, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, "
-            "ddim, pndm, unipc, lcm");
+            "ddim, pndm, unipc, lcm, tcd");
   EXPECT_NE(help.find("align_your_steps"), std::string::npos);
 }
 

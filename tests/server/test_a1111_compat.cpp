@@ -301,7 +301,7 @@ TEST_F(A1111CompatTest, CfgBoundIsTheSameOnThePageAndTheServer) {
   EXPECT_EQ(post_json(*c, "/sdapi/v1/txt2img", at)->status, 200);
 }
 
-// What the page's device panel shows without a GPU (web/app.js refreshDevices).
+// What the page's device panel shows without a GPU (web/devices.js refreshDevices).
 TEST_F(A1111CompatTest, DevicesDescribeTheCpu) {
   start();
   auto c = server_->client();

@@ -84,7 +84,8 @@ TEST_F(ControlNetApi, ListsAndGenerates) {
   ASSERT_EQ(models["model_list"].size(), 2u) << models.dump();
   const std::string title = models["model_list"][0].get<std::string>();
   EXPECT_EQ(title.rfind("control_tiny_sd1_canny [", 0), 0u) << title;
-  EXPECT_EQ(parse_json(c_->Get("/controlnet/module_list"))["module_list"], Json::array({"none"}));
+  // (the preprocessors' list: tests/server/test_controlnet_preprocess_api.cpp)
+  EXPECT_EQ(parse_json(c_->Get("/controlnet/module_list"))["module_list"][0], "none");
   EXPECT_EQ(parse_json(c_->Get("/controlnet/version"))["version"], 2);
 
   const Json plain = ok(txt2img_body());
@@ -140,9 +141,9 @@ TEST_F(ControlNetApi, BadUnitsAre400) {
   EXPECT_NE(missing.find("ControlNet 'no_such_controlnet' not found"), std::string::npos) << missing;
   EXPECT_NE(missing.find("control_tiny_sd1_canny"), std::string::npos) << missing;  // what there is
 
-  Json canny = unit("control_tiny_sd1_canny");
-  canny["module"] = "canny";
-  EXPECT_NE(bad(with_units(txt2img_body(), Json::array({canny}))).find("args[0].module"), std::string::npos);
+  Json depth = unit("control_tiny_sd1_canny");
+  depth["module"] = "depth_midas";  // a network preprocessor: listed, not available
+  EXPECT_NE(bad(with_units(txt2img_body(), Json::array({depth}))).find("args[0].module"), std::string::npos);
 
   Json corrupt = unit("control_tiny_sd1_canny");
   corrupt["image"] = "bm90IGFuIGltYWdl";  // "not an image"

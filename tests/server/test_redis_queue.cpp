@@ -116,9 +116,48 @@ TEST(QueueCodec, RoundTripsARequestAndRefusesWhatItCannotCarry) {
   EXPECT_EQ(q.hires.upscaler, "Latent (nearest)");
   EXPECT_EQ(q.hires.prompt, std::optional<std::string>("hp"));
   EXPECT_FALSE(q.hires.negative_prompt.has_value());
+  // ControlNet units travel whole, their control images included.
   server::JobRequest c = r;
-  c.params.controlnets.resize(1);
-  EXPECT_EQ(error_of([&] { server::encode_job_request(c); }).code(), ErrorCode::kUnsupported);
+  ControlNetUnit u;
+  u.path = "/m/control_canny.safetensors";
+  u.image = {2, 2, {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2}};
+  u.weight = 0.75f;
+  u.guidance_start = 0.1;
+  u.guidance_end = 0.9;
+  u.control_mode = ControlMode::kControlNet;
+  u.resize_mode = image::ResizeMode::kResizeAndFill;
+  u.guess_mode = true;
+  u.module = "canny";
+  u.pixel_perfect = true;
+  u.mask = {2, 2, {0, 255, 128, 7}};  // an inpaint unit's mask
+  c.params.controlnets = {u, ControlNetUnit{}};
+  c.params.controlnets[1].path = "/m/second";
+  c.params.controlnets[1].image = {1, 1, {1, 2, 3}};
+  const GenerationParams cq =
+      server::decode_job_request(json::parse(server::encode_job_request(c).dump())).params;
+  ASSERT_EQ(cq.controlnets.size(), 2u);
+  const ControlNetUnit& v = cq.controlnets[0];
+  EXPECT_EQ(v.path, u.path);
+  EXPECT_EQ(v.image.width, 2);
+  EXPECT_EQ(v.image.px, u.image.px);
+  EXPECT_EQ(v.weight, 0.75f);
+  EXPECT_EQ(v.guidance_start, 0.1);
+  EXPECT_EQ(v.guidance_end, 0.9);
+  EXPECT_EQ(v.control_mode, ControlMode::kControlNet);
+  EXPECT_EQ(v.resize_mode, image::ResizeMode::kResizeAndFill);
+  EXPECT_TRUE(v.guess_mode);
+  EXPECT_EQ(v.module, "canny");
+  EXPECT_TRUE(v.pixel_perfect);
+  EXPECT_EQ(v.mask.width, 2);
+  EXPECT_EQ(v.mask.px, u.mask.px);
+  EXPECT_TRUE(cq.controlnets[1].mask.empty());
+  EXPECT_EQ(cq.controlnets[1].path, "/m/second");
+  EXPECT_EQ(cq.controlnets[1].control_mode, ControlMode::kBalanced);
+  EXPECT_FALSE(cq.controlnets[1].guess_mode);
+  // What only lives in this process (latents asked back, given latents) is refused.
+  server::JobRequest latents = r;
+  latents.params.output_latents = true;
+  EXPECT_EQ(error_of([&] { server::encode_job_request(latents); }).code(), ErrorCode::kUnsupported);
   EXPECT_EQ(error_of([&] { server::decode_job_request(json{{"model", "m"}}); }).code(), ErrorCode::kInvalidArgument);
 }
 

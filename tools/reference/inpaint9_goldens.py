@@ -27,9 +27,8 @@ import argparse
 import hashlib
 import json
 import os
-import struct
 import sys
-import zlib
+from png_file import write_png  # noqa: E402  (tools/reference)
 
 DIFFUSERS_COMMIT = "58eb52c0803ea9af3abec60841c2a093bdf1f951"
 PROMPT = "a red fox sitting in a snowy forest, detailed oil painting"
@@ -55,15 +54,6 @@ def read_png_rgb(path):
     return read_png(path)
 
 
-def write_png(path, w, h, rgb):
-    rows = b"".join(b"\x00" + bytes(rgb[y * w * 3:(y + 1) * w * 3]) for y in range(h))
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-    data += chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def main():
