@@ -9,6 +9,7 @@
 
 #include "io/png.h"
 #include "test_controlnet_model.h"
+#include "cli_adapter_fixture.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -19,13 +20,11 @@ using testing::RunResult;
 
 std::string quote(const std::string& s) { return testing::shell_quote(s); }
 
-class CliControlNet : public ::testing::Test {
+class CliControlNet : public testing::CliAdapterFixture {
  protected:
   void SetUp() override {
     DIFFUSE_REQUIRE_FIXTURES();
-    model_ = testing::fixtures_dir() + "/sd1/model";
-    work_ = testing::temp_dir();
-    fs::create_directories(work_ + "/models/ControlNet");
+    make_work_folder();
     testing::make_controlnet_folder("sd1", 3, work_ + "/models/ControlNet", "control_tiny_canny");
     testing::make_controlnet_folder("sdxl", 4, work_, "xl_controlnet");
     std::vector<uint8_t> rgb(48 * 40 * 3);
@@ -34,17 +33,7 @@ class CliControlNet : public ::testing::Test {
     std::ofstream(work_ + "/edges.png", std::ios::binary).write(reinterpret_cast<const char*>(png.data()), png.size());
     std::ofstream(work_ + "/broken.png") << "not a png";
   }
-  RunResult generate(const std::string& args, const std::string& out) {
-    return testing::run_command("cd " + quote(work_) + " && " + DIFFUSE_BINARY + " generate --device cpu --model " +
-                                quote(model_) + " --prompt 'a red fox' --steps 3 -W 64 -H 64 --seed 77 --sampler euler "
-                                "--output " + quote(work_ + "/" + out) + " " + args);
-  }
-  std::vector<uint8_t> pixels(const std::string& out) {
-    const std::string bytes = testing::read_file(work_ + "/" + out);
-    return read_png(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()).rgb;
-  }
   std::string parameters(const std::string& out) { return read_png_text(work_ + "/" + out).at("parameters"); }
-  std::string model_, work_;
 };
 
 TEST_F(CliControlNet, ChangesThePictureAndSaysSo) {

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "io/png.h"
+#include "cli_adapter_fixture.h"
 #include "test_util.h"
 
 namespace diffuse {
@@ -19,13 +20,11 @@ using testing::RunResult;
 std::string quote(const std::string& s) { return testing::shell_quote(s); }
 std::string data() { return std::string(DIFFUSE_SOURCE_DIR) + "/tests/adapters/data/ipadapter"; }
 
-class CliIpAdapter : public ::testing::Test {
+class CliIpAdapter : public testing::CliAdapterFixture {
  protected:
   void SetUp() override {
     DIFFUSE_REQUIRE_FIXTURES();
-    model_ = testing::fixtures_dir() + "/sd1/model";
-    work_ = testing::temp_dir();
-    fs::create_directories(work_ + "/models/ControlNet");
+    make_work_folder();
     fs::copy_file(data() + "/sd1_base.bin", work_ + "/models/ControlNet/ip-adapter_tiny.bin");
     fs::copy(data() + "/image_encoder", work_ + "/models/ControlNet/image_encoder", fs::copy_options::recursive);
     fs::create_directories(work_ + "/lonely");
@@ -33,16 +32,6 @@ class CliIpAdapter : public ::testing::Test {
     fs::copy_file(data() + "/ref_a.png", work_ + "/ref.png");
     std::ofstream(work_ + "/broken.png") << "not a png";
   }
-  RunResult generate(const std::string& args, const std::string& out) {
-    return testing::run_command("cd " + quote(work_) + " && " + DIFFUSE_BINARY + " generate --device cpu --model " +
-                                quote(model_) + " --prompt 'a red fox' --steps 3 -W 64 -H 64 --seed 77 --sampler euler "
-                                "--output " + quote(work_ + "/" + out) + " " + args);
-  }
-  std::vector<uint8_t> pixels(const std::string& out) {
-    const std::string bytes = testing::read_file(work_ + "/" + out);
-    return read_png(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()).rgb;
-  }
-  std::string model_, work_;
 };
 
 TEST_F(CliIpAdapter, ChangesThePictureAndSaysSo) {
