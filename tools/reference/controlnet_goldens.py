@@ -55,8 +55,6 @@ def sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-
-
 def control_images():
     """Two deterministic 8-bit RGB images, WIDTH x HEIGHT: A is white edges on black
     (a canny-like map), B colour bands with a bright disc."""

@@ -86,8 +86,6 @@ LCM_GUIDANCE = 8.0
 TCD_RUN = {"steps": 4, "eta": 0.3, "seed": 2321, "guidance_scale": 0.0}
 
 
-
-
 def save_png(out_dir, name, image):
     rgb = (image * 255).round().clip(0, 255).astype("uint8").reshape(-1).tolist()
     write_png(os.path.join(out_dir, name), image.shape[1], image.shape[0], rgb)

@@ -54,8 +54,6 @@ def read_png_rgb(path):
     return read_png(path)
 
 
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fixtures", required=True, help="the materialised v1 fixture tree (with v2/inputs)")

@@ -87,8 +87,6 @@ def sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-
-
 def ref_image(name):
     """Deterministic 8-bit RGB reference images with edges and gradients (so the
     bicubic resize matters)."""
