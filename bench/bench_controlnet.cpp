@@ -12,7 +12,7 @@
 #include "core/ops.h"
 #include "models/controlnet.h"
 #include "models/unet.h"
-#include "unet_step_inputs.h"
+#include "unet_step_bench.h"
 
 using namespace diffuse;
 
@@ -27,9 +27,9 @@ Models& models(int arch, Device device) {
   static std::map<std::pair<int, Device>, Models> cache;
   Models& m = cache[{arch, device}];
   if (!m.unet) {
-    const UNetConfig uc = arch == 0 ? UNetConfig::sd15() : UNetConfig::sdxl_base();
-    const DType dt = device == Device::kCPU ? DType::kF32 : DType::kF16;
-    m.unet = std::make_unique<UNet>(uc, UNet::random_weights(uc, 1, dt), dt, device);
+    m.unet = random_bench_unet(arch, device);
+    const UNetConfig& uc = m.unet->config();
+    const DType dt = m.unet->dtype();
     const ControlNetConfig cc = ControlNetConfig::from_unet(uc);
     m.cn = std::make_unique<ControlNet>(cc, ControlNet::random_weights(cc, 2, dt), dt, device);
   }
@@ -59,13 +59,7 @@ void Step(benchmark::State& state) {
     }
     return m.unet->forward(x, t, ctx, pooled, ids, nullptr, &sum);
   };
-  step();  // warm-up: plans, workspaces
-  backend_for(device).synchronize();
-  for (auto _ : state) {
-    Tensor out = step();
-    backend_for(device).synchronize();
-    benchmark::DoNotOptimize(out);
-  }
+  time_steps(state, device, step);
   state.counters["nets"] = nets;
 }
 

@@ -16,7 +16,7 @@
 #include "models/clip_vision.h"
 #include "models/unet.h"
 #include "models/weights.h"
-#include "unet_step_inputs.h"
+#include "unet_step_bench.h"
 
 using namespace diffuse;
 
@@ -31,9 +31,9 @@ Models& models(int arch, Device device) {
   static std::map<std::pair<int, Device>, Models> cache;
   Models& m = cache[{arch, device}];
   if (!m.unet) {
-    const UNetConfig uc = arch == 0 ? UNetConfig::sd15() : UNetConfig::sdxl_base();
-    const DType dt = device == Device::kCPU ? DType::kF32 : DType::kF16;
-    m.unet = std::make_unique<UNet>(uc, UNet::random_weights(uc, 1, dt), dt, device);
+    m.unet = random_bench_unet(arch, device);
+    const UNetConfig& uc = m.unet->config();
+    const DType dt = m.unet->dtype();
     WeightSpecs specs;
     const int64_t D = uc.cross_attention_dim[0];
     for (const auto& n : UNet::cross_attention_names(uc)) {
@@ -64,13 +64,7 @@ void Step(benchmark::State& state) {
   UNetResiduals r;
   r.image_prompt = tokens > 0 ? &ip : nullptr;
   auto step = [&] { return m.unet->forward(in.x, in.t, in.ctx, in.pooled, in.ids, nullptr, &r); };
-  step();  // warm-up: plans, workspaces
-  backend_for(device).synchronize();
-  for (auto _ : state) {
-    Tensor out = step();
-    backend_for(device).synchronize();
-    benchmark::DoNotOptimize(out);
-  }
+  time_steps(state, device, step);
   state.counters["tokens"] = tokens;
 }
 
