@@ -703,7 +703,7 @@ GenerationResult Pipeline::generate(const GenerationParams& params_in, const Pro
   // round(T - fraction * T) splits the schedule; the first pass takes the
   // timesteps >= it, the second those below (one more for a second-order
   // sampler, so that a Heun step is never split).
-  const int train_steps = m.sampling_config().num_train_timesteps.value_or(1000);
+  const int train_steps = sampling.num_train_timesteps.value_or(1000);
   auto cutoff_of = [&](double fraction) {
     return static_cast<double>(std::nearbyint(train_steps - fraction * train_steps));
   };
